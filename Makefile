@@ -1,0 +1,77 @@
+# taskapi: build, test, demo, benchmarks.
+#   make            build taskapi.core for $(LUA) (lua5.4 by default; LUA=luajit for LuaJIT)
+#   make test       install missing packages, build for both runtimes, run every suite
+#   make demo       the whole workflow against the local fake provider
+#   make memcheck   integration specs under valgrind
+#   make asan       the suite against an ASan/UBSan build
+#   make bench      benchmarks against peers (bench/results.md)
+#   make install    install the module, the Lua layer and bin/taskapi under $(PREFIX)
+
+LUA     ?= lua5.4
+PREFIX  ?= /usr/local
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+PKGS    := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted luajit2 \
+           libluajit2-5.1-dev nginx libnginx-mod-http-lua lua-resty-core valgrind \
+           openssl coreutils util-linux
+
+ifeq ($(LUA),luajit)
+  LUA_INC  ?= /usr/include/luajit-2.1
+  LUA_VER  := 5.1
+else
+  LUA_INC  ?= /usr/include/lua5.4
+  LUA_VER  := 5.4
+endif
+
+BUILD   := build/$(LUA)
+MODULE  := $(BUILD)/taskapi/core.so
+SRCS    := $(wildcard src/*.c)
+HDRS    := $(wildcard src/*.h)
+
+.PHONY: all build build-all deps test demo memcheck asan bench fuzz lint install clean fake-start fake-stop
+
+all: build
+
+build: $(MODULE)
+
+$(MODULE): $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -std=c99 -D_GNU_SOURCE -fPIC -shared -I$(LUA_INC) \
+	    -o $@ $(SRCS) -lcurl
+
+build-all:
+	$(MAKE) build LUA=lua5.4
+	$(MAKE) build LUA=luajit
+
+# Installs what is missing (as root), or says exactly what to install.
+deps:
+	@sh .ci/deps.sh $(PKGS)
+
+test: deps build-all
+	@sh spec/run-all.sh
+
+demo: deps build
+	@LUA=$(LUA) sh examples/demo.sh
+
+memcheck: deps build
+	@sh spec/memcheck.sh
+
+asan: deps
+	@sh spec/asan.sh
+
+bench: deps build-all
+	@sh bench/run.sh
+
+lint: build
+	@sh spec/lint.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/taskapi $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/taskapi \
+	    $(DESTDIR)$(PREFIX)/bin
+	install -m 0644 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/taskapi/core.so
+	cd lua && find taskapi -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/{} \;
+	install -m 0755 bin/taskapi $(DESTDIR)$(PREFIX)/bin/taskapi
+
+clean:
+	rm -rf build
