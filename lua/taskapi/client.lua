@@ -1,0 +1,157 @@
+-- taskapi.client: the client object of the public contract. It checks every argument before
+-- any request and delegates: provider.lua (ids, responses, tasks), http.lua (calls and
+-- retries), download.lua (files), wait.lua (polling). The API key lives in a private table,
+-- out of reach of printing or iterating the client.
+local core = require "taskapi.core"
+local errors = require "taskapi.errors"
+local provider = require "taskapi.provider"
+local http = require "taskapi.http"
+local download = require "taskapi.download"
+local secret = require "taskapi.secret"
+
+local M = {}
+local Client = {}
+Client.__index = Client
+M.Client = Client
+
+function Client.__tostring(c)
+  return "taskapi client (" .. c.def.name .. ", " .. c.base_url .. ")"
+end
+
+local function positive(v, name, max)
+  if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge or (max and v > max) then
+    return errors.invalid("option '" .. name .. "' must be a positive number" .. (max and " up to " .. max or "") ..
+      ", got " .. (type(v) == "number" and tostring(v) or type(v)))
+  end
+  return v
+end
+
+local function non_negative(v, name)
+  if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
+    return errors.invalid("option '" .. name .. "' must be a number >= 0, got " .. (type(v) == "number" and tostring(v) or type(v)))
+  end
+  return v
+end
+
+local KNOWN = {
+  provider = true, api_key = true, base_url = true, timeout = true, retries = true, backoff = true,
+  max_backoff = true, max_retry_after = true, min_interval = true, transport = true, ca_file = true,
+  insecure = true, max_body = true, stall_time = true, user_agent = true,
+}
+
+local warned_insecure = false
+
+--- taskapi.new(opts): see the README for every option.
+function M.new(opts)
+  if type(opts) ~= "table" then return errors.invalid("taskapi.new expects an options table, got " .. type(opts)) end
+  for k in pairs(opts) do
+    if not KNOWN[k] then return errors.invalid("unknown option '" .. tostring(k) .. "'") end
+  end
+  local def, err = provider.load(opts.provider)
+  if not def then return nil, err end
+  local key = opts.api_key
+  if key == nil then return errors.invalid("option 'api_key' is required") end
+  if type(key) ~= "string" or key == "" then return errors.invalid("option 'api_key' must be a non-empty string") end
+  if key:find("[%c%s]") then return errors.invalid("option 'api_key' contains white space or control characters") end
+  local base = opts.base_url or def.base_url
+  if type(base) ~= "string" or not base:match("^https?://[^%s/?#]+[^%s?#]*$") then
+    return errors.invalid("option 'base_url' must be an http(s) URL without query, got " ..
+      (type(base) == "string" and "'" .. base:sub(1, 80) .. "'" or type(base)))
+  end
+  local c = setmetatable({ def = def, base_url = (base:gsub("/+$", "")) }, Client)
+  c.timeout = 30
+  if opts.timeout ~= nil then c.timeout, err = positive(opts.timeout, "timeout", 86400) if not c.timeout then return nil, err end end
+  c.retries = 3
+  if opts.retries ~= nil then
+    local r = opts.retries
+    if type(r) ~= "number" or r ~= r or r < 0 or r > 20 or r % 1 ~= 0 then
+      return errors.invalid("option 'retries' must be a whole number from 0 to 20")
+    end
+    c.retries = r
+  end
+  c.backoff, c.max_backoff, c.max_retry_after = 0.5, 30, 120
+  for _, name in ipairs({ "backoff", "max_backoff", "max_retry_after", "stall_time" }) do
+    if opts[name] ~= nil then
+      c[name], err = positive(opts[name], name, 86400)
+      if not c[name] then return nil, err end
+    end
+  end
+  if opts.min_interval ~= nil then
+    c.min_interval, err = non_negative(opts.min_interval, "min_interval")
+    if not c.min_interval then return nil, err end
+  else
+    c.min_interval = def.min_interval or 0
+  end
+  if opts.max_body ~= nil then
+    c.max_body, err = positive(opts.max_body, "max_body")
+    if not c.max_body then return nil, err end
+  end
+  if opts.ca_file ~= nil then
+    if type(opts.ca_file) ~= "string" or not io.open(opts.ca_file, "rb") then
+      return errors.invalid("option 'ca_file' must name a readable file")
+    end
+    c.ca_file = opts.ca_file
+  end
+  if opts.insecure ~= nil then
+    if type(opts.insecure) ~= "boolean" then return errors.invalid("option 'insecure' must be a boolean") end
+    c.insecure = opts.insecure
+    if c.insecure and not warned_insecure then
+      warned_insecure = true
+      io.stderr:write("taskapi: warning: TLS verification is off (insecure = true)\n")
+    end
+  end
+  if opts.transport ~= nil then
+    if type(opts.transport) ~= "table" or type(opts.transport.request) ~= "function" then
+      return errors.invalid("option 'transport' must be a table with a request method")
+    end
+    c.transport = opts.transport
+  else
+    c.multi = core.multi()
+  end
+  if opts.user_agent ~= nil then
+    if type(opts.user_agent) ~= "string" or opts.user_agent:find("%c") then
+      return errors.invalid("option 'user_agent' must be a string without control characters")
+    end
+    c.user_agent = opts.user_agent .. " taskapi/" .. core.version
+  else
+    c.user_agent = "taskapi/" .. core.version .. " (" .. (_VERSION or "Lua") .. (jit and "; " .. jit.version or "") .. ")"
+  end
+  secret.set(c, key)
+  return c
+end
+
+function Client:status(id)
+  local sid, err = provider.check_id(self.def, id)
+  if not sid then return nil, err end
+  local data, trace = http.call(self, "GET", self.def.status_path, { id = sid }, nil, sid)
+  if not data then return nil, trace end
+  return provider.task(self.def, data, sid, trace, core.null)
+end
+
+local function is_task(v, def)
+  return type(v) == "table" and type(v.id) == "string" and type(v.outputs) == "table" and v.provider == def.name
+end
+
+function Client:download(task_or_id, opts)
+  local o, err = download.check_opts(self.def, opts)
+  if not o then return nil, err end
+  local task = task_or_id
+  if not is_task(task, self.def) then
+    if type(task) == "table" then
+      return errors.invalid("download expects a " .. self.def.name .. " task (from status or wait) or a task id")
+    end
+    task, err = self:status(task_or_id)
+    if not task then return nil, err end
+  end
+  return download.run(self, task, o)
+end
+
+function Client:wait(id, opts)
+  return require("taskapi.wait").wait(self, id, opts)
+end
+
+function Client:close()
+  if self.multi then self.multi:close() end
+end
+
+return M

@@ -1,0 +1,245 @@
+-- taskapi.download: saving a task's outputs to disk. Picks the outputs, names each file
+-- `<task id>_<output name>.<ext>` inside the destination folder (nothing a server says can
+-- change the folder), resolves each output's link (SellerPic: one download-link call per
+-- result), and runs the streaming transfer of the C module: a hidden part file renamed to
+-- the final name only when complete, resumed with Range after a dropped connection, the
+-- link renewed once when the file host says it expired (403/404). The API key is never sent
+-- to a file host. Every failure removes the part file.
+local engine = require "taskapi.engine"
+local errors = require "taskapi.errors"
+local http = require "taskapi.http"
+
+local M = {}
+
+local EXT_OF_TYPE = {
+  ["model/gltf-binary"] = "glb", ["model/gltf+json"] = "gltf", ["model/obj"] = "obj",
+  ["model/vnd.usdz+zip"] = "usdz", ["model/stl"] = "stl", ["application/x-fbx"] = "fbx",
+  ["image/png"] = "png", ["image/jpeg"] = "jpg", ["image/webp"] = "webp", ["image/gif"] = "gif",
+  ["video/mp4"] = "mp4", ["video/webm"] = "webm", ["application/zip"] = "zip",
+}
+
+local function safe_part(s)
+  s = tostring(s):gsub("[^%w%-_]", "_")
+  return s
+end
+
+local function ext_of_url(url)
+  local path = url:match("^[^?#]*") or url
+  local last = path:match("([^/]*)$") or ""
+  local ext = last:match("%.(%w+)$")
+  if ext and #ext <= 8 then return ext:lower() end
+  return nil
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function is_dir(path)
+  local f = io.open(path .. "/.", "rb")
+  if f then f:close() return true end
+  return false
+end
+
+--- Checks the download options before any request; returns the normalized options.
+function M.check_opts(def, opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then return errors.invalid("download options must be a table, got " .. type(opts)) end
+  local o = {}
+  o.dir = opts.dir or "."
+  if type(o.dir) ~= "string" or o.dir == "" then return errors.invalid("download option 'dir' must be a non-empty string") end
+  if o.dir:find("%z") then return errors.invalid("download option 'dir' contains a NUL byte") end
+  if not is_dir(o.dir) then return nil, errors.new("io", "download folder '" .. o.dir .. "' does not exist or is not a folder") end
+  o.dir = o.dir:gsub("/+$", "")
+  if o.dir == "" then o.dir = "/" end
+  if opts.outputs ~= nil then
+    local list = type(opts.outputs) == "string" and { opts.outputs } or opts.outputs
+    if type(list) ~= "table" or #list == 0 then
+      return errors.invalid("download option 'outputs' must be a name or a non-empty array of names")
+    end
+    o.outputs = {}
+    for _, n in ipairs(list) do
+      if type(n) ~= "string" and type(n) ~= "number" then return errors.invalid("download option 'outputs' holds a " .. type(n)) end
+      o.outputs[#o.outputs + 1] = type(n) == "number" and string.format("%d", n) or n
+    end
+  end
+  if opts.format ~= nil then
+    if not def.formats then return errors.invalid("download option 'format' is not supported by " .. def.name) end
+    if type(opts.format) ~= "string" or not def.formats[opts.format] then
+      local names = {}
+      for k in pairs(def.formats) do names[#names + 1] = k end
+      table.sort(names)
+      return errors.invalid("download option 'format' must be one of " .. table.concat(names, ", "))
+    end
+  end
+  o.format = opts.format or def.default_format
+  o.uhd = opts.uhd
+  if opts.overwrite ~= nil and type(opts.overwrite) ~= "boolean" then return errors.invalid("download option 'overwrite' must be a boolean") end
+  o.overwrite = opts.overwrite == true
+  if opts.max_bytes ~= nil then
+    local m = opts.max_bytes
+    if type(m) ~= "number" or m ~= m or m <= 0 or m == math.huge then
+      return errors.invalid("download option 'max_bytes' must be a positive number")
+    end
+    o.max_bytes = m
+  end
+  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
+    return errors.invalid("download option 'on_progress' must be a function")
+  end
+  o.on_progress = opts.on_progress
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or not (opts.timeout > 0) or opts.timeout == math.huge) then
+    return errors.invalid("download option 'timeout' must be a positive number of seconds")
+  end
+  o.timeout = opts.timeout or 0
+  return o
+end
+
+-- The outputs to save, in the task's order, filtered by opts.outputs (every name must exist).
+local function pick(task, o)
+  if not o.outputs then return task.outputs end
+  local by = {}
+  for _, out in ipairs(task.outputs) do by[out.name] = out end
+  local list = {}
+  for _, n in ipairs(o.outputs) do
+    if not by[n] then
+      local have = {}
+      for _, out in ipairs(task.outputs) do have[#have + 1] = out.name end
+      return errors.invalid("task " .. task.id .. " has no output '" .. n .. "' (it has: " ..
+        (#have > 0 and table.concat(have, ", ") or "none") .. ")", { task_id = task.id })
+    end
+    list[#list + 1] = by[n]
+  end
+  return list
+end
+
+-- The link of an output: Tripo's URL as given; SellerPic's from its download-link endpoint.
+local function resolve(client, task, out, o)
+  local def = client.def
+  if def.refresh ~= "link" then
+    if not out.url then return nil, errors.new("bad_response", "output '" .. out.name .. "' has no URL", { task_id = task.id }) end
+    return out.url
+  end
+  local path = def.link_path .. (o.uhd and "&uhd=true" or "")
+  local data, err = http.call(client, "GET", path, { id = out.id or out.name, format = o.format }, nil, task.id)
+  if not data then return nil, err end
+  if type(data.fileUrl) ~= "string" or data.fileUrl == "" then
+    local why = type(data.errorMsg) == "string" and data.errorMsg or ("status " .. tostring(data.status))
+    return nil, errors.new("download", "no download link for result " .. out.name .. ": " .. why, { task_id = task.id })
+  end
+  return data.fileUrl
+end
+
+-- A fresh link after the file host refused the old one.
+local function refresh(client, task, out, o)
+  if client.def.refresh == "link" then return resolve(client, task, out, o) end
+  local fresh, err = client:status(task.id)
+  if not fresh then return nil, err end
+  for _, f in ipairs(fresh.outputs) do
+    if f.name == out.name then return f.url end
+  end
+  return nil, errors.new("download", "output '" .. out.name .. "' is gone after refreshing the task", { task_id = task.id })
+end
+
+-- Saves one output; returns {name=, path=, bytes=, content_type=} or nil, err.
+local function save(client, task, out, o)
+  local url, err = resolve(client, task, out, o)
+  if not url then return nil, err end
+  local base = safe_part(task.id) .. "_" .. safe_part(out.name)
+  local ext = (client.def.refresh == "link" and o.format) or ext_of_url(url)
+  local final = ext and (o.dir .. "/" .. base .. "." .. ext) or nil
+  if final and not o.overwrite and exists(final) then
+    return nil, errors.new("io", "file '" .. final .. "' exists (pass overwrite = true to replace it)", { task_id = task.id })
+  end
+  local part = o.dir .. "/." .. base .. ".part"
+  local req = {
+    url = url, path = final or (o.dir .. "/." .. base .. ".done"), part = part, resume = true,
+    keep_partial = true, max_bytes = o.max_bytes, timeout = o.timeout, user_agent = client.user_agent,
+    ca_file = client.ca_file, insecure = client.insecure, low_speed_time = client.stall_time,
+  }
+  os.remove(part)
+  local on_progress
+  if o.on_progress then
+    local cb, name = o.on_progress, out.name
+    on_progress = function(done, total) cb(done, total, name) end
+  end
+  local ctx = { task_id = task.id, on_progress = on_progress }
+  local function decide(r)
+    if r.status >= 200 and r.status < 300 then return r end
+    if r.status == 403 or r.status == 404 or r.status == 410 then return r end -- renewed below
+    local retryable = r.status == 429 or r.status >= 500
+    return nil, errors.new("download", "file host answered HTTP " .. r.status,
+      { status = r.status, retryable = retryable, retry_after = r.retry_after, task_id = task.id })
+  end
+  local res, derr = http.with_retries(client, req, decide, ctx)
+  if res and res.status >= 300 then
+    -- The link expired (or never was valid): renew it once and start again.
+    local fresh
+    fresh, derr = refresh(client, task, out, o)
+    res = nil
+    if fresh then
+      req.url = fresh
+      os.remove(part)
+      res, derr = http.with_retries(client, req, decide, ctx)
+      if res and res.status >= 300 then
+        res, derr = nil, errors.new("download", "file host answered HTTP " .. res.status .. " after the link was renewed",
+          { status = res.status, task_id = task.id })
+      end
+    end
+  end
+  if not res then
+    os.remove(part)
+    if derr.kind == "download" or derr.kind == "io" or derr.kind == "timeout" or derr.kind == "transport" then
+      derr.message = "output '" .. out.name .. "': " .. tostring(derr.message)
+    end
+    return nil, derr
+  end
+  local ctype = res.content_type
+  if not final then
+    ext = EXT_OF_TYPE[ctype or ""] or "bin"
+    final = o.dir .. "/" .. base .. "." .. ext
+    if not o.overwrite and exists(final) then
+      os.remove(req.path)
+      return nil, errors.new("io", "file '" .. final .. "' exists (pass overwrite = true to replace it)", { task_id = task.id })
+    end
+    local ok, rerr = os.rename(req.path, final)
+    if not ok then
+      os.remove(req.path)
+      return nil, errors.new("io", "cannot rename to '" .. final .. "': " .. tostring(rerr), { task_id = task.id })
+    end
+  end
+  return { name = out.name, path = final, bytes = res.bytes, content_type = ctype, kind = out.kind,
+    server_name = res.filename }
+end
+
+--- Saves the outputs of a finished task. Returns the array of saved files, or nil, err
+--- (files saved before the failure stay, complete; err.files lists them).
+function M.run(client, task, o)
+  if not task.done then
+    return nil, errors.new("invalid_argument", "task " .. task.id .. " is not finished (state " .. task.state .. ")",
+      { task_id = task.id })
+  end
+  if not task.ok then
+    return nil, errors.new("task_failed", "task " .. task.id .. " ended " .. task.state ..
+      (task.error and task.error.message and ": " .. task.error.message or ""),
+      { task_id = task.id, code = task.error and task.error.code })
+  end
+  local outs, err = pick(task, o)
+  if not outs then return nil, err end
+  local files = {}
+  for _, out in ipairs(outs) do
+    local f, ferr = save(client, task, out, o)
+    if not f then
+      ferr.files = files
+      return nil, ferr
+    end
+    files[#files + 1] = f
+  end
+  return files
+end
+
+M.ext_of_url = ext_of_url
+M._engine = engine
+
+return M

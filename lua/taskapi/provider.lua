@@ -1,0 +1,175 @@
+-- taskapi.provider: what every provider shares. A provider definition (providers/*.lua) is
+-- data: URLs, the status map, output names, the envelope's field names, plus one small
+-- function that reads its task payload. This module turns those into checked ids, errors
+-- from responses, and the normalized task table of the public contract.
+local errors = require "taskapi.errors"
+
+local M = {}
+
+local BUILTIN = { tripo = true, sellerpic = true }
+
+M.STATES = {
+  queued = true, running = true, succeeded = true, failed = true, cancelled = true,
+  banned = true, expired = true, unknown = true,
+}
+local FINAL = { succeeded = true, failed = true, cancelled = true, banned = true, expired = true, unknown = true }
+M.FINAL = FINAL
+
+--- Resolves a provider name or definition table into a definition.
+function M.load(p)
+  if type(p) == "string" then
+    if not BUILTIN[p] then
+      return errors.invalid("unknown provider '" .. p .. "' (known: tripo, sellerpic, or a definition table)")
+    end
+    return require("taskapi.providers." .. p)
+  elseif type(p) == "table" then
+    for _, field in ipairs({ "name", "base_url", "status_path", "read_task" }) do
+      if p[field] == nil then return errors.invalid("provider definition lacks '" .. field .. "'") end
+    end
+    return p
+  end
+  return errors.invalid("provider must be a name or a definition table, got " .. type(p))
+end
+
+local MAX_SAFE = 9007199254740992 -- 2^53
+
+--- Checks a task id before any request and returns it as a string.
+--- def.id_syntax: "digits" (int64 as a string or a Lua integer) or "token" (URL-safe string).
+function M.check_id(def, id)
+  local what = def.name .. " task id"
+  if def.id_syntax == "digits" then
+    if type(id) == "number" then
+      if id ~= id or id == math.huge or id == -math.huge then return errors.invalid(what .. " is not a finite number") end
+      if id < 0 or id % 1 ~= 0 then return errors.invalid(what .. " " .. tostring(id) .. " is not a whole positive number") end
+      if math.type and math.type(id) == "integer" then return string.format("%d", id) end
+      if id >= MAX_SAFE then
+        return errors.invalid(what .. " " .. string.format("%.17g", id) ..
+          " is a float above 2^53 and may have lost digits: pass the id as a string")
+      end
+      return string.format("%d", id)
+    elseif type(id) == "string" then
+      if id == "" then return errors.invalid(what .. " is empty") end
+      if not id:match("^%d+$") then return errors.invalid(what .. " '" .. id:sub(1, 40) .. "' must be digits only") end
+      if #id > 20 then return errors.invalid(what .. " has " .. #id .. " digits; an int64 has at most 19") end
+      return id
+    end
+    return errors.invalid(what .. " must be a string of digits or an integer, got " .. type(id))
+  end
+  if type(id) ~= "string" then return errors.invalid(what .. " must be a string, got " .. type(id)) end
+  if id == "" then return errors.invalid(what .. " is empty") end
+  if #id > 256 then return errors.invalid(what .. " is " .. #id .. " bytes long (at most 256)") end
+  if id:find("..", 1, true) then return errors.invalid(what .. " contains '..'") end
+  local bad = id:match("[^%w%-_%.~]")
+  if bad then
+    local shown = bad:match("%c") and string.format("\\%d", bad:byte()) or bad == " " and "a space" or "'" .. bad .. "'"
+    return errors.invalid(what .. " contains " .. shown .. " (only letters, digits and - _ . ~ are URL-safe)")
+  end
+  return id
+end
+
+local function kind_of_status(status)
+  if status == 400 or status == 422 then return "invalid_argument", false end
+  if status == 401 or status == 403 then return "auth", false end
+  if status == 404 then return "not_found", false end
+  if status == 408 then return "timeout", true end
+  if status == 429 then return "rate_limited", true end
+  if status >= 500 then return "server", true end
+  return "bad_response", false
+end
+
+local function envelope_fields(def, body)
+  if type(body) ~= "table" then return nil, nil end
+  local env = def.envelope
+  local code = body[env.code]
+  local msg = body[env.message]
+  if env.suggestion and type(body[env.suggestion]) == "string" then
+    msg = (msg and tostring(msg) .. ": " or "") .. body[env.suggestion]
+  end
+  if type(msg) ~= "string" then msg = nil end
+  return code, msg
+end
+
+local function trace_of(def, res, body)
+  if res.trace_id then return res.trace_id end
+  local f = def.envelope.trace
+  if f and type(body) == "table" and type(body[f]) == "string" then return body[f] end
+  return nil
+end
+
+--- Turns one HTTP response of the API into its `data` payload, or into an error.
+--- A JSON body is expected in res.json (decoded by the transport with integers exact).
+function M.unwrap(def, res, task_id)
+  local body = res.json
+  local code, msg = envelope_fields(def, body)
+  local fields = { status = res.status, code = code, trace_id = trace_of(def, res, body), task_id = task_id,
+    retry_after = res.retry_after }
+  if res.status < 200 or res.status > 299 then
+    local kind, retryable = kind_of_status(res.status)
+    local special = code ~= nil and def.codes and def.codes[code]
+    if special then kind, retryable = special[1], special[2] end
+    fields.retryable = retryable
+    if not msg then
+      local snippet = type(res.body) == "string" and res.body:sub(1, 120):gsub("%s+", " ") or ""
+      msg = "HTTP " .. res.status .. (snippet ~= "" and ": " .. snippet or "")
+    end
+    return nil, errors.new(kind, def.name .. ": " .. msg, fields)
+  end
+  if body == nil then
+    return nil, errors.new("bad_response", def.name .. ": response is not JSON (" ..
+      tostring(res.json_error or res.content_type or "empty body") .. ")", fields)
+  end
+  if type(body) ~= "table" then
+    return nil, errors.new("bad_response", def.name .. ": response is a JSON " .. type(body) .. ", not an object", fields)
+  end
+  if code ~= 0 then
+    local special = def.codes and def.codes[code]
+    fields.retryable = special and special[2] or false
+    return nil, errors.new(special and special[1] or (code == nil and "bad_response" or "server"),
+      def.name .. ": " .. (code == nil and "response has no '" .. def.envelope.code .. "' field"
+        or (msg or "error code " .. tostring(code))), fields)
+  end
+  local data = body[def.envelope.data]
+  if type(data) ~= "table" then
+    return nil, errors.new("bad_response", def.name .. ": response has no '" .. def.envelope.data .. "' object", fields)
+  end
+  return data, fields.trace_id
+end
+
+local function int_or_nil(v, none)
+  if type(v) ~= "number" or v ~= v or v == none then return nil end
+  if v < 0 then return nil end
+  if math.tointeger then return math.tointeger(math.floor(v)) end
+  return math.floor(v)
+end
+M.int_or_nil = int_or_nil
+
+--- Builds the normalized task from a provider payload. def.read_task(data) returns
+--- {status=raw status, progress=, queue_position=, eta=, outputs=, error=, state=?}.
+function M.task(def, data, id, trace_id, null)
+  local r = def.read_task(data, null)
+  local state = r.state
+  if not state then
+    state = def.states[r.status]
+    if not state then state = "unknown" end
+  end
+  local task = {
+    id = id,
+    provider = def.name,
+    state = state,
+    status = r.status,
+    done = FINAL[state] == true,
+    ok = state == "succeeded",
+    progress = int_or_nil(r.progress),
+    queue_position = int_or_nil(r.queue_position),
+    eta = int_or_nil(r.eta),
+    outputs = r.outputs or {},
+    error = r.error,
+    results = r.results,
+    trace_id = trace_id,
+    raw = data,
+  }
+  if task.progress and task.progress > 100 then task.progress = 100 end
+  return task
+end
+
+return M

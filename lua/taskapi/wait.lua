@@ -1,0 +1,111 @@
+-- taskapi.wait: the polling policy, in one place. `next_delay` decides when to look again
+-- from what the provider said (ETA, queue position) or, lacking that, by exponential backoff
+-- with jitter; `wait` runs the loop for one task: first poll at once, never faster than the
+-- provider's minimum interval, never past the deadline, transient failures survived until
+-- the deadline, permanent ones returned at once.
+local engine = require "taskapi.engine"
+local errors = require "taskapi.errors"
+local provider = require "taskapi.provider"
+
+local M = {}
+
+M.DEFAULT_TIMEOUT = 900      -- seconds: generation tasks take minutes, not hours
+M.DEFAULT_INTERVAL = 2       -- seconds: the first backoff step
+M.DEFAULT_MAX_INTERVAL = 30  -- seconds: the longest sleep without news
+M.ETA_FACTOR = 0.8           -- look again after this share of a reported ETA
+M.ETA_GRACE = 0.5            -- when the ETA is about to run out, look just after it
+M.QUEUE_STEP = 3             -- seconds per queue position ahead
+
+--- The delay before the next poll. state: {polls=, misses=} of this wait; p: the policy
+--- {interval=, max_interval=, min_interval=}; rnd: a function giving [0,1) (math.random).
+function M.next_delay(task, state, p, rnd)
+  local d
+  if task and task.state == "running" and task.eta then
+    if task.eta <= 2 then d = task.eta + M.ETA_GRACE
+    else d = task.eta * M.ETA_FACTOR end
+  elseif task and task.state == "queued" and task.queue_position then
+    d = p.interval + task.queue_position * M.QUEUE_STEP
+  else
+    local k = state.misses or 0
+    d = p.interval * 2 ^ k
+    d = d * (0.75 + 0.5 * rnd())
+  end
+  if d > p.max_interval then d = p.max_interval end
+  if d < p.min_interval then d = p.min_interval end
+  return d
+end
+
+local function check_opts(client, opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then return errors.invalid("wait options must be a table, got " .. type(opts)) end
+  local p = {
+    timeout = M.DEFAULT_TIMEOUT, interval = M.DEFAULT_INTERVAL, max_interval = M.DEFAULT_MAX_INTERVAL,
+    min_interval = client.min_interval,
+  }
+  for _, k in ipairs({ "timeout", "interval", "max_interval", "min_interval" }) do
+    local v = opts[k]
+    if v ~= nil then
+      if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge or (k == "timeout" and v == 0) then
+        return errors.invalid("wait option '" .. k .. "' must be a " .. (k == "timeout" and "positive" or "non-negative") ..
+          " finite number of seconds, got " .. (type(v) == "number" and tostring(v) or type(v)))
+      end
+      p[k] = v
+    end
+  end
+  if p.interval < p.min_interval then p.interval = p.min_interval end
+  if p.max_interval < p.interval then p.max_interval = p.interval end
+  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
+    return errors.invalid("wait option 'on_progress' must be a function")
+  end
+  p.on_progress = opts.on_progress
+  return p
+end
+M.check_opts = check_opts
+
+local function changed(a, b)
+  return not a or a.state ~= b.state or a.progress ~= b.progress or a.queue_position ~= b.queue_position
+    or a.eta ~= b.eta
+end
+
+--- Polls task `id` until it is finalized; see the README for the options.
+function M.wait(client, id, opts)
+  local sid, err = provider.check_id(client.def, id)
+  if not sid then return nil, err end
+  local p
+  p, err = check_opts(client, opts)
+  if not p then return nil, err end
+  local start = engine.now(client)
+  local deadline = start + p.timeout
+  local st = { polls = 0, misses = 0 }
+  local last, last_err
+  while true do
+    local task, perr = client:status(sid)
+    st.polls = st.polls + 1
+    local delay
+    if task then
+      if p.on_progress and changed(last, task) then p.on_progress(task) end
+      if task.done then return task end
+      if last and not changed(last, task) then st.misses = st.misses + 1 else st.misses = 0 end
+      last, last_err = task, nil
+      delay = M.next_delay(task, st, p, math.random)
+    else
+      if not perr.retryable then return nil, perr end
+      last_err = perr
+      st.misses = st.misses + 1
+      delay = M.next_delay(nil, st, p, math.random)
+      if perr.retry_after and perr.retry_after > delay then delay = perr.retry_after end
+    end
+    local now = engine.now(client)
+    if now + delay > deadline then
+      if deadline > now then engine.sleep(client, deadline - now) end
+      local e = errors.new("timeout", "task " .. sid .. " not finished after " .. p.timeout .. " s" ..
+        (last and " (last state " .. last.state .. ")" or "") ..
+        (last_err and "; last error: " .. tostring(last_err.message) or ""),
+        { task_id = sid, task = last, retryable = true, polls = st.polls })
+      return nil, e
+    end
+    engine.sleep(client, delay)
+  end
+end
+
+return M

@@ -1,0 +1,17 @@
+#!/bin/sh
+# `make memcheck`: the integration specs (the real C module over real HTTP against the nginx
+# fake) under valgrind. Fails on any valgrind error or any definitely lost byte; prints the
+# valgrind summary and busted's own closing line.
+cd "$(dirname "$0")/.." || exit 2
+mkdir -p build
+command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y valgrind" >&2; exit 1; }
+specs=$(ls spec/core_transport_spec.lua spec/core_download_spec.lua spec/integration_*_spec.lua 2>/dev/null)
+vlog=build/memcheck.valgrind.log
+TASKAPI_MEMCHECK=1 valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
+  --error-exitcode=99 --log-file="$vlog" \
+  lua5.4 /usr/bin/busted -o utfTerminal --cpath='./build/lua5.4/?.so' --exclude-tags=slow,big $specs
+code=$?
+grep -E "definitely lost|ERROR SUMMARY|Invalid|uninitialised|at 0x" "$vlog" | head -40
+echo "valgrind: exit $code; $(grep -E 'ERROR SUMMARY' "$vlog" | tail -n 1 | sed 's/^==[0-9]*== //')"
+[ "$code" -eq 99 ] && { echo "valgrind reported errors"; exit 1; }
+exit $code
