@@ -159,8 +159,8 @@ local function parse_range(value, size)
   else
     first = tonumber(a)
     last = b ~= "" and tonumber(b) or size - 1
-    if last < first then return nil end
     if first >= size then return false end
+    if last < first then return nil end
     last = min(last, size - 1)
   end
   return first, last
