@@ -8,6 +8,8 @@ local provider = require "taskapi.provider"
 local http = require "taskapi.http"
 local download = require "taskapi.download"
 local secret = require "taskapi.secret"
+local scheduler = require "taskapi.scheduler"
+local waiting = require "taskapi.wait"
 
 local M = {}
 local Client = {}
@@ -146,8 +148,133 @@ function Client:download(task_or_id, opts)
   return download.run(self, task, o)
 end
 
+--- Starts a task; returns its id as a string. Tripo: params is the body (`type` required).
+--- SellerPic: params.type picks the endpoint, the rest is the body.
+function Client:create(params)
+  if type(params) ~= "table" then return errors.invalid("create expects a table of parameters, got " .. type(params)) end
+  local t = params.type
+  if type(t) ~= "string" or t == "" then return errors.invalid("create: parameter 'type' (a non-empty string) is required") end
+  if not t:match("^[%w_%-]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _ and -") end
+  local def = self.def
+  local body = params
+  if def.create_path:find("{type}", 1, true) then
+    body = {}
+    for k, v in pairs(params) do if k ~= "type" then body[k] = v end end
+  end
+  local data, err = http.call(self, "POST", def.create_path, { type = t }, body)
+  if not data then return nil, err end
+  local id = data[def.create_result]
+  if type(id) == "number" then id = string.format("%d", id) end
+  if type(id) ~= "string" or id == "" then
+    return nil, errors.new("bad_response", def.name .. ": create answered without '" .. def.create_result .. "'")
+  end
+  return id
+end
+
+--- The account's credits: Tripo {balance=, frozen=}; SellerPic {remaining=, total=, usage=}.
+function Client:balance()
+  local data, err = http.call(self, "GET", self.def.balance_path)
+  if not data then return nil, err end
+  return data
+end
+
 function Client:wait(id, opts)
-  return require("taskapi.wait").wait(self, id, opts)
+  return waiting.wait(self, id, opts)
+end
+
+-- Checks an array of ids before any request; returns the array of id strings.
+local function check_ids(def, ids)
+  if type(ids) ~= "table" then return errors.invalid("expected an array of task ids, got " .. type(ids)) end
+  local out, seen = {}, {}
+  for i = 1, #ids do
+    local sid, err = provider.check_id(def, ids[i])
+    if not sid then
+      err.message = "id #" .. i .. ": " .. err.message
+      return nil, err
+    end
+    if not seen[sid] then
+      seen[sid] = true
+      out[#out + 1] = sid
+    end
+  end
+  return out
+end
+
+--- Waits for many tasks at once (coroutines on one multi handle); returns two tables keyed
+--- by task id: the finalized tasks, and the errors of those whose waiting failed.
+function Client:wait_all(ids, opts)
+  local list, err = check_ids(self.def, ids)
+  if not list then return nil, err end
+  local _, perr = waiting.check_opts(self, opts)
+  if perr then return nil, perr end
+  local tasks, errs = {}, {}
+  local function body()
+    local s = scheduler.current()
+    local hs = {}
+    for i, sid in ipairs(list) do hs[i] = s:spawn(function() return self:wait(sid, opts) end) end
+    for i, sid in ipairs(list) do
+      local t, e = hs[i]:join()
+      if t then tasks[sid] = t else errs[sid] = e end
+    end
+  end
+  if scheduler.current() then body() else scheduler.run(body) end
+  return tasks, errs
+end
+
+--- An iterator over tasks as each one finishes: `for task, err in client:each_completed(ids)`.
+--- On a failed wait, task is the last task seen (or a stub with the id and state "unknown")
+--- and err says why (err.task_id names the task), so the loop goes on to the next one.
+function Client:each_completed(ids, opts)
+  local list, err = check_ids(self.def, ids)
+  if not list then
+    local given = false
+    return function() if given then return nil end given = true return { ok = false, done = false }, err end
+  end
+  local _, perr = waiting.check_opts(self, opts)
+  if perr then
+    local given = false
+    return function() if given then return nil end given = true return { ok = false, done = false }, perr end
+  end
+  local s = scheduler.current()
+  local own = s == nil
+  if own then s = scheduler.new() end
+  local queue, head, parked = {}, 1, nil
+  local remaining = #list
+  for _, sid in ipairs(list) do
+    s:spawn(function()
+      local t, e = self:wait(sid, opts)
+      if not t then
+        e.task_id = e.task_id or sid
+        t = e.task or { id = sid, provider = self.def.name, state = "unknown", done = false, ok = false, outputs = {} }
+      end
+      queue[#queue + 1] = { t, e }
+      if parked then
+        local co = parked
+        parked = nil
+        s:_wake(co, nil)
+      end
+    end)
+  end
+  return function()
+    if remaining == 0 then
+      if own then s.multi:close() end
+      return nil
+    end
+    if head > #queue then
+      if own then
+        s:loop(function() return head <= #queue end)
+      else
+        while head > #queue do
+          parked = coroutine.running()
+          s:_park()
+        end
+      end
+    end
+    local item = queue[head]
+    queue[head] = nil
+    head, remaining = head + 1, remaining - 1
+    return item[1], item[2]
+  end
 end
 
 function Client:close()

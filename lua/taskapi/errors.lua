@@ -6,7 +6,7 @@ local M = {}
 M.KINDS = {
   invalid_argument = true, auth = true, not_found = true, rate_limited = true, server = true,
   transport = true, timeout = true, bad_response = true, task_failed = true, download = true,
-  io = true, cancelled = true,
+  io = true, cancelled = true, runtime = true,
 }
 
 local Error = {}

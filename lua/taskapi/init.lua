@@ -3,6 +3,7 @@
 local core = require "taskapi.core"
 local errors = require "taskapi.errors"
 local client = require "taskapi.client"
+local scheduler = require "taskapi.scheduler"
 
 local M = {
   _VERSION = "taskapi " .. core.version,
@@ -15,6 +16,14 @@ core.set_error_metatable(errors.Error)
 
 --- taskapi.new{provider=, api_key=, base_url=, timeout=, retries=, ...} -> client | nil, err
 M.new = client.new
+
+M.run = scheduler.run
+M.spawn = scheduler.spawn
+M.sleep = scheduler.sleep
+M.gather = scheduler.gather
+
+-- Inside OpenResty, HTTP and sleeps go through nginx's event loop.
+if ngx and ngx.config and ngx.config.subsystem then require "taskapi.ngx" end
 
 --- Builds an error value of the library's kind (for provider definitions and tests).
 M.error = errors.new

@@ -1,0 +1,114 @@
+-- taskapi.ngx: the engine inside OpenResty. One libcurl multi handle per nginx worker, driven
+-- by a background light thread (ngx.timer) that calls perform (never blocking) and sleeps
+-- with ngx.sleep between turns; each request parks on an ngx.semaphore until its transfer
+-- is done. Sleeps are ngx.sleep. Phases that cannot yield get a clear error instead.
+local core = require "taskapi.core"
+local engine = require "taskapi.engine"
+local errors = require "taskapi.errors"
+local semaphore = require "ngx.semaphore"
+
+local M = {}
+
+local YIELDABLE = {
+  rewrite = true, access = true, content = true, timer = true, ssl_cert = true,
+  ssl_session_fetch = true, preread = true,
+}
+
+local multi        -- the worker's multi handle, made on first use
+local waiting = {} -- transfer -> {sema=, progress=fn}
+local driving = false
+M.MIN_SLEEP, M.MAX_SLEEP = 0.001, 0.02
+
+local function drive(premature)
+  if premature then return end
+  local pause = M.MIN_SLEEP
+  while next(waiting) do
+    multi:perform()
+    local finished = multi:completed()
+    for i = 1, #finished do
+      local w = waiting[finished[i]]
+      if w then
+        waiting[finished[i]] = nil
+        w.sema:post(1)
+      end
+    end
+    local busy = #finished > 0
+    for t, w in pairs(waiting) do
+      if w.progress then
+        local done, total = t:progress()
+        if done ~= w.last then
+          w.last, busy = done, true
+          local ok, err = pcall(w.progress, done, total)
+          if not ok then w.progress_err = err end
+        end
+      end
+    end
+    -- back off from 1 ms to 20 ms while nothing happens; at once back to 1 ms on activity
+    pause = busy and M.MIN_SLEEP or math.min(pause * 2, M.MAX_SLEEP)
+    ngx.sleep(pause)
+  end
+  driving = false
+end
+
+local function ensure_driver()
+  if driving then return true end
+  local ok, err = ngx.timer.at(0, drive)
+  if not ok then return nil, err end
+  driving = true
+  return true
+end
+
+local function phase_error(what)
+  return errors.new("invalid_argument", "taskapi cannot " .. what .. " in nginx's '" .. ngx.get_phase() ..
+    "' phase: it cannot yield (use a content handler or ngx.timer.at)")
+end
+
+function M.transfer(req, on_progress)
+  if not YIELDABLE[ngx.get_phase()] then return nil, phase_error("make a request") end
+  if not multi then multi = core.multi() end
+  local t, err = multi:add(req)
+  if not t then return nil, err end
+  local w = { sema = semaphore.new(0), progress = on_progress, last = -1 }
+  waiting[t] = w
+  local ok, derr = ensure_driver()
+  if not ok then
+    waiting[t] = nil
+    t:cancel()
+    t:close()
+    return nil, errors.new("transport", "cannot start the transfer driver: " .. tostring(derr))
+  end
+  -- the transfer's own timeouts end it; the extra margin only guards against a lost driver
+  local limit = (req.timeout and req.timeout > 0) and req.timeout + 30 or 86400
+  local got, werr = w.sema:wait(limit)
+  if not got then
+    waiting[t] = nil
+    t:cancel()
+    t:close()
+    return nil, errors.new("timeout", "transfer not finished: " .. tostring(werr), { retryable = true })
+  end
+  local res, rerr = t:result()
+  t:close()
+  if w.progress_err then error(w.progress_err, 0) end
+  return res, rerr
+end
+
+function M.sleep(seconds)
+  if not YIELDABLE[ngx.get_phase()] then error(tostring(phase_error("sleep")), 2) end
+  ngx.sleep(seconds)
+end
+
+function M.now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+--- Transfers in flight in this worker (for status pages and specs).
+function M.in_flight()
+  local n = 0
+  for _ in pairs(waiting) do n = n + 1 end
+  return n
+end
+
+engine.current_ngx = function() return M end
+
+return M

@@ -1,0 +1,331 @@
+-- taskapi.scheduler: coroutine concurrency for plain Lua, in one place. One scheduler runs a
+-- set of coroutines; their timers sit in a binary heap and every HTTP transfer of every
+-- coroutine runs on the scheduler's one libcurl multi handle. When nothing is ready the
+-- process sleeps in curl_multi_poll (or a plain sleep when no transfer is open) until the
+-- next timer is due or a socket wakes it: no busy waiting. All yields of the library are here
+-- (and in taskapi.ngx for OpenResty).
+local core = require "taskapi.core"
+local engine = require "taskapi.engine"
+local errors = require "taskapi.errors"
+
+local M = {}
+local S = {}
+S.__index = S
+
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
+local unpack = table.unpack or unpack
+
+-- coroutine -> scheduler, for the coroutines a scheduler runs (weak: finished ones go away).
+local owner = setmetatable({}, { __mode = "k" })
+
+local YIELD = {} -- the token our yields carry, so a user's own coroutine.yield is told apart
+
+function M.current()
+  local co = coroutine.running()
+  return co and owner[co] or nil
+end
+engine.current_scheduler = M.current
+
+local Handle = {}
+Handle.__index = Handle
+
+function M.new(opts)
+  opts = opts or {}
+  local s = setmetatable({
+    multi = core.multi({ max_host_connections = opts.max_host_connections }),
+    heap = {}, seq = 0,                -- timers: {at=, seq=, co=}
+    ready = {}, rhead = 1, rtail = 0,  -- coroutines to resume, with the value to pass
+    transfers = {},                    -- transfer -> {co=, progress=bool, last=bytes}
+    live = 0,                          -- coroutines not finished
+    handles = setmetatable({}, { __mode = "k" }),
+  }, S)
+  return s
+end
+
+-- Timer heap ---------------------------------------------------------------------------
+local function less(a, b) return a.at < b.at or (a.at == b.at and a.seq < b.seq) end
+
+function S:_push_timer(at, co)
+  self.seq = self.seq + 1
+  local h, item = self.heap, { at = at, seq = self.seq, co = co }
+  h[#h + 1] = item
+  local i = #h
+  while i > 1 do
+    local p = (i - i % 2) / 2
+    if less(h[i], h[p]) then h[i], h[p] = h[p], h[i]; i = p else break end
+  end
+  return item
+end
+
+function S:_pop_timer()
+  local h = self.heap
+  local top = h[1]
+  local n = #h
+  h[1] = h[n]; h[n] = nil; n = n - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and less(h[l], h[m]) then m = l end
+    if r <= n and less(h[r], h[m]) then m = r end
+    if m == i then break end
+    h[i], h[m] = h[m], h[i]; i = m
+  end
+  return top
+end
+
+-- Ready queue -----------------------------------------------------------------------------
+function S:_wake(co, value)
+  self.rtail = self.rtail + 1
+  self.ready[self.rtail] = { co = co, value = value }
+end
+
+-- Parks the running coroutine until something wakes it; returns the value it was woken with.
+function S:_park()
+  local v = coroutine.yield(YIELD)
+  return v
+end
+
+-- Coroutines ------------------------------------------------------------------------------
+local function finish(s, h, ok, ...)
+  h.done = true
+  s.live = s.live - 1
+  if ok then
+    h.results = pack(...)
+  else
+    local e = ...
+    if not errors.is(e) then
+      local msg = tostring(e)
+      if type(e) == "table" and e.message then msg = tostring(e.message) end
+      e = errors.new("runtime", "coroutine failed: " .. msg, { value = e })
+    end
+    h.err = e
+  end
+  for i = 1, #h.joiners do s:_wake(h.joiners[i], true) end
+  h.joiners = {}
+end
+
+function S:_resume(h, value)
+  if h.done then return end
+  local co = h.co
+  local r = pack(coroutine.resume(co, value))
+  if coroutine.status(co) == "dead" then
+    if r[1] then
+      finish(self, h, true, unpack(r, 2, r.n))
+    else
+      local tb = debug.traceback(co, tostring(r[2]))
+      if type(r[2]) == "string" then r[2] = tb end
+      finish(self, h, false, r[2])
+    end
+  elseif r[2] ~= YIELD then
+    -- A bare coroutine.yield from user code inside taskapi.run: treat it as "let others run".
+    self:_wake(co, nil)
+  end
+end
+
+function S:spawn(fn, ...)
+  local args = pack(...)
+  local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
+  local h = setmetatable({ co = co, sched = self, joiners = {}, done = false }, Handle)
+  owner[co] = self
+  self.handles[co] = h
+  self.live = self.live + 1
+  self:_wake(co, nil)
+  return h
+end
+
+--- Blocks the running coroutine for `seconds`.
+function S:sleep(seconds)
+  local co = coroutine.running()
+  self:_push_timer(core.now() + seconds, co)
+  self:_park()
+end
+
+--- Runs one transfer on the shared multi handle; returns res or nil, err.
+function S:transfer(req, on_progress)
+  local t, err = self.multi:add(req)
+  if not t then return nil, err end
+  local co = coroutine.running()
+  local w = { co = co, progress = on_progress ~= nil, last = -1, t = t }
+  self.transfers[t] = w
+  self.handles[co].transfer = t
+  while true do
+    local ev = self:_park()
+    if ev == "done" then break end
+    if ev == "progress" then
+      w.pending = false
+      local done, total = t:progress()
+      on_progress(done, total)
+    end
+  end
+  self.handles[co].transfer = nil
+  local res, rerr = t:result()
+  t:close()
+  return res, rerr
+end
+
+-- One turn of the loop: resume what is ready, collect finished transfers, fire due timers,
+-- then sleep until the next event if nothing is ready.
+function S:_turn()
+  -- resume everything that is ready now (coroutines woken during this pass run next pass)
+  local tail = self.rtail
+  while self.rhead <= tail do
+    local item = self.ready[self.rhead]
+    self.ready[self.rhead] = nil
+    self.rhead = self.rhead + 1
+    local h = self.handles[item.co]
+    if h then self:_resume(h, item.value) end
+  end
+  if next(self.transfers) then
+    self.multi:perform()
+    local finished = self.multi:completed()
+    for i = 1, #finished do
+      local t = finished[i]
+      local w = self.transfers[t]
+      if w then
+        self.transfers[t] = nil
+        self:_wake(w.co, "done")
+      end
+    end
+    for _, w in pairs(self.transfers) do
+      if w.progress and not w.pending then
+        local d = w.t:progress()
+        if d ~= w.last then
+          w.last, w.pending = d, true
+          self:_wake(w.co, "progress")
+        end
+      end
+    end
+  end
+  local now = core.now()
+  local heap = self.heap
+  while heap[1] and heap[1].at <= now do
+    local item = self:_pop_timer()
+    if not item.cancelled then self:_wake(item.co, nil) end
+  end
+  if self.rhead <= self.rtail then return end
+  -- nothing ready: sleep until the next timer or socket activity
+  local wait = 1
+  if heap[1] then
+    wait = heap[1].at - now
+    if wait < 0 then wait = 0 end
+  elseif not next(self.transfers) then
+    return
+  end
+  if next(self.transfers) then
+    -- wake at least every 250 ms to report progress of downloads that asked for it
+    self.multi:poll(wait > 0.25 and 0.25 or wait)
+  elseif wait > 0 then
+    core.sleep(wait)
+  end
+end
+
+--- Runs the loop until done() is true or no coroutine is left.
+function S:loop(done)
+  while self.live > 0 do
+    if done and done() then return end
+    self:_turn()
+  end
+end
+
+function S:cancel(h)
+  if h.done then return false end
+  local co = h.co
+  if h.transfer then
+    self.transfers[h.transfer] = nil
+    h.transfer:cancel()
+    h.transfer:close()
+    h.transfer = nil
+  end
+  for _, item in ipairs(self.heap) do
+    if item.co == co then item.cancelled = true end
+  end
+  self.handles[co] = nil
+  if coroutine.close then pcall(coroutine.close, co) end
+  finish(self, h, false, errors.new("cancelled", "coroutine cancelled"))
+  return true
+end
+
+-- Handles ---------------------------------------------------------------------------------
+--- Waits for the coroutine to finish; returns its results, or nil, err when it raised an
+--- error or was cancelled (err.kind "runtime" or "cancelled").
+function Handle:join()
+  local s = self.sched
+  while not self.done do
+    local cur = M.current()
+    if cur == s then
+      self.joiners[#self.joiners + 1] = coroutine.running()
+      s:_park()
+    else
+      -- joined from outside its scheduler: drive that scheduler until the coroutine ends
+      s:loop(function() return self.done end)
+      if not self.done then break end
+    end
+  end
+  if self.err then return nil, self.err end
+  return unpack(self.results, 1, self.results.n)
+end
+
+function Handle:cancel()
+  return self.sched:cancel(self)
+end
+
+function Handle:status()
+  if self.done then return self.err and (self.err.kind == "cancelled" and "cancelled" or "failed") or "finished" end
+  return "running"
+end
+
+-- The public functions ------------------------------------------------------------------------
+--- taskapi.run(fn, ...): runs fn in a new scheduler and returns its results once fn and every
+--- coroutine spawned under it have finished. An error raised by fn is raised again here.
+function M.run(fn, ...)
+  if type(fn) ~= "function" then error("taskapi.run expects a function", 2) end
+  local s = M.new()
+  local h = s:spawn(fn, ...)
+  s:loop()
+  s.multi:close()
+  if h.err then
+    if h.err.kind == "runtime" then error(h.err.value ~= nil and h.err.value or h.err, 0) end
+    error(h.err, 0)
+  end
+  return unpack(h.results, 1, h.results.n)
+end
+
+--- taskapi.spawn(fn, ...): starts fn as a coroutine of the running scheduler; returns a handle.
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then return errors.invalid("taskapi.spawn expects a function") end
+  local s = M.current()
+  if not s then return errors.invalid("taskapi.spawn must be called inside taskapi.run") end
+  return s:spawn(fn, ...)
+end
+
+--- taskapi.sleep(s): yields inside taskapi.run (or OpenResty), blocks elsewhere.
+function M.sleep(seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 or seconds == math.huge then
+    return errors.invalid("taskapi.sleep expects a finite number of seconds >= 0")
+  end
+  engine.sleep(nil, seconds)
+  return true
+end
+
+--- taskapi.gather(fns): runs every function concurrently; returns results[i] (fns[i]'s first
+--- result) and errs[i] (its error: raised, or the second value of a `nil, err` return).
+function M.gather(fns)
+  if type(fns) ~= "table" then return errors.invalid("taskapi.gather expects an array of functions") end
+  for i = 1, #fns do
+    if type(fns[i]) ~= "function" then return errors.invalid("taskapi.gather: element " .. i .. " is not a function") end
+  end
+  local function body()
+    local hs, results, errs = {}, {}, {}
+    for i = 1, #fns do hs[i] = M.current():spawn(fns[i]) end
+    for i = 1, #hs do
+      local r, e = hs[i]:join()
+      results[i] = r
+      if r == nil and e ~= nil then errs[i] = e end
+    end
+    return results, errs
+  end
+  if M.current() then return body() end
+  return M.run(body)
+end
+
+return M

@@ -1,0 +1,60 @@
+rockspec_format = "3.0"
+package = "taskapi"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/taskapi.git",
+}
+description = {
+  summary = "Task status, waiting and result downloads for AI generation APIs (Tripo3D, SellerPic)",
+  detailed = [[
+taskapi reads the status of asynchronous generation tasks, waits for them with a polling
+policy that respects each provider's limits, runs many waits at once on coroutines (plain Lua
+or OpenResty), and streams results to disk in C without ever leaving half a file.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson >= 2.1.0",
+}
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["taskapi.core"] = {
+      sources = {
+        "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
+        "src/transport.c", "src/download.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "curl" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+    },
+    ["taskapi"] = "lua/taskapi/init.lua",
+    ["taskapi.client"] = "lua/taskapi/client.lua",
+    ["taskapi.download"] = "lua/taskapi/download.lua",
+    ["taskapi.engine"] = "lua/taskapi/engine.lua",
+    ["taskapi.errors"] = "lua/taskapi/errors.lua",
+    ["taskapi.http"] = "lua/taskapi/http.lua",
+    ["taskapi.json"] = "lua/taskapi/json.lua",
+    ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
+    ["taskapi.provider"] = "lua/taskapi/provider.lua",
+    ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",
+    ["taskapi.providers.sellerpic"] = "lua/taskapi/providers/sellerpic.lua",
+    ["taskapi.scheduler"] = "lua/taskapi/scheduler.lua",
+    ["taskapi.secret"] = "lua/taskapi/secret.lua",
+    ["taskapi.wait"] = "lua/taskapi/wait.lua",
+    ["taskapi.fake"] = "lua/taskapi/fake/init.lua",
+    ["taskapi.fake.model"] = "lua/taskapi/fake/model.lua",
+    ["taskapi.fake.inprocess"] = "lua/taskapi/fake/inprocess.lua",
+    ["taskapi.fake.nginx"] = "lua/taskapi/fake/nginx.lua",
+    ["taskapi.fake.server"] = "lua/taskapi/fake/server.lua",
+    ["taskapi.fake.cli"] = "lua/taskapi/fake/cli.lua",
+  },
+  install = {
+    bin = { taskapi = "bin/taskapi" },
+  },
+}
