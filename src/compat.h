@@ -1,0 +1,34 @@
+/* compat.h: Lua 5.1 (LuaJIT 2.1) / Lua 5.4 compatibility shims used by every file of
+ * taskapi.core. LuaJIT 2.1 already has luaL_setfuncs, luaL_testudata, luaL_setmetatable
+ * and luaL_traceback; it lacks lua_rawlen, lua_absindex, integers and uservalues. */
+#ifndef TK_COMPAT_H
+#define TK_COMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#if LUA_VERSION_NUM < 502
+#define tk_rawlen(L, i) lua_objlen((L), (i))
+#define tk_absindex(L, i) \
+  (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
+/* Userdata with one user value. In 5.1 the environment must be a table, so the single
+ * user value of taskapi userdata is always a table. */
+#define tk_newuserdata(L, sz) lua_newuserdata((L), (sz))
+#define tk_getuservalue(L, i) lua_getfenv((L), (i))
+#define tk_setuservalue(L, i) lua_setfenv((L), (i))
+#else
+#define tk_rawlen(L, i) lua_rawlen((L), (i))
+#define tk_absindex(L, i) lua_absindex((L), (i))
+#define tk_newuserdata(L, sz) lua_newuserdatauv((L), (sz), 1)
+#define tk_getuservalue(L, i) ((void)lua_getiuservalue((L), (i), 1))
+#define tk_setuservalue(L, i) ((void)lua_setiuservalue((L), (i), 1))
+#endif
+
+/* Pushes an integral value: a Lua integer on 5.3+, a (exact below 2^53) number on 5.1. */
+#if LUA_VERSION_NUM >= 503
+#define tk_pushint(L, v) lua_pushinteger((L), (lua_Integer)(v))
+#else
+#define tk_pushint(L, v) lua_pushnumber((L), (lua_Number)(v))
+#endif
+
+#endif

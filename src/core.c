@@ -1,0 +1,82 @@
+/* core.c: luaopen_taskapi_core, the module table of taskapi.core: version, curl_version,
+ * null, set_error_metatable, json_decode, the parse_* helpers, the multi constructor, and
+ * now/sleep (clock.c).
+ * curl_global_init runs once per process; its static flag is the only C global. */
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "clock.h"
+#include "compat.h"
+#include "errors.h"
+#include "json.h"
+#include "parse.h"
+#include "transport.h"
+
+static int tk_global_ready = 0;
+
+static int l_parse_retry_after(lua_State *L)
+{
+  size_t len;
+  const char *v = lua_tolstring(L, 1, &len);
+  time_t now = lua_isnoneornil(L, 2) ? time(NULL) : (time_t)luaL_checknumber(L, 2);
+  long r;
+  if (!v) { lua_pushnil(L); return 1; }
+  r = tk_parse_retry_after(v, len, now);
+  if (r < 0) lua_pushnil(L);
+  else tk_pushint(L, r);
+  return 1;
+}
+
+static int l_parse_content_type(lua_State *L)
+{
+  size_t len;
+  const char *v = lua_tolstring(L, 1, &len);
+  char out[256];
+  if (v && tk_parse_content_type(v, len, out, sizeof out) > 0) lua_pushstring(L, out);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int l_parse_content_disposition(lua_State *L)
+{
+  size_t len;
+  const char *v = lua_tolstring(L, 1, &len);
+  char out[256];
+  if (v && tk_parse_content_disposition(v, len, out, sizeof out) > 0) lua_pushstring(L, out);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+  {"set_error_metatable", tk_set_error_metatable},
+  {"json_decode", tk_json_decode},
+  {"parse_retry_after", l_parse_retry_after},
+  {"parse_content_type", l_parse_content_type},
+  {"parse_content_disposition", l_parse_content_disposition},
+  {"multi", tk_multi_new},
+  {"now", tk_now},
+  {"sleep", tk_sleep},
+  {NULL, NULL}};
+
+int luaopen_taskapi_core(lua_State *L);
+
+int luaopen_taskapi_core(lua_State *L)
+{
+  if (!tk_global_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      return luaL_error(L, "taskapi.core: curl_global_init failed");
+    tk_global_ready = 1;
+  }
+  tk_transport_open(L);
+  lua_newtable(L);
+  luaL_setfuncs(L, core_funcs, 0);
+  lua_pushliteral(L, TK_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, curl_version());
+  lua_setfield(L, -2, "curl_version");
+  tk_json_open(L);
+  lua_setfield(L, -2, "null");
+  return 1;
+}

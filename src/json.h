@@ -1,0 +1,22 @@
+/* json.h: JSON decoding through a private lua-cjson instance. */
+#ifndef TK_JSON_H
+#define TK_JSON_H
+
+#include <stddef.h>
+
+#include "compat.h"
+
+#define TK_JSON_MAX_BYTES (8u * 1024u * 1024u)
+#define TK_JSON_MAX_DEPTH 1000
+
+/* At module open: require "cjson", make a private instance with cjson.new(), configure it
+ * and keep it in the registry. Pushes its null sentinel. Raises a Lua error when
+ * lua-cjson is missing. */
+void tk_json_open(lua_State *L);
+/* Decodes s; pushes the value and returns 1, or pushes nil, err (kind "bad_response")
+ * and returns 2. The message of a decode error is written to msg when msg != NULL. */
+int tk_json_decode_buf(lua_State *L, const char *s, size_t len, size_t max_bytes);
+/* core.json_decode(s [, max_bytes]) */
+int tk_json_decode(lua_State *L);
+
+#endif

@@ -1,0 +1,109 @@
+/* transport.h: the structures shared by the transfer engine (transport.c) and download
+ * mode (download.c): the multi handle, the transfer, growable buffers. */
+#ifndef TK_TRANSPORT_H
+#define TK_TRANSPORT_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "compat.h"
+
+#define TK_VERSION "0.1.0"
+#define TK_MULTI_MT "taskapi.core.multi"
+#define TK_TRANSFER_MT "taskapi.core.transfer"
+#define TK_MAX_HEADER_BYTES (256u * 1024u)
+#define TK_ERROR_BODY_MAX (64u * 1024u)
+
+typedef struct tk_buf {
+  char *data;
+  size_t len, cap;
+} tk_buf;
+
+int tk_buf_append(tk_buf *b, const char *p, size_t n); /* 0, or -1 when out of memory */
+void tk_buf_free(tk_buf *b);
+
+/* Download mode state (req.path set); owned by its transfer, released by tk_dl_free. */
+typedef struct tk_dl {
+  int active;
+  char *path, *part;     /* malloc'd copies */
+  int resume, keep_partial;
+  long long max_bytes;   /* -1: no limit */
+  long long offset;      /* part file size when a Range was sent */
+  int range_sent;
+  int fd;                /* -1 when closed */
+  int decided;           /* the final response's status has been seen */
+  int discard;           /* non-2xx: the body goes to memory (64 KiB), not to the file */
+  int resumed;           /* a 206 continued the part file */
+  int part_regular;      /* the part file is a regular file (only those are unlinked) */
+  long long written;     /* bytes written to the file by this transfer */
+  long long expected;    /* expected final file size, -1 when unknown */
+  long long bytes;       /* final size after a successful rename */
+  int renamed;
+} tk_dl;
+
+enum { TK_RUNNING = 1, TK_DONE, TK_CANCELLED, TK_CLOSED };
+
+struct tk_multi;
+
+typedef struct tk_transfer {
+  CURL *easy;                      /* NULL once finished or aborted */
+  struct tk_multi *m;              /* set while running or waiting in the done list */
+  struct tk_transfer *prev, *next; /* the multi's list of running transfers */
+  struct tk_transfer *done_next;   /* the multi's done list */
+  int state;
+  int in_done;
+  CURLcode code;
+  struct curl_slist *slist;
+  char errbuf[CURL_ERROR_SIZE];
+  char hostport[300];
+  double timeout, low_speed_time;
+  long low_speed_limit, max_redirects;
+  int json;
+  size_t max_body;
+  tk_buf hdr;                      /* raw header lines of the last response */
+  tk_buf body;                     /* memory mode body, or the error body of a download */
+  /* an error our own callbacks recorded; it wins over the CURLcode */
+  const char *err_kind;
+  char err_msg[512];
+  int err_retryable;
+  /* captured at completion */
+  long status, redirects;
+  double total_time;
+  char *effective_url;
+  time_t done_at;
+  tk_dl dl;
+} tk_transfer;
+
+typedef struct tk_multi {
+  CURLM *cm;
+  tk_transfer *head;               /* running transfers */
+  tk_transfer *done_head, *done_tail;
+  int running;
+  int closed;
+} tk_multi;
+
+/* Records an error of our own on t (first one wins). */
+void tk_set_err(tk_transfer *t, const char *kind, int retryable, const char *fmt, ...);
+/* Last value of header `name` (case-insensitive) in the raw header block; NULL if none. */
+const char *tk_header_find(const tk_buf *h, const char *name, size_t *vlen);
+
+/* download.c */
+/* Reads the download fields of the req table at index idx; returns NULL or an error text. */
+const char *tk_dl_setup(lua_State *L, int idx, tk_transfer *t);
+size_t tk_dl_write(char *p, size_t size, size_t nmemb, void *ud);
+/* After the transfer finished (t->code, t->status set): verify, rename or clean up. */
+void tk_dl_finish(tk_transfer *t);
+/* Aborts a running download: closes the file and removes the part file. */
+void tk_dl_abort(tk_transfer *t);
+void tk_dl_free(tk_dl *d);
+void tk_dl_progress(const tk_transfer *t, long long *done, long long *total);
+/* Adds path, bytes, resumed, filename to the res table at the top of the stack. */
+void tk_dl_push_result(lua_State *L, tk_transfer *t);
+
+/* transport.c */
+int tk_multi_new(lua_State *L);
+void tk_transport_open(lua_State *L);
+
+#endif
