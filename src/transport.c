@@ -204,6 +204,13 @@ static void transfer_finish(tk_multi *m, tk_transfer *t, CURLcode code)
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
   curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_COUNT, &t->redirects);
   curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &t->total_time);
+  {
+    curl_off_t d = 0, c = -1;
+    curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &d);
+    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &c);
+    t->final_done = (long long)d;
+    t->final_total = c > 0 ? (long long)c : 0;
+  }
   if (curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &u) == CURLE_OK && u) {
     size_t n = strlen(u) + 1;
     t->effective_url = (char *)malloc(n);
@@ -875,7 +882,8 @@ static int transfer_progress(lua_State *L)
     done = d;
     total = c > 0 ? c : 0;
   } else {
-    done = total = (long long)t->body.len;
+    done = t->final_done;
+    total = t->final_total;
   }
   tk_pushint(L, done);
   tk_pushint(L, total);

@@ -71,6 +71,7 @@ typedef struct tk_transfer {
   /* captured at completion */
   long status, redirects;
   double total_time;
+  long long final_done, final_total; /* memory mode progress at completion */
   char *effective_url;
   time_t done_at;
   tk_dl dl;
