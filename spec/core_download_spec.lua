@@ -78,6 +78,16 @@ location = /badtotal {
     ngx.print(string.rep("a", 100))
   }
 }
+location = /lie {
+  content_by_lua_block {
+    ngx.header["Content-Length"] = 2000
+    ngx.print(string.rep("l", 1000))
+    if ngx.var.arg_close then
+      ngx.flush(true)
+      ngx.exit(ngx.ERROR)
+    end
+  }
+}
 location = /wrongrange {
   content_by_lua_block {
     ngx.status = 206
@@ -215,6 +225,26 @@ describe("core download mode", function()
     assert.are.equal("download", err.kind)
     assert.is_true(err.retryable)
     assert.are.equal("length mismatch: got 100 of 5000 bytes", err.message)
+    assert.is_false(exists(path))
+    assert.is_false(exists(path .. ".part"))
+  end)
+
+  it("fails a Content-Length that promises more than the body (retryable, no file)", function()
+    local path = out_dir .. "/lie"
+    -- the server closes the connection short of Content-Length: libcurl's partial file
+    local res, err = m:request { url = url("/lie?close=1"), path = path }
+    assert.is_nil(res)
+    assert.are.equal("transport", err.kind)
+    assert.are.equal(18, err.curl_code)
+    assert.is_true(err.retryable)
+    assert.is_false(exists(path))
+    assert.is_false(exists(path .. ".part"))
+    -- the server keeps the connection open short of Content-Length: a stall
+    res, err = m:request { url = url("/lie"), path = path, low_speed_time = 1, low_speed_limit = 10 }
+    assert.is_nil(res)
+    assert.are.equal("timeout", err.kind)
+    assert.is_true(err.retryable)
+    assert.truthy(err.message:find("^stalled"))
     assert.is_false(exists(path))
     assert.is_false(exists(path .. ".part"))
   end)
