@@ -36,12 +36,23 @@ local function write(path, s)
   return true
 end
 
--- The repository (or install) root: this file is <root>/lua/taskapi/fake/nginx.lua.
-function M.root()
+-- The folder the Lua modules load from (this file is <lua dir>/taskapi/fake/nginx.lua), and
+-- the repository root above it when run from a checkout (<root>/lua).
+local function here()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
-  local dir = src:match("^(.*)/lua/taskapi/fake/nginx%.lua$")
-  if dir then return dir ~= "" and dir or "." end
-  return "."
+  local dir = src:match("^(.*)/taskapi/fake/nginx%.lua$")
+  if dir == nil then return "." end
+  return dir ~= "" and dir or "."
+end
+
+function M.lua_dir() return here() end
+
+function M.root()
+  local dir = here()
+  local root = dir:match("^(.*)/lua$")
+  if root then return root ~= "" and root or "." end
+  if dir == "lua" then return "." end
+  return dir
 end
 
 local function abs(path)
@@ -63,7 +74,7 @@ local function random_port()
 end
 
 local function conf(o)
-  local root = o.root
+  local root, ldir = o.root, o.lua_dir
   return table.concat({
     "load_module " .. MODULES .. "/ndk_http_module.so;",
     "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
@@ -85,8 +96,8 @@ local function conf(o)
     "  keepalive_requests 1000000;",
     "  keepalive_timeout 75s;",
     "  default_type application/octet-stream;",
-    '  lua_package_path "' .. root .. "/lua/?.lua;" .. root .. '/lua/?/init.lua;;";',
-    '  lua_package_cpath "' .. root .. '/build/luajit/?.so;;";',
+    '  lua_package_path "' .. ldir .. "/?.lua;" .. ldir .. '/?/init.lua;;";',
+    '  lua_package_cpath "' .. (o.cpath or root .. "/build/luajit/?.so") .. ';;";',
     o.http or "",
     "  server {",
     "    listen 127.0.0.1:" .. o.port .. (o.listen_opts or "") .. ";",
@@ -111,7 +122,7 @@ function M.start(opts)
   os.execute("mkdir -p '" .. dir .. "'")
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  o.dir, o.root = dir, abs(opts.root or M.root())
+  o.dir, o.root, o.lua_dir = dir, abs(opts.root or M.root()), abs(opts.lua_dir or M.lua_dir())
   o.is_root = sh("id -u") == "0"
   local last_err
   for _ = 1, 25 do
