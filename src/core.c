@@ -1,7 +1,10 @@
 /* core.c: luaopen_taskapi_core, the module table of taskapi.core: version, curl_version,
  * null, set_error_metatable, json_decode, the parse_* helpers, the multi constructor, and
  * now/sleep (clock.c).
- * curl_global_init runs once per process; its static flag is the only C global. */
+ * curl_global_init runs once per process; its static flag is the only C global.
+ * The module pins itself in memory (RTLD_NODELETE): lua_close would otherwise dlclose it
+ * and, with it, libcurl and OpenSSL while their global state (and atexit handlers) live. */
+#include <dlfcn.h>
 #include <string.h>
 #include <time.h>
 
@@ -62,9 +65,19 @@ static const luaL_Reg core_funcs[] = {
 
 int luaopen_taskapi_core(lua_State *L);
 
+static void pin_module(void)
+{
+  Dl_info info;
+  if (dladdr((void *)pin_module, &info) && info.dli_fname) {
+    void *h = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    (void)h; /* the reference this takes is never dropped, on purpose */
+  }
+}
+
 int luaopen_taskapi_core(lua_State *L)
 {
   if (!tk_global_ready) {
+    pin_module();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
       return luaL_error(L, "taskapi.core: curl_global_init failed");
     tk_global_ready = 1;
