@@ -115,6 +115,8 @@ function M.unwrap(def, res, task_id)
     return nil, errors.new(kind, def.name .. ": " .. msg, fields)
   end
   if body == nil then
+    -- A 2xx answer that does not decode is most often a truncated one: transient, retried.
+    fields.retryable = true
     return nil, errors.new("bad_response", def.name .. ": response is not JSON (" ..
       tostring(res.json_error or res.content_type or "empty body") .. ")", fields)
   end
@@ -148,6 +150,11 @@ M.int_or_nil = int_or_nil
 function M.task(def, data, id, trace_id, null)
   local r = def.read_task(data, null)
   local state = r.state
+  if state == nil and r.status == nil then
+    -- No status at all is a malformed answer, not an unknown (finalized) status.
+    return nil, errors.new("bad_response", def.name .. ": task payload has no status",
+      { task_id = id, trace_id = trace_id })
+  end
   if not state then
     state = def.states[r.status]
     if not state then state = "unknown" end
