@@ -386,7 +386,7 @@ describe("integration: status", function()
     for final, state in pairs(TRIPO_FINALS) do
       it("tripo: returns the finalized task when it ends '" .. final .. "'", function()
         local c = env:client("tripo")
-        local id = env:add { provider = "tripo", queue = 0.1, run = 0.2, final = final }
+        local id = env:add { provider = "tripo", queue = 0.3, run = 0.2, final = final }
         local seen = {}
         local task, err = c:wait(id, { interval = 0.05, max_interval = 0.2, timeout = 20,
           on_progress = function(t) seen[#seen + 1] = t.state end })
@@ -396,7 +396,10 @@ describe("integration: status", function()
         assert.is_true(task.done)
         assert.equal(state == "succeeded", task.ok)
         assert.equal(state, seen[#seen])
-        assert.is_true(#seen >= 2, "on_progress saw " .. table.concat(seen, ","))
+        if fe.FAST then -- under valgrind the first poll may come after the queue time
+          assert.equal("queued", seen[1])   -- the first poll comes at once
+          assert.is_true(#seen >= 2, "on_progress saw " .. table.concat(seen, ","))
+        end
       end)
     end
 
