@@ -238,7 +238,7 @@ function Client:each_completed(ids, opts)
   local s = scheduler.current()
   local own = s == nil
   if own then s = scheduler.new() end
-  local queue, head, parked = {}, 1, nil
+  local queue, head, tail, parked = {}, 1, 0, nil
   local remaining = #list
   for _, sid in ipairs(list) do
     s:spawn(function()
@@ -247,7 +247,8 @@ function Client:each_completed(ids, opts)
         e.task_id = e.task_id or sid
         t = e.task or { id = sid, provider = self.def.name, state = "unknown", done = false, ok = false, outputs = {} }
       end
-      queue[#queue + 1] = { t, e }
+      tail = tail + 1
+      queue[tail] = { t, e }
       if parked then
         local co = parked
         parked = nil
@@ -260,11 +261,11 @@ function Client:each_completed(ids, opts)
       if own then s.multi:close() end
       return nil
     end
-    if head > #queue then
+    if head > tail then
       if own then
-        s:loop(function() return head <= #queue end)
+        s:loop(function() return head <= tail end)
       else
-        while head > #queue do
+        while head > tail do
           parked = coroutine.running()
           s:_park()
         end

@@ -209,6 +209,7 @@ function S:_turn()
     wait = heap[1].at - now
     if wait < 0 then wait = 0 end
   elseif not next(self.transfers) then
+    self.stuck = self.live > 0 -- nothing can wake the parked coroutines
     return
   end
   if next(self.transfers) then
@@ -224,6 +225,15 @@ function S:loop(done)
   while self.live > 0 do
     if done and done() then return end
     self:_turn()
+    if self.stuck and self.live > 0 then
+      self.stuck = nil
+      if os.getenv("TASKAPI_DEBUG") then
+        for co, h in pairs(self.handles) do
+          io.stderr:write("parked: ", tostring(co), " ", coroutine.status(co), " ", debug.traceback(co), "\n")
+        end
+      end
+      error("taskapi.run: " .. self.live .. " coroutine(s) wait for each other and nothing can wake them", 0)
+    end
   end
 end
 
