@@ -9,7 +9,10 @@
 -- One worker process holds the model in this module's state (worker_processes 1). Plain file
 -- answers go through nginx's static module (an internal location, Range handled natively);
 -- faulted ones (drop, ignore_range, lie_length, stall, filename) stream from Lua.
--- /static/tripo-status answers a constant Tripo status body with no model work (benchmarks).
+-- /static/tripo-status (and /static/task/<any id>, so a Tripo client with base_url
+-- url .. "/static" reaches it) answers a constant Tripo status body with no model work, and
+-- /static/files/<name> serves <files_dir>/static/<name> (a folder the caller makes) by nginx
+-- alone (benchmarks).
 local M = {}
 
 local CHUNK = 65536
@@ -199,6 +202,18 @@ function M.start(opts)
     "      default_type application/json;",
     "      add_header X-Tripo-Trace-ID fake-static-trace;",
     "      return 200 '" .. STATIC_TRIPO_STATUS .. "';",
+    "    }",
+    -- the same constant body under a status path of the Tripo client: base_url .. "/static"
+    "    location /static/task/ {",
+    "      default_type application/json;",
+    "      add_header X-Tripo-Trace-ID fake-static-trace;",
+    "      return 200 '" .. STATIC_TRIPO_STATUS .. "';",
+    "    }",
+    -- plain files from <files_dir>/static/, served by nginx alone (benchmarks)
+    "    location /static/files/ {",
+    "      alias " .. files .. "/static/;",
+    TYPES,
+    "      default_type application/octet-stream;",
     "    }",
     "    location /_fake_files_internal/ {",
     "      internal;",
