@@ -125,7 +125,12 @@ end
 function Client:status(id)
   local sid, err = provider.check_id(self.def, id)
   if not sid then return nil, err end
-  local data, trace = http.call(self, "GET", self.def.status_path, { id = sid }, nil, sid)
+  return self:_status(sid)
+end
+
+-- One status read of a checked id; retries overrides the client's retry count.
+function Client:_status(sid, retries)
+  local data, trace = http.call(self, "GET", self.def.status_path, { id = sid }, nil, sid, retries)
   if not data then return nil, trace end
   return provider.task(self.def, data, sid, trace, core.null)
 end
@@ -238,7 +243,8 @@ function Client:each_completed(ids, opts)
   local s = scheduler.current()
   local own = s == nil
   if own then s = scheduler.new() end
-  local queue, head, tail, parked = {}, 1, 0, nil
+  local queue, head, tail = {}, 1, 0
+  local ready = s:event()
   local remaining = #list
   for _, sid in ipairs(list) do
     s:spawn(function()
@@ -249,11 +255,7 @@ function Client:each_completed(ids, opts)
       end
       tail = tail + 1
       queue[tail] = { t, e }
-      if parked then
-        local co = parked
-        parked = nil
-        s:_wake(co, nil)
-      end
+      ready.signal()
     end)
   end
   return function()
@@ -265,10 +267,7 @@ function Client:each_completed(ids, opts)
       if own then
         s:loop(function() return head <= tail end)
       else
-        while head > tail do
-          parked = coroutine.running()
-          s:_park()
-        end
+        while head > tail do ready.wait() end
       end
     end
     local item = queue[head]

@@ -35,7 +35,8 @@ function M.with_retries(client, req, decide, ctx)
     end
     err = errors.redact(errors.adopt(err), secret.get(client).key)
     if ctx and ctx.task_id and not err.task_id then err.task_id = ctx.task_id end
-    if not err.retryable or attempt >= client.retries then return nil, err end
+    local limit = ctx and ctx.retries or client.retries
+    if not err.retryable or attempt >= limit then return nil, err end
     if err.retry_after and err.retry_after > client.max_retry_after then return nil, err end
     attempt = attempt + 1
     if ctx and ctx.before_retry then ctx.before_retry(err, attempt) end
@@ -50,7 +51,8 @@ M.expand = expand
 
 --- One API call: method, a path template of the provider's ({id} and the like filled from
 --- vars), an optional body table (encoded as JSON, integers exact). Returns data, trace_id.
-function M.call(client, method, template, vars, body, task_id)
+--- retries: overrides the client's count (wait passes 0: it retries on its own schedule).
+function M.call(client, method, template, vars, body, task_id, retries)
   local s = secret.get(client)
   local req = {
     method = method, url = client.base_url .. expand(template, vars or {}), headers = s.headers,
@@ -65,7 +67,7 @@ function M.call(client, method, template, vars, body, task_id)
   end
   local def = client.def
   return M.with_retries(client, req, function(res) return provider.unwrap(def, res, task_id) end,
-    { task_id = task_id })
+    { task_id = task_id, retries = retries })
 end
 
 --- A multipart upload call (issue 4 shape): parts as the C module's mime array.

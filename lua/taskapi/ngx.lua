@@ -7,6 +7,9 @@ local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local semaphore = require "ngx.semaphore"
 
+local unpack = table.unpack or unpack
+local function pack(...) return { n = select("#", ...), ... } end
+
 local M = {}
 
 local YIELDABLE = {
@@ -107,6 +110,90 @@ function M.in_flight()
   local n = 0
   for _ in pairs(waiting) do n = n + 1 end
   return n
+end
+
+-- The scheduler inside OpenResty: coroutines are nginx light threads (ngx.thread), joins and
+-- events are semaphores, sleeps are ngx.sleep, transfers go through the worker's driver.
+local Sched = {}
+Sched.__index = Sched
+M.sched = setmetatable({}, Sched)
+
+local Handle = {}
+Handle.__index = Handle
+
+local function track(h)
+  local ok, ctx = pcall(function() return ngx.ctx end)
+  local list = ok and ctx and ctx.taskapi_threads
+  if list then list[#list + 1] = h end
+end
+
+function Sched:spawn(fn, ...)
+  local h = setmetatable({ done = false, sema = semaphore.new(0), waiters = 0 }, Handle)
+  local function body(...)
+    local r = pack(pcall(fn, ...))
+    h.done = true
+    if r[1] then
+      h.results = pack(unpack(r, 2, r.n))
+    else
+      local e = r[2]
+      if not errors.is(e) then
+        e = errors.new("runtime", "light thread failed: " .. tostring(type(e) == "table" and e.message or e), { value = r[2] })
+      end
+      h.err = e
+    end
+    if h.waiters > 0 then h.sema:post(h.waiters) end
+  end
+  local th, err = ngx.thread.spawn(body, ...)
+  if not th then error("taskapi: cannot spawn a light thread: " .. tostring(err), 2) end
+  h.thread = th
+  track(h)
+  return h
+end
+
+function Handle:join()
+  while not self.done do
+    self.waiters = self.waiters + 1
+    self.sema:wait(86400)
+    self.waiters = self.waiters - 1
+  end
+  if self.err then return nil, self.err end
+  return unpack(self.results, 1, self.results.n)
+end
+
+function Handle:cancel()
+  if self.done then return false end
+  local ok = ngx.thread.kill(self.thread)
+  if not ok then return false end
+  self.done = true
+  self.err = errors.new("cancelled", "light thread cancelled")
+  if self.waiters > 0 then self.sema:post(self.waiters) end
+  return true
+end
+
+function Sched:sleep(seconds) M.sleep(seconds) end
+function Sched:transfer(req, on_progress) return M.transfer(req, on_progress) end
+
+function Sched:event()
+  local sema = semaphore.new(0)
+  return { wait = function() sema:wait(86400) end, signal = function() sema:post(1) end }
+end
+
+-- taskapi.run inside nginx: runs fn in the current light thread, then waits for every light
+-- thread spawned under it.
+function Sched:run(fn, ...)
+  local ctx = ngx.ctx
+  local saved = ctx.taskapi_threads
+  local list = {}
+  ctx.taskapi_threads = list
+  local r = pack(pcall(fn, ...))
+  local i = 1
+  while list[i] do
+    list[i]:join()
+    i = i + 1
+  end
+  ctx.taskapi_threads = saved
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
 end
 
 engine.current_ngx = function() return M end

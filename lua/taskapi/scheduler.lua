@@ -20,11 +20,21 @@ local owner = setmetatable({}, { __mode = "k" })
 
 local YIELD = {} -- the token our yields carry, so a user's own coroutine.yield is told apart
 
-function M.current()
+-- The plain scheduler running the current coroutine, or nil.
+local function plain()
   local co = coroutine.running()
   return co and owner[co] or nil
 end
-engine.current_scheduler = M.current
+engine.current_scheduler = plain
+
+--- The scheduler calls should use here: the plain one running this coroutine, else inside
+--- OpenResty its light-thread scheduler (taskapi.ngx), else nil (outside taskapi.run).
+function M.current()
+  local s = plain()
+  if s then return s end
+  local n = engine.current_ngx()
+  return n and n.sched or nil
+end
 
 local Handle = {}
 Handle.__index = Handle
@@ -40,6 +50,23 @@ function M.new(opts)
     handles = setmetatable({}, { __mode = "k" }),
   }, S)
   return s
+end
+
+--- An event a coroutine can wait for and another can signal (used by each_completed).
+function S:event()
+  local s, ev = self, { waiting = nil }
+  function ev.wait()
+    ev.waiting = coroutine.running()
+    s:_park()
+  end
+  function ev.signal()
+    local co = ev.waiting
+    if co then
+      ev.waiting = nil
+      s:_wake(co, nil)
+    end
+  end
+  return ev
 end
 
 -- Timer heap ---------------------------------------------------------------------------
@@ -261,8 +288,7 @@ end
 function Handle:join()
   local s = self.sched
   while not self.done do
-    local cur = M.current()
-    if cur == s then
+    if plain() == s then
       self.joiners[#self.joiners + 1] = coroutine.running()
       s:_park()
     else
@@ -289,6 +315,8 @@ end
 --- coroutine spawned under it have finished. An error raised by fn is raised again here.
 function M.run(fn, ...)
   if type(fn) ~= "function" then error("taskapi.run expects a function", 2) end
+  local n = engine.current_ngx()
+  if n then return n.sched:run(fn, ...) end
   local s = M.new()
   local h = s:spawn(fn, ...)
   s:loop()

@@ -79,7 +79,8 @@ function M.wait(client, id, opts)
   local st = { polls = 0, misses = 0 }
   local last, last_err
   while true do
-    local task, perr = client:status(sid)
+    -- one request per poll: transient failures are retried on this loop's own schedule
+    local task, perr = client:_status(sid, 0)
     st.polls = st.polls + 1
     local delay
     if task then
