@@ -222,6 +222,7 @@ static void transfer_finish(tk_multi *m, tk_transfer *t, CURLcode code)
   if (t->dl.active) tk_dl_finish(t);
   curl_easy_cleanup(t->easy);
   t->easy = NULL;
+  tk_mime_free(t);
   curl_slist_free_all(t->slist);
   t->slist = NULL;
   t->state = TK_DONE;
@@ -243,6 +244,7 @@ static void transfer_abort(tk_transfer *t)
   }
   if (t->easy) curl_easy_cleanup(t->easy);
   t->easy = NULL;
+  tk_mime_free(t);
   tk_dl_abort(t);
   t->state = TK_CANCELLED;
   t->m = NULL;
@@ -252,6 +254,7 @@ static void transfer_release(tk_transfer *t)
 {
   if (t->easy) curl_easy_cleanup(t->easy);
   t->easy = NULL;
+  tk_mime_free(t);
   curl_slist_free_all(t->slist);
   t->slist = NULL;
   tk_buf_free(&t->hdr);
@@ -362,6 +365,12 @@ static void push_transfer_error(lua_State *L, tk_transfer *t)
       snprintf(msg, sizeof msg, "timed out after %s s (%s): %s", a, t->hostport, detail);
     }
     tk_push_error(L, "timeout", msg, status, (long)t->code, 1);
+    return;
+  }
+  if (t->code == CURLE_READ_ERROR) {
+    /* a file of req.mime could not be read while sending */
+    snprintf(msg, sizeof msg, "cannot read the file to send (%s): %s", t->hostport, detail);
+    tk_push_error(L, "io", msg, status, (long)t->code, 0);
     return;
   }
   if (is_tls_error(t->code)) {
@@ -612,16 +621,20 @@ static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   }
   lua_pop(L, 1);
 
-  lua_getfield(L, ridx, "mime");
-  if (!lua_isnil(L, -1)) return "req.mime is not supported by this version of taskapi.core";
-  lua_pop(L, 1);
+  if ((err = tk_mime_setup(L, ridx, t))) return err;
 
   lua_getfield(L, ridx, "method");
   if (lua_type(L, -1) == LUA_TSTRING) method = lua_tostring(L, -1);
   else if (!lua_isnil(L, -1)) return "req.method must be a string";
   lua_getfield(L, ridx, "body");
   if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) return "req.body must be a string";
-  if (strcmp(method, "GET") == 0) {
+  if (t->mime) {
+    /* multipart: CURLOPT_MIMEPOST (set by tk_mime_setup) is the body */
+    if (!lua_isnil(L, -1)) return "req.body and req.mime exclude each other";
+    if (strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0)
+      return "req.mime needs method POST or PUT";
+    if (strcmp(method, "PUT") == 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  } else if (strcmp(method, "GET") == 0) {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     if (!lua_isnil(L, -1)) return "req.body is not allowed with GET";
   } else if (strcmp(method, "HEAD") == 0) {

@@ -56,6 +56,7 @@ typedef struct tk_transfer {
   int in_done;
   CURLcode code;
   struct curl_slist *slist;
+  curl_mime *mime;                 /* req.mime body (mime.c), NULL when none */
   char errbuf[CURL_ERROR_SIZE];
   char hostport[300];
   double timeout, low_speed_time;
@@ -102,6 +103,13 @@ void tk_dl_free(tk_dl *d);
 void tk_dl_progress(const tk_transfer *t, long long *done, long long *total);
 /* Adds path, bytes, resumed, filename to the res table at the top of the stack. */
 void tk_dl_push_result(lua_State *L, tk_transfer *t);
+
+/* mime.c */
+/* Reads req.mime of the req table at index idx into t->mime and sets it as the body;
+ * returns NULL or an error text. */
+const char *tk_mime_setup(lua_State *L, int idx, tk_transfer *t);
+/* The one release of t->mime (idempotent); only after t->easy is gone. */
+void tk_mime_free(tk_transfer *t);
 
 /* transport.c */
 int tk_multi_new(lua_State *L);

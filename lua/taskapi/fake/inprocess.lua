@@ -128,6 +128,35 @@ local function terr(kind, message, retryable, extra)
   return e
 end
 
+--- The multipart/form-data body of req.mime (the C module's part shapes: {name=, path=,
+--- type=, filename=} or {name=, data=}); sets headers["content-type"]. The fake reads the
+--- file into memory: it is a test double, the C module streams it.
+function M.multipart_body(mime, headers)
+  if type(mime) ~= "table" or #mime == 0 then return nil, terr("invalid_argument", "req.mime must be an array of parts") end
+  local boundary = "------------------------taskapifake" .. tostring(#mime)
+  local out = {}
+  for i, p in ipairs(mime) do
+    if type(p) ~= "table" or type(p.name) ~= "string" or (p.path == nil) == (p.data == nil) then
+      return nil, terr("invalid_argument", "req.mime[" .. i .. "]: needs name and exactly one of path or data")
+    end
+    local disp = 'Content-Disposition: form-data; name="' .. p.name .. '"'
+    local data, ctype = p.data, nil
+    if p.path then
+      local f = io.open(p.path, "rb")
+      if not f then return nil, terr("invalid_argument", "req.mime[" .. i .. "]: cannot read the file") end
+      data = f:read("*a")
+      f:close()
+      disp = disp .. '; filename="' .. (p.filename or p.path:match("([^/]*)$")) .. '"'
+      ctype = p.type or "application/octet-stream"
+    end
+    out[#out + 1] = "--" .. boundary .. "\r\n" .. disp .. "\r\n" ..
+      (ctype and "Content-Type: " .. ctype .. "\r\n" or "") .. "\r\n" .. data .. "\r\n"
+  end
+  out[#out + 1] = "--" .. boundary .. "--\r\n"
+  headers["content-type"] = "multipart/form-data; boundary=" .. boundary
+  return table.concat(out)
+end
+
 -- Reads length bytes from path at offset, calling sink(chunk) per 64 KiB.
 local function stream(path, offset, length, sink)
   if length <= 0 then return true end
@@ -222,9 +251,15 @@ function Fake:request(req)
     if have > 0 and not headers.range then headers.range = "bytes=" .. have .. "-" end
   end
 
+  local body = req.body
+  if req.mime ~= nil then
+    local merr
+    body, merr = M.multipart_body(req.mime, headers)
+    if not body then return nil, merr end
+  end
   local resp = self.model:handle({
     method = req.method or "GET", path = unescape(path), query = parse_query(query),
-    headers = headers, body = req.body,
+    headers = headers, body = body,
   })
 
   if resp.delay then

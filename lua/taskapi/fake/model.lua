@@ -167,9 +167,9 @@ local function parse_range(value, size)
 end
 M.parse_range = parse_range
 
--- Multipart check: returns {name=, filename=, size=, content_type=} of the part named `field`
--- that carries a filename, or nil, reason.
-local function multipart_file(headers, body, field)
+-- Multipart parsing: every part of a multipart/form-data body as {name=, filename=,
+-- content_type=, size=, data=} in order, or nil, reason.
+local function multipart_parts(headers, body)
   local ct = headers["content-type"] or ""
   if not ct:lower():match("^%s*multipart/form%-data") then return nil, "not multipart/form-data" end
   local boundary = ct:match("[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]=\"([^\"]+)\"") or ct:match("[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]=([^;%s]+)")
@@ -178,7 +178,7 @@ local function multipart_file(headers, body, field)
   local delim = "--" .. boundary
   local pos = body:find(delim, 1, true)
   if not pos then return nil, "multipart body without its boundary" end
-  local found
+  local parts = {}
   while true do
     local after = pos + #delim
     if body:sub(after, after + 1) == "--" then break end -- closing delimiter
@@ -189,18 +189,44 @@ local function multipart_file(headers, body, field)
     local head = body:sub(hstart + 2, hend - 1)
     local nextpos = body:find("\r\n" .. delim, hend + 4, true)
     if not nextpos then return nil, "truncated multipart body (no closing boundary)" end
-    local content_len = nextpos - (hend + 4)
     local disp = head:match("[Cc]ontent%-[Dd]isposition:%s*([^\r\n]*)") or ""
-    local name = disp:match('[%s;]name="([^"]*)"') or disp:match("[%s;]name=([^;%s]+)")
-    local filename = disp:match('filename="([^"]*)"') or disp:match("filename=([^;%s]+)")
-    if name == field and filename and not found then
-      found = { name = name, filename = filename, size = content_len,
-        content_type = head:match("[Cc]ontent%-[Tt]ype:%s*([^\r\n]*)") }
-    end
+    parts[#parts + 1] = {
+      name = disp:match('[%s;]name="([^"]*)"') or disp:match("[%s;]name=([^;%s]+)"),
+      filename = disp:match('filename="([^"]*)"') or disp:match("filename=([^;%s]+)"),
+      content_type = head:match("[Cc]ontent%-[Tt]ype:%s*([^\r\n]*)"),
+      size = nextpos - (hend + 4),
+      data = body:sub(hend + 4, nextpos - 1),
+    }
     pos = nextpos + 2
   end
-  if not found then return nil, "no file part named '" .. field .. "'" end
-  return found
+  return parts
+end
+M.multipart_parts = multipart_parts
+
+-- A simple checksum of a string (Adler-32 as a hex string), for the log's record of uploads.
+local function adler32(s)
+  local a, b = 1, 0
+  local byte = string.byte
+  for i = 1, #s, 4096 do
+    local chunk = { byte(s, i, math.min(i + 4095, #s)) }
+    for j = 1, #chunk do
+      a = (a + chunk[j]) % 65521
+      b = (b + a) % 65521
+    end
+  end
+  return string.format("%08x", b * 65536 + a)
+end
+M.adler32 = adler32
+
+-- The part named `field` that carries a filename: {name=, filename=, size=, content_type=,
+-- data=}, or nil, reason.
+local function multipart_file(headers, body, field)
+  local parts, err = multipart_parts(headers, body)
+  if not parts then return nil, err end
+  for _, p in ipairs(parts) do
+    if p.name == field and p.filename then return p end
+  end
+  return nil, "no file part named '" .. field .. "'"
 end
 M.multipart_file = multipart_file
 
@@ -730,6 +756,17 @@ function Model:tripo_create(ctx)
   return self:tripo(200, { task_id = id })
 end
 
+-- The uploaded file part (multipart field "file"); recorded in the request's log entry as
+-- upload = {filename=, content_type=, size=, adler32=} so specs can check the bytes arrived.
+function Model:upload_part(ctx)
+  local part, err = multipart_file(ctx.headers, ctx.body, "file")
+  if part and ctx.log then
+    ctx.log.upload = { filename = part.filename, content_type = part.content_type, size = part.size,
+      adler32 = adler32(part.data) }
+  end
+  return part, err
+end
+
 function Model:route_tripo(ctx)
   local p, m = ctx.path:sub(#TRIPO + 1), ctx.method
   local id = p:match("^/task/([^/]+)$")
@@ -739,7 +776,7 @@ function Model:route_tripo(ctx)
     return self:tripo(200, { balance = self.balance, frozen = 0 })
   end
   if p == "/upload" and m == "POST" then
-    local part, err = multipart_file(ctx.headers, ctx.body, "file")
+    local part, err = self:upload_part(ctx)
     if not part then return self:tripo(400, 1003, "malformed request: " .. err, "Send the image as multipart field 'file'") end
     local n = next_count(self)
     return self:tripo(200, { image_token = tripo_id(n + 1000000) })
@@ -873,7 +910,7 @@ function Model:route_sellerpic(ctx)
     return self:sellerpic(200, { remaining = total - self.sellerpic_used, total = total, usage = self.sellerpic_used })
   end
   if p == "/upload" and m == "POST" then
-    local part, err = multipart_file(ctx.headers, ctx.body, "file")
+    local part, err = self:upload_part(ctx)
     if not part then return self:sellerpic(400, nil, 400, "malformed request: " .. err) end
     local n = next_count(self)
     return self:sellerpic(200, { fileKey = "UPLOAD/" .. sellerpic_id("19102568", n) .. "/" .. safe_name(part.filename) })
@@ -888,7 +925,7 @@ local function log_json(self)
   local out = json.array({})
   for i, e in ipairs(self.log) do
     out[i] = { method = e.method, path = e.path, query = e.query, headers = e.headers, time = e.time,
-      authorization = e.authorization, key = e.key }
+      authorization = e.authorization, key = e.key, upload = e.upload }
   end
   return out
 end
@@ -951,10 +988,11 @@ function Model:handle(req)
 
   local logged = {}
   for k, v in pairs(headers) do if k ~= "authorization" then logged[k] = v end end
-  self.log[#self.log + 1] = {
+  ctx.log = {
     method = ctx.method, path = p, query = copy(ctx.query), headers = logged, time = ctx.now,
     authorization = has_auth, key = key,
   }
+  self.log[#self.log + 1] = ctx.log
 
   local token, name = p:match("^/files/([^/]+)/([^/]+)$")
   if token then return self:serve_file(ctx, token, name) end
