@@ -10,6 +10,7 @@ local download = require "taskapi.download"
 local secret = require "taskapi.secret"
 local scheduler = require "taskapi.scheduler"
 local waiting = require "taskapi.wait"
+local upload = require "taskapi.upload"
 
 local M = {}
 local Client = {}
@@ -157,10 +158,17 @@ end
 --- SellerPic: params.type picks the endpoint, the rest is the body.
 function Client:create(params)
   if type(params) ~= "table" then return errors.invalid("create expects a table of parameters, got " .. type(params)) end
-  local t = params.type
-  if type(t) ~= "string" or t == "" then return errors.invalid("create: parameter 'type' (a non-empty string) is required") end
-  if not t:match("^[%w_%-]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _ and -") end
   local def = self.def
+  if not def.create_path then return errors.invalid(def.name .. ": this provider has no create") end
+  local t = params.type
+  if t == nil then return errors.invalid("create: parameter 'type' (the task type) is required") end
+  if type(t) ~= "string" or t == "" then
+    return errors.invalid("create: parameter 'type' must be a non-empty string, got " .. (t == "" and "an empty string" or type(t)))
+  end
+  if not t:match("^[%w_%-]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _ and -") end
+  for k in pairs(params) do
+    if type(k) ~= "string" then return errors.invalid("create: parameter names must be strings, got a " .. type(k)) end
+  end
   local body = params
   if def.create_path:find("{type}", 1, true) then
     body = {}
@@ -176,8 +184,25 @@ function Client:create(params)
   return id
 end
 
+--- Uploads a local image (jpg/jpeg/png/webp) as multipart, streamed from the file: a path or
+--- {path=, type=?, filename=?}. Returns the provider's reference to it as a string: Tripo's
+--- image_token, SellerPic's fileKey. The file is checked before any request.
+function Client:upload(path_or_opts)
+  local parts, err = upload.parts(self.def, path_or_opts)
+  if not parts then return nil, err end
+  local def = self.def
+  local data, uerr = http.upload(self, def.upload_path, parts)
+  if not data then return nil, uerr end
+  local ref = data[def.upload_result]
+  if type(ref) ~= "string" or ref == "" then
+    return nil, errors.new("bad_response", def.name .. ": upload answered without '" .. def.upload_result .. "'")
+  end
+  return ref
+end
+
 --- The account's credits: Tripo {balance=, frozen=}; SellerPic {remaining=, total=, usage=}.
 function Client:balance()
+  if not self.def.balance_path then return errors.invalid(self.def.name .. ": this provider has no balance") end
   local data, err = http.call(self, "GET", self.def.balance_path)
   if not data then return nil, err end
   return data

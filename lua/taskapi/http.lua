@@ -70,12 +70,15 @@ function M.call(client, method, template, vars, body, task_id, retries)
     { task_id = task_id, retries = retries })
 end
 
---- A multipart upload call (issue 4 shape): parts as the C module's mime array.
+--- A multipart upload: POST of parts (the C module's req.mime array; files are streamed from
+--- disk by libcurl, never read into Lua) to a path of the provider's. Retried like any call
+--- (the parts are sent again from the file). Returns data, trace_id.
 function M.upload(client, template, parts)
+  local s = secret.get(client)
   local req = {
-    method = "POST", url = client.base_url .. template, headers = secret.get(client).headers, json = true,
-    timeout = client.timeout, user_agent = client.user_agent, ca_file = client.ca_file,
-    insecure = client.insecure, mime = parts, max_body = client.max_body,
+    method = "POST", url = client.base_url .. expand(template, {}), headers = s.headers, json = true,
+    mime = parts, timeout = client.timeout, user_agent = client.user_agent, ca_file = client.ca_file,
+    insecure = client.insecure, max_body = client.max_body,
   }
   local def = client.def
   return M.with_retries(client, req, function(res) return provider.unwrap(def, res) end)

@@ -67,7 +67,10 @@ return {
   status_path = "/v1/api/generate?id={id}",
   create_path = "/v1/api/generate/{type}",
   balance_path = "/v1/api/usage",
+  -- Upload (API 1.0.1): one image (jpg/jpeg/png/webp) as multipart field "file", up to 40 MB.
   upload_path = "/v1/api/upload",
+  upload_field = "file",
+  upload_max_bytes = 40 * 1024 * 1024,
   upload_result = "fileKey",
   create_result = "id",
   -- Each successful result is fetched through the download-link endpoint, which also renews

@@ -51,7 +51,11 @@ return {
   status_path = "/task/{id}",
   create_path = "/task",
   balance_path = "/user/balance",
+  -- Upload: one image (jpg/jpeg/png/webp) as multipart field "file"; no size limit is
+  -- documented, 20 MB is taken as a safe one.
   upload_path = "/upload",
+  upload_field = "file",
+  upload_max_bytes = 20 * 1024 * 1024,
   upload_result = "image_token",
   create_result = "task_id",
   -- An expired output link is renewed by reading the task again.
