@@ -63,6 +63,9 @@ asan: deps
 bench: deps build-all
 	@sh bench/run.sh
 
+fuzz: deps
+	@sh fuzz/run.sh
+
 lint: build
 	@sh spec/lint.sh
 
