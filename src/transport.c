@@ -378,6 +378,13 @@ static void push_transfer_error(lua_State *L, tk_transfer *t)
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
+  if (t->code == CURLE_UNSUPPORTED_PROTOCOL) {
+    /* the request's own URL was checked to be http(s): only a redirect gets here (an https
+       request follows https redirects only, REDIR_PROTOCOLS) */
+    snprintf(msg, sizeof msg, "redirect refused from %s: %s", t->hostport, detail);
+    tk_push_error(L, "transport", msg, status, (long)t->code, 0);
+    return;
+  }
   if (t->code == CURLE_TOO_MANY_REDIRECTS) {
     snprintf(msg, sizeof msg, "too many redirects from %s (max %ld)", t->hostport,
              t->max_redirects);

@@ -217,13 +217,13 @@ end
 --- (files saved before the failure stay, complete; err.files lists them).
 function M.run(client, task, o)
   if not task.done then
-    return nil, errors.new("invalid_argument", "task " .. task.id .. " is not finished (state " .. task.state .. ")",
+    return nil, errors.new("invalid_argument", "task " .. task.id .. " is not finished (state " .. tostring(task.state) .. ")",
       { task_id = task.id })
   end
   if not task.ok then
-    return nil, errors.new("task_failed", "task " .. task.id .. " ended " .. task.state ..
-      (task.error and task.error.message and ": " .. task.error.message or ""),
-      { task_id = task.id, code = task.error and task.error.code })
+    return nil, errors.new("task_failed", "task " .. task.id .. " ended " .. tostring(task.state) ..
+      (type(task.error) == "table" and type(task.error.message) == "string" and ": " .. task.error.message or ""),
+      { task_id = task.id, code = type(task.error) == "table" and task.error.code or nil })
   end
   local outs, err = pick(task, o)
   if not outs then return nil, err end

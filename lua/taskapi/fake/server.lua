@@ -122,7 +122,7 @@ function M.handle()
     query = query,
     headers = headers,
     body = read_body(ngx),
-    base_url = "http://" .. host,
+    base_url = (ngx.var.scheme or "http") .. "://" .. host,
   })
   if not ok then
     ngx.log(ngx.ERR, "fake model: ", tostring(resp))
@@ -181,7 +181,10 @@ local TYPES = [[
 
 --- Starts the fake: opts ttl (600), workers (1; the model lives in one worker), keys
 --- ({["test-key"]=true, ["other-key"]=true}), link_ttl (300), balance, sellerpic_total,
---- log_level, port. Returns {url=, dir=, port=, stop=, log=} or nil, err.
+--- log_level, port; for HTTPS (the TLS specs) listen_opts (" ssl") and server
+--- ("ssl_certificate ...; ssl_certificate_key ...;"), passed to the launcher, and locations
+--- (extra server-block config placed before the fake's own). File links use the scheme the
+--- request came in with. Returns {url=, dir=, port=, stop=, log=} or nil, err.
 function M.start(opts)
   opts = opts or {}
   local nginx = require "taskapi.fake.nginx"
@@ -198,6 +201,7 @@ function M.start(opts)
   local http = "  init_worker_by_lua_block { require('taskapi.fake.server').init(" .. lua_literal(conf) .. ") }\n" ..
     "  lua_socket_log_errors off;\n"
   local locations = table.concat({
+    opts.locations or "",
     "    location = /static/tripo-status {",
     "      default_type application/json;",
     "      add_header X-Tripo-Trace-ID fake-static-trace;",
@@ -232,7 +236,7 @@ function M.start(opts)
   }, "\n")
   local h, err = nginx.start({
     dir = dir, ttl = opts.ttl or 600, workers = opts.workers or 1, http = http, locations = locations,
-    log_level = opts.log_level, port = opts.port,
+    log_level = opts.log_level, port = opts.port, listen_opts = opts.listen_opts, server = opts.server,
   })
   if not h then
     os.execute("rm -rf '" .. dir .. "'")
