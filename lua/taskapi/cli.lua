@@ -1,31 +1,564 @@
--- taskapi.cli: the `taskapi` command. Subcommands dispatch to the library; `fake` to the
--- fake provider's own command (taskapi.fake.cli).
+-- taskapi.cli: the `taskapi` command. One table of subcommands (COMMANDS): each declares its
+-- usage, its own options and a run function; the parsing of options, the client, the key,
+-- the output (plain, live on a terminal, or --json) and the exit codes are shared.
+--
+-- Exit codes: 0 all succeeded, 1 a task failed, 2 usage error, 3 API or network error,
+-- 4 timeout (waiting). With several tasks the most serious wins: 2, 3, 4, 1, 0.
 local M = {}
 
-local USAGE = [[
-usage: taskapi <command> [options]
+local json = require "taskapi.json"
 
-commands:
-  fake start [--ttl S]   start the local fake provider on 127.0.0.1; prints its URL
-  fake stop              stop it
-  fake status            print its URL (exit 1 when none runs)
-  help                   this text
-]]
+local EXIT = { ok = 0, failed = 1, usage = 2, api = 3, timeout = 4 }
+local RANK = { [0] = 0, [1] = 1, [4] = 2, [3] = 3, [2] = 4 }
 
-function M.main(args)
-  args = args or {}
-  local cmd = args[1]
-  if cmd == "fake" then
-    local rest = {}
-    for i = 2, #args do rest[#rest + 1] = args[i] end
-    return require("taskapi.fake.cli").main(rest)
-  end
-  if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
-    io.stdout:write(USAGE)
-    return cmd == nil and 2 or 0
-  end
-  io.stderr:write("taskapi: unknown command '" .. tostring(cmd) .. "'\n" .. USAGE)
-  return 2
+----------------------------------------------------------------------------------------------
+-- output
+
+local function isatty()
+  local ok = os.execute("test -t 1")
+  return ok == true or ok == 0
 end
 
+local function fmt_bytes(n)
+  if n >= 1024 * 1024 then return string.format("%.1f MB", n / 1048576) end
+  if n >= 1024 then return string.format("%.1f kB", n / 1024) end
+  return string.format("%d B", n)
+end
+
+local function bar(fraction, width)
+  width = width or 20
+  local n = math.floor(math.max(0, math.min(1, fraction)) * width + 0.5)
+  return "[" .. string.rep("#", n) .. string.rep("-", width - n) .. "]"
+end
+
+-- The live lines of a terminal: a block of lines at the bottom, one per key, redrawn in
+-- place (cursor up, erase); permanent lines are printed above the block. Not on a terminal:
+-- plain lines, one per change worth logging.
+local Live = {}
+Live.__index = Live
+
+local function new_live(out, tty)
+  return setmetatable({ out = out, tty = tty, keys = {}, text = {}, drawn = 0, last = {} }, Live)
+end
+
+function Live:redraw(permanent)
+  local w = self.out
+  if self.drawn > 0 then w:write("\27[", self.drawn, "A\r\27[J") end
+  if permanent then w:write(permanent, "\n") end
+  for _, k in ipairs(self.keys) do w:write("\r\27[2K", self.text[k], "\n") end
+  self.drawn = #self.keys
+  w:flush()
+end
+
+--- Sets the live line of key; not on a terminal it is printed when `plain` is true and it
+--- changed.
+function Live:set(key, text, plain)
+  if not self.text[key] then self.keys[#self.keys + 1] = key end
+  self.text[key] = text
+  if self.tty then
+    self:redraw()
+  elseif plain and self.last[key] ~= text then
+    self.last[key] = text
+    self.out:write(text, "\n")
+    self.out:flush()
+  end
+end
+
+--- A permanent line (above the live block on a terminal).
+function Live:print(text)
+  if self.tty then return self:redraw(text) end
+  self.out:write(text, "\n")
+  self.out:flush()
+end
+
+--- Ends the live line of key with a permanent text.
+function Live:finish(key, text)
+  if self.text[key] then
+    self.text[key] = nil
+    for i, k in ipairs(self.keys) do if k == key then table.remove(self.keys, i) break end end
+  end
+  if self.tty or self.last[key] ~= text then
+    self.last[key] = text
+    self:print(text)
+  end
+end
+
+local function task_line(task)
+  local parts = { task.id, string.format("%-9s", task.state) }
+  if task.progress then
+    parts[#parts + 1] = bar(task.progress / 100) .. string.format(" %3d%%", task.progress)
+  end
+  if task.queue_position and task.state == "queued" then parts[#parts + 1] = "queue " .. task.queue_position end
+  if task.eta and not task.done then parts[#parts + 1] = "eta " .. task.eta .. "s" end
+  if task.error and task.error.message then parts[#parts + 1] = "(" .. tostring(task.error.message) .. ")" end
+  return table.concat(parts, "  ")
+end
+
+local function task_json(task)
+  local outputs = json.array({})
+  for i, o in ipairs(task.outputs or {}) do outputs[i] = { name = o.name, url = o.url, kind = o.kind } end
+  local e = task.error and { code = task.error.code, message = task.error.message } or nil
+  return {
+    id = task.id, provider = task.provider, state = task.state, status = task.status, done = task.done,
+    ok = task.ok, progress = task.progress, queue_position = task.queue_position, eta = task.eta,
+    outputs = outputs, error = e, trace_id = task.trace_id,
+  }
+end
+
+local function err_json(err)
+  return { kind = err.kind, message = err.message, status = err.status, code = err.code,
+    trace_id = err.trace_id }
+end
+
+----------------------------------------------------------------------------------------------
+-- the run context shared by the subcommands
+
+local Ctx = {}
+Ctx.__index = Ctx
+
+--- Records an outcome (an exit code); the most serious one is the process's exit code.
+function Ctx:outcome(code)
+  if RANK[code] > RANK[self.code] then self.code = code end
+end
+
+--- Prints an error on stderr and records its exit code (timeout only counts as such while
+--- waiting: elsewhere a timed-out request is a network error).
+function Ctx:fail(err, waiting)
+  io.stderr:write("taskapi: ", tostring(err), "\n")
+  local kind = type(err) == "table" and err.kind
+  if kind == "invalid_argument" then self:outcome(EXIT.usage)
+  elseif kind == "task_failed" then self:outcome(EXIT.failed)
+  elseif kind == "timeout" and waiting then self:outcome(EXIT.timeout)
+  else self:outcome(EXIT.api) end
+end
+
+--- One JSON object on a line (--json), or a plain line.
+function Ctx:emit(obj, line)
+  if self.opts.json then
+    local s = assert(json.encode(obj))
+    io.stdout:write(s, "\n")
+  elseif line then
+    self.live:print(line)
+  end
+  io.stdout:flush()
+end
+
+function Ctx:task_outcome(task)
+  if task.done and not task.ok then self:outcome(EXIT.failed) end
+end
+
+local function mkdir_p(dir)
+  if type(dir) == "string" and dir ~= "" and not dir:find("%c") then
+    os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+  end
+end
+
+-- Downloads the results of one task (a task table or an id), with a live line per file.
+-- The folder is made when missing.
+function Ctx:download(task, dopts)
+  local id = type(task) == "table" and task.id or task
+  mkdir_p(dopts.dir)
+  local started, last = {}, {}
+  local now = require("taskapi.core").now
+  local o = { dir = dopts.dir, outputs = dopts.outputs, format = dopts.format, overwrite = dopts.overwrite }
+  o.on_progress = function(done, total, name)
+    local key = id .. " " .. tostring(name)
+    local t = now()
+    started[key] = started[key] or t
+    if self.live.tty and last[key] and t - last[key] < 0.1 and done ~= total then return end
+    last[key] = t
+    local speed = done / math.max(t - started[key], 0.001)
+    local text = key .. "  " .. fmt_bytes(done) .. (total > 0 and " / " .. fmt_bytes(total) or "") ..
+      "  " .. fmt_bytes(speed) .. "/s" .. (total > 0 and "  " .. bar(done / total) or "")
+    self.live:set(key, text, false)
+  end
+  local files, err = self.client:download(task, o)
+  if not files then
+    err.task_id = err.task_id or id
+    self:fail(err)
+    if self.opts.json then self:emit({ id = id, error = err_json(err) }) end
+    return nil
+  end
+  for _, f in ipairs(files) do
+    local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ")"
+    if self.opts.json then
+      self:emit({ id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type })
+    else
+      self.live:finish(id .. " " .. f.name, line)
+    end
+  end
+  return files
+end
+
+-- Waits for ids concurrently (each as it finishes), with a live line per task; downloads
+-- the results of each succeeded one into o.download when set.
+function Ctx:wait(ids, o)
+  local wopts = { timeout = o.timeout, interval = o.interval, min_interval = o.min_interval }
+  if not self.opts.json then
+    wopts.on_progress = function(task) self.live:set(task.id, task_line(task), true) end
+  end
+  for task, err in self.client:each_completed(ids, wopts) do
+    if err then
+      self:fail(err, true)
+      self:emit({ id = err.task_id or task.id, error = err_json(err) })
+    else
+      -- the final line: redrawn on a terminal, printed once otherwise; or the JSON object
+      if self.opts.json then self:emit(task_json(task)) else self.live:finish(task.id, task_line(task)) end
+      self:task_outcome(task)
+      if o.download and task.ok then self:download(task, { dir = o.download }) end
+    end
+  end
+end
+
+----------------------------------------------------------------------------------------------
+-- --param k=v
+
+local function param_value(v)
+  if v == "true" then return true end
+  if v == "false" then return false end
+  if v:match("^%-?%d+$") and not v:match("^%-?0%d") then -- "007" stays a string
+    local digits = v
+    if math.tointeger then
+      local n = math.tointeger(tonumber(digits))
+      if n and string.format("%d", n) == digits then return n end
+    elseif #digits:gsub("^%-", "") <= 15 then
+      return tonumber(digits)
+    end
+    return json.raw(digits) -- an integer wider than the runtime's: sent exactly as written
+  end
+  if v:match("^%-?%d+%.%d+$") or v:match("^%-?%d+%.?%d*[eE][%+%-]?%d+$") then return tonumber(v) end
+  return v
+end
+M.param_value = param_value
+
+--- Puts "a.b.c=v" into t as t.a.b.c = value; returns true or nil, message.
+local function put_param(t, spec)
+  local key, v = spec:match("^([^=]+)=(.*)$")
+  if not key then return nil, "--param expects key=value, got '" .. spec .. "'" end
+  local path = {}
+  for part in (key .. "."):gmatch("([^.]*)%.") do
+    if part == "" then return nil, "--param key '" .. key .. "' has an empty part" end
+    path[#path + 1] = part
+  end
+  for i = 1, #path - 1 do
+    local k = path[i]
+    if t[k] == nil then t[k] = {} end
+    if type(t[k]) ~= "table" or getmetatable(t[k]) then
+      return nil, "--param key '" .. key .. "': '" .. k .. "' already has a value"
+    end
+    t = t[k]
+  end
+  t[path[#path]] = param_value(v)
+  return true
+end
+M.put_param = put_param
+
+----------------------------------------------------------------------------------------------
+-- the subcommands
+
+-- Options: name -> {arg = "WORD" (takes a value) | nil (a flag), number = true, many = true,
+-- help = "..."}. Every command also takes the global options below.
+local GLOBAL = {
+  provider = { arg = "NAME", help = "tripo (default) or sellerpic" },
+  ["base-url"] = { arg = "URL", help = "another API root (a region, the fake provider)" },
+  ["api-key"] = { arg = "KEY", help = "the key (lands in your shell history: prefer the environment)" },
+  json = { help = "one JSON object per task or file per line" },
+  help = { help = "this text" },
+}
+
+local WAIT_OPTS = {
+  timeout = { arg = "S", number = true, help = "give up waiting after S seconds (900)" },
+  interval = { arg = "S", number = true, help = "first polling step when the provider gives no ETA (2)" },
+  ["min-interval"] = { arg = "S", number = true, help = "never poll one task faster (the provider's; lower only for fakes)" },
+}
+
+local function with(base, extra)
+  local t = {}
+  for k, v in pairs(base) do t[k] = v end
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
+
+local COMMANDS = {}
+local ORDER = { "status", "wait", "download", "create", "upload", "balance", "fake" }
+
+COMMANDS.status = {
+  usage = "status ID...",
+  about = "read the status of tasks (one poll each)",
+  min_args = 1,
+  run = function(ctx, args)
+    for _, id in ipairs(args) do
+      local task, err = ctx.client:status(id)
+      if not task then
+        ctx:fail(err)
+        ctx:emit({ id = id, error = err_json(err) })
+      else
+        ctx:emit(task_json(task), task_line(task))
+        ctx:task_outcome(task)
+      end
+    end
+  end,
+}
+
+COMMANDS.wait = {
+  usage = "wait ID... [--timeout S] [--download DIR]",
+  about = "wait until tasks are finalized (a live line per task on a terminal)",
+  min_args = 1,
+  opts = with(WAIT_OPTS, { download = { arg = "DIR", help = "download the results of each succeeded task into DIR" } }),
+  run = function(ctx, args, o)
+    ctx:wait(args, { timeout = o.timeout, interval = o.interval, min_interval = o["min-interval"], download = o.download })
+  end,
+}
+
+COMMANDS.download = {
+  usage = "download ID... --dir DIR [--output NAME] [--format FMT]",
+  about = "download the results of finished tasks",
+  min_args = 1,
+  opts = {
+    dir = { arg = "DIR", required = true, help = "the folder (made when missing)" },
+    output = { arg = "NAME", many = true, help = "only this output (repeatable)" },
+    format = { arg = "FMT", help = "SellerPic: jpg png webp (images), mp4 gif webp (videos)" },
+    overwrite = { help = "replace existing files" },
+  },
+  run = function(ctx, args, o)
+    for _, id in ipairs(args) do
+      ctx:download(id, { dir = o.dir, outputs = o.output, format = o.format, overwrite = o.overwrite })
+    end
+  end,
+}
+
+COMMANDS.create = {
+  usage = "create --type TYPE [--param k=v ...] [--wait] [--download DIR]",
+  about = "start a task; prints its id (with --wait: waits for it, like wait)",
+  opts = with(WAIT_OPTS, {
+    type = { arg = "TYPE", required = true, help = "the task type (text_to_model, instructEdit, ...)" },
+    param = { arg = "K=V", many = true, help = "a parameter: numbers stay numbers, true/false are booleans, " ..
+      "a.b=v nests (repeatable)" },
+    wait = { help = "wait for the task" },
+    download = { arg = "DIR", help = "wait, then download the results into DIR" },
+  }),
+  run = function(ctx, _, o)
+    local params = {}
+    for _, p in ipairs(o.param or {}) do
+      local ok, perr = put_param(params, p)
+      if not ok then return ctx:usage(perr) end
+    end
+    params.type = o.type
+    local id, err = ctx.client:create(params)
+    if not id then return ctx:fail(err) end
+    if o.wait or o.download then
+      if not ctx.opts.json then io.stdout:write("created ", id, "\n") end
+      return ctx:wait({ id }, { timeout = o.timeout, interval = o.interval, min_interval = o["min-interval"],
+        download = o.download })
+    end
+    ctx:emit({ id = id, provider = ctx.client.def.name }, id)
+  end,
+}
+
+COMMANDS.upload = {
+  usage = "upload FILE",
+  about = "upload an image (jpg, jpeg, png, webp); prints the token to pass to create",
+  min_args = 1, max_args = 1,
+  run = function(ctx, args)
+    local ref, err = ctx.client:upload(args[1])
+    if not ref then return ctx:fail(err) end
+    local field = ctx.client.def.upload_result
+    ctx:emit({ path = args[1], provider = ctx.client.def.name, ref = ref, [field] = ref }, ref)
+  end,
+}
+
+COMMANDS.balance = {
+  usage = "balance",
+  about = "the account's credits",
+  max_args = 0,
+  run = function(ctx)
+    local b, err = ctx.client:balance()
+    if not b then return ctx:fail(err) end
+    local keys = {}
+    for k, v in pairs(b) do if type(v) ~= "table" then keys[#keys + 1] = k end end
+    table.sort(keys)
+    local lines = {}
+    for _, k in ipairs(keys) do lines[#lines + 1] = k .. ": " .. tostring(b[k]) end
+    ctx:emit(b, table.concat(lines, "\n"))
+  end,
+}
+
+COMMANDS.fake = {
+  usage = "fake start|stop|status [--ttl S]",
+  about = "the local fake provider on 127.0.0.1 (start prints its URL; the key is test-key)",
+  no_client = true,
+  raw = true, -- its arguments go to taskapi.fake.cli as they are
+  run = function(_, args)
+    return require("taskapi.fake.cli").main(args)
+  end,
+}
+
+----------------------------------------------------------------------------------------------
+-- help and parsing
+
+local function options_help(spec)
+  local names = {}
+  for k in pairs(spec) do names[#names + 1] = k end
+  table.sort(names)
+  local lines = {}
+  for _, k in ipairs(names) do
+    local o = spec[k]
+    local left = "--" .. k .. (o.arg and " " .. o.arg or "")
+    lines[#lines + 1] = string.format("  %-22s %s", left, o.help or "")
+  end
+  return table.concat(lines, "\n")
+end
+
+local ENV_HELP = [[
+The API key comes from TASKAPI_API_KEY, or the provider's own TRIPO_API_KEY / SELLERPIC_API_KEY.
+Exit codes: 0 all succeeded, 1 a task failed, 2 usage error, 3 API or network error, 4 timeout.]]
+
+local function usage_text()
+  local lines = { "usage: taskapi <command> [options]", "", "commands:" }
+  for _, name in ipairs(ORDER) do
+    lines[#lines + 1] = "  " .. COMMANDS[name].usage
+    lines[#lines + 1] = "      " .. COMMANDS[name].about
+  end
+  lines[#lines + 1] = "\noptions of every command:"
+  lines[#lines + 1] = options_help(GLOBAL)
+  lines[#lines + 1] = "\n" .. ENV_HELP
+  lines[#lines + 1] = "`taskapi <command> --help` for a command's own options."
+  return table.concat(lines, "\n") .. "\n"
+end
+
+local function command_help(name)
+  local c = COMMANDS[name]
+  local s = "usage: taskapi " .. c.usage .. "\n\n" .. c.about .. "\n"
+  if c.opts then s = s .. "\noptions:\n" .. options_help(c.opts) .. "\n" end
+  if not c.raw then s = s .. "\noptions of every command:\n" .. options_help(GLOBAL) .. "\n\n" .. ENV_HELP .. "\n" end
+  return s
+end
+
+--- Parses args (after the command name) against the command's and the global options.
+--- Returns opts, positional or nil, message.
+local function parse(cmd, args)
+  local spec = with(GLOBAL, cmd.opts)
+  local o, pos = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      for j = i + 1, #args do pos[#pos + 1] = args[j] end
+      break
+    elseif a == "-h" then
+      o.help = true
+    elseif a:sub(1, 2) == "--" then
+      local name, value = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:sub(3)
+      local s = spec[name]
+      if not s then return nil, "unknown option --" .. name end
+      if s.arg then
+        if value == nil then
+          i = i + 1
+          value = args[i]
+          if value == nil then return nil, "--" .. name .. " needs a value (" .. s.arg .. ")" end
+        end
+        if s.number then
+          local n = tonumber(value)
+          if not n or n ~= n or n < 0 or n == math.huge then return nil, "--" .. name .. " needs a number of seconds, got '" .. value .. "'" end
+          value = n
+        end
+        if s.many then
+          o[name] = o[name] or {}
+          table.insert(o[name], value)
+        else
+          o[name] = value
+        end
+      else
+        if value ~= nil then return nil, "--" .. name .. " takes no value" end
+        o[name] = true
+      end
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  if o.help then return o, pos end
+  for name, s in pairs(cmd.opts or {}) do
+    if s.required and o[name] == nil then return nil, "--" .. name .. " is required" end
+  end
+  if cmd.min_args and #pos < cmd.min_args then return nil, "missing argument" end
+  if cmd.max_args and #pos > cmd.max_args then return nil, "too many arguments" end
+  return o, pos
+end
+
+local function make_client(o, env)
+  local taskapi = require "taskapi"
+  local provider = o.provider or "tripo"
+  local def, derr = require("taskapi.provider").load(provider)
+  if not def then return nil, derr end
+  local key = o["api-key"]
+  if key then
+    io.stderr:write("taskapi: warning: --api-key lands in your shell history; prefer TASKAPI_API_KEY\n")
+  else
+    key = env("TASKAPI_API_KEY")
+    if key == nil or key == "" then key = def.key_env and env(def.key_env) end
+  end
+  if key == nil or key == "" then
+    return nil, require("taskapi.errors").new("invalid_argument",
+      "no API key: set TASKAPI_API_KEY (or " .. tostring(def.key_env) .. ")")
+  end
+  return taskapi.new({ provider = provider, api_key = key, base_url = o["base-url"], min_interval = o["min-interval"] })
+end
+
+--- Runs the command line args (arg of the script); returns the exit code.
+--- env: a getenv function (os.getenv by default; specs pass their own).
+function M.main(args, env)
+  args = args or {}
+  env = env or os.getenv
+  local name = args[1]
+  if name == nil or name == "help" or name == "--help" or name == "-h" then
+    io.stdout:write(usage_text())
+    return name == nil and EXIT.usage or EXIT.ok
+  end
+  local cmd = COMMANDS[name]
+  if not cmd then
+    io.stderr:write("taskapi: unknown command '", tostring(name), "'\n\n", usage_text())
+    return EXIT.usage
+  end
+  local rest = {}
+  for i = 2, #args do rest[#rest + 1] = args[i] end
+  if cmd.raw then
+    if rest[1] == "--help" or rest[1] == "-h" or rest[1] == nil then
+      io.stdout:write(command_help(name))
+      return rest[1] and EXIT.ok or EXIT.usage
+    end
+    return cmd.run(nil, rest)
+  end
+  local o, pos = parse(cmd, rest)
+  if not o then
+    io.stderr:write("taskapi ", name, ": ", pos, "\n\n", command_help(name))
+    return EXIT.usage
+  end
+  if o.help then
+    io.stdout:write(command_help(name))
+    return EXIT.ok
+  end
+  local ctx = setmetatable({ opts = o, code = EXIT.ok, live = new_live(io.stdout, not o.json and isatty()) }, Ctx)
+  function ctx.usage(_, msg)
+    io.stderr:write("taskapi ", name, ": ", msg, "\n")
+    ctx:outcome(EXIT.usage)
+  end
+  local client, err = make_client(o, env)
+  if not client then
+    ctx:fail(err)
+    return ctx.code
+  end
+  ctx.client = client
+  local ok, rerr = pcall(cmd.run, ctx, pos, o)
+  client:close()
+  if not ok then
+    io.stderr:write("taskapi: internal error: ", tostring(rerr), "\n")
+    return EXIT.api
+  end
+  return ctx.code
+end
+
+M.COMMANDS = COMMANDS
+M.EXIT = EXIT
 return M
