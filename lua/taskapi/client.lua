@@ -48,7 +48,7 @@ local warned_insecure = false
 function M.new(opts)
   if type(opts) ~= "table" then return errors.invalid("taskapi.new expects an options table, got " .. type(opts)) end
   for k in pairs(opts) do
-    if not KNOWN[k] then return errors.invalid("unknown option '" .. tostring(k) .. "'") end
+    if not KNOWN[k] then return errors.invalid("unknown option '" .. tostring(k):sub(1, 40) .. "'") end
   end
   local def, err = provider.load(opts.provider)
   if not def then return nil, err end
@@ -56,8 +56,9 @@ function M.new(opts)
   if key == nil then return errors.invalid("option 'api_key' is required") end
   if type(key) ~= "string" or key == "" then return errors.invalid("option 'api_key' must be a non-empty string") end
   if key:find("[%c%s]") then return errors.invalid("option 'api_key' contains white space or control characters") end
+  if #key > 4096 then return errors.invalid("option 'api_key' is " .. #key .. " bytes long (at most 4096)") end
   local base = opts.base_url or def.base_url
-  if type(base) ~= "string" or not base:match("^https?://[^%s/?#]+[^%s?#]*$") then
+  if type(base) ~= "string" or #base > 2048 or not base:match("^https?://[^%s/?#]+[^%s?#]*$") then
     return errors.invalid("option 'base_url' must be an http(s) URL without query, got " ..
       (type(base) == "string" and "'" .. base:sub(1, 80) .. "'" or type(base)))
   end
@@ -90,9 +91,10 @@ function M.new(opts)
     if not c.max_body then return nil, err end
   end
   if opts.ca_file ~= nil then
-    if type(opts.ca_file) ~= "string" or not io.open(opts.ca_file, "rb") then
-      return errors.invalid("option 'ca_file' must name a readable file")
-    end
+    local f = type(opts.ca_file) == "string" and not opts.ca_file:find("%z") and io.open(opts.ca_file, "rb")
+    local readable = f and f:read(0) ~= nil -- a folder opens but does not read
+    if f then f:close() end
+    if not readable then return errors.invalid("option 'ca_file' must name a readable file") end
     c.ca_file = opts.ca_file
   end
   if opts.insecure ~= nil then
@@ -112,8 +114,8 @@ function M.new(opts)
     c.multi = core.multi()
   end
   if opts.user_agent ~= nil then
-    if type(opts.user_agent) ~= "string" or opts.user_agent:find("%c") then
-      return errors.invalid("option 'user_agent' must be a string without control characters")
+    if type(opts.user_agent) ~= "string" or opts.user_agent:find("%c") or #opts.user_agent > 256 then
+      return errors.invalid("option 'user_agent' must be a string of at most 256 bytes without control characters")
     end
     c.user_agent = opts.user_agent .. " taskapi/" .. core.version
   else
@@ -165,6 +167,7 @@ function Client:create(params)
   if type(t) ~= "string" or t == "" then
     return errors.invalid("create: parameter 'type' must be a non-empty string, got " .. (t == "" and "an empty string" or type(t)))
   end
+  if #t > 64 then return errors.invalid("create: task type of " .. #t .. " bytes (at most 64)") end
   if not t:match("^[%w_%-]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _ and -") end
   for k in pairs(params) do
     if type(k) ~= "string" then return errors.invalid("create: parameter names must be strings, got a " .. type(k)) end

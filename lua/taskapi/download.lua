@@ -51,7 +51,8 @@ function M.check_opts(def, opts)
   o.dir = opts.dir or "."
   if type(o.dir) ~= "string" or o.dir == "" then return errors.invalid("download option 'dir' must be a non-empty string") end
   if o.dir:find("%z") then return errors.invalid("download option 'dir' contains a NUL byte") end
-  if not is_dir(o.dir) then return nil, errors.new("io", "download folder '" .. o.dir .. "' does not exist or is not a folder") end
+  if #o.dir > 4096 then return errors.invalid("download option 'dir' is " .. #o.dir .. " bytes long (at most 4096)") end
+  if not is_dir(o.dir) then return nil, errors.new("io", "download folder '" .. o.dir:sub(1, 200) .. "' does not exist or is not a folder") end
   o.dir = o.dir:gsub("/+$", "")
   if o.dir == "" then o.dir = "/" end
   if opts.outputs ~= nil then
@@ -62,6 +63,12 @@ function M.check_opts(def, opts)
     o.outputs = {}
     for _, n in ipairs(list) do
       if type(n) ~= "string" and type(n) ~= "number" then return errors.invalid("download option 'outputs' holds a " .. type(n)) end
+      if type(n) == "number" and (n ~= n or n < 0 or n % 1 ~= 0 or n >= 2 ^ 63) then
+        return errors.invalid("download option 'outputs' holds the number " .. tostring(n) .. " (not a whole id)")
+      end
+      if type(n) == "string" and (n == "" or #n > 256) then
+        return errors.invalid("download option 'outputs' holds a name of " .. #n .. " bytes (1 to 256)")
+      end
       o.outputs[#o.outputs + 1] = type(n) == "number" and string.format("%d", n) or n
     end
   end

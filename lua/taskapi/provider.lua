@@ -19,7 +19,7 @@ M.FINAL = FINAL
 function M.load(p)
   if type(p) == "string" then
     if not BUILTIN[p] then
-      return errors.invalid("unknown provider '" .. p .. "' (known: tripo, sellerpic, or a definition table)")
+      return errors.invalid("unknown provider '" .. p:sub(1, 40) .. "' (known: tripo, sellerpic, or a definition table)")
     end
     return require("taskapi.providers." .. p)
   elseif type(p) == "table" then
