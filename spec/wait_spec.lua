@@ -15,9 +15,10 @@ describe("wait.next_delay", function()
     assert.is_true(d > 10 and d < 20, "d = " .. d)
   end)
 
-  it("looks just after a nearly spent ETA", function()
+  it("looks again soon, but not in a tight loop, when the ETA is spent", function()
     local d = wait.next_delay({ state = "running", eta = 1 }, { misses = 0 }, p, rnd_mid)
-    assert.is_true(d > 1 and d <= 2, "d = " .. d)
+    assert.is_true(d > 0.5 and d <= 1, "d = " .. d)
+    assert.are.equal(wait.ETA_FLOOR, wait.next_delay({ state = "running", eta = 0 }, { misses = 0 }, p, rnd_mid))
   end)
 
   it("waits longer the further back a task is queued", function()

@@ -13,18 +13,18 @@ M.DEFAULT_TIMEOUT = 900      -- seconds: generation tasks take minutes, not hour
 M.DEFAULT_INTERVAL = 2       -- seconds: the first backoff step
 M.DEFAULT_MAX_INTERVAL = 30  -- seconds: the longest sleep without news
 M.ETA_FACTOR = 0.8           -- look again after this share of a reported ETA
-M.ETA_GRACE = 0.5            -- when the ETA is about to run out, look just after it
-M.QUEUE_STEP = 3             -- seconds per queue position ahead
+M.ETA_FLOOR = 0.5            -- seconds: the shortest look-again time an ETA can ask for
+M.QUEUE_STEP = 0.5           -- share of `interval` added per queue position ahead
 
 --- The delay before the next poll. state: {polls=, misses=} of this wait; p: the policy
 --- {interval=, max_interval=, min_interval=}; rnd: a function giving [0,1) (math.random).
 function M.next_delay(task, state, p, rnd)
   local d
   if task and task.state == "running" and task.eta then
-    if task.eta <= 2 then d = task.eta + M.ETA_GRACE
-    else d = task.eta * M.ETA_FACTOR end
+    d = task.eta * M.ETA_FACTOR
+    if d < M.ETA_FLOOR then d = M.ETA_FLOOR end
   elseif task and task.state == "queued" and task.queue_position then
-    d = p.interval + task.queue_position * M.QUEUE_STEP
+    d = p.interval * (1 + task.queue_position * M.QUEUE_STEP)
   else
     local k = state.misses or 0
     d = p.interval * 2 ^ k
@@ -81,7 +81,7 @@ function M.wait(client, id, opts)
   while true do
     -- one request per poll: transient failures are retried on this loop's own schedule
     local task, perr = client:_status(sid, 0)
-    st.polls = st.polls + 1
+    st.polls, st.polled = st.polls + 1, engine.now(client)
     local delay
     if task then
       if p.on_progress and changed(last, task) then p.on_progress(task) end
@@ -98,12 +98,19 @@ function M.wait(client, id, opts)
     end
     local now = engine.now(client)
     if now + delay > deadline then
-      if deadline > now then engine.sleep(client, deadline - now) end
-      local e = errors.new("timeout", "task " .. sid .. " not finished after " .. p.timeout .. " s" ..
-        (last and " (last state " .. last.state .. ")" or "") ..
-        (last_err and "; last error: " .. tostring(last_err.message) or ""),
-        { task_id = sid, task = last, retryable = true, polls = st.polls })
-      return nil, e
+      -- The next look would come after the deadline: take one last look at the deadline
+      -- when the minimum interval allows it, else give up now. Never sleep past it.
+      local final = not st.final and deadline - now >= p.min_interval - (now - st.polled)
+        and not (perr and perr.retry_after and now + perr.retry_after > deadline)
+      if not final then
+        if deadline > now then engine.sleep(client, deadline - now) end
+        return nil, errors.new("timeout", "task " .. sid .. " not finished after " .. p.timeout .. " s" ..
+          (last and " (last state " .. last.state .. ")" or "") ..
+          (last_err and "; last error: " .. tostring(last_err.message) or ""),
+          { task_id = sid, task = last, retryable = true, polls = st.polls })
+      end
+      st.final = true
+      delay = deadline - now
     end
     engine.sleep(client, delay)
   end
