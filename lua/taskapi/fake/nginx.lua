@@ -111,7 +111,9 @@ end
 --- Starts nginx. opts: locations (server-block config), http (http-block config), server
 --- (extra server-block directives such as ssl settings), listen_opts (" ssl"), workers (1),
 --- ttl (seconds before the watchdog stops it, 600), dir (prefix; a new temporary one if nil),
---- log_level. Returns a handle {url=, port=, dir=, root=, stop=} or nil, err.
+--- log_level, env (variables for nginx's environment), config (a function(o) returning the whole config text instead of the generated
+--- one; o has port, dir, root, lua_dir). Returns a handle {url=, port=, dir=, root=, stop=} or
+--- nil, err.
 function M.start(opts)
   opts = opts or {}
   if not exists(MODULES .. "/ngx_http_lua_module.so") then
@@ -127,9 +129,11 @@ function M.start(opts)
   local last_err
   for _ = 1, 25 do
     o.port = opts.port or random_port()
-    write(dir .. "/nginx.conf", conf(o))
+    write(dir .. "/nginx.conf", opts.config and opts.config(o) or conf(o))
     write(dir .. "/error.log", "")
-    local ok = os.execute("nginx -p '" .. dir .. "' -c '" .. dir .. "/nginx.conf' >'" .. dir .. "/start.log' 2>&1")
+    local envs = ""
+    for k, v in pairs(opts.env or {}) do envs = envs .. k .. "='" .. tostring(v):gsub("'", "'\\''") .. "' " end
+    local ok = os.execute((envs ~= "" and "env " .. envs or "") .. "nginx -p '" .. dir .. "' -c '" .. dir .. "/nginx.conf' >'" .. dir .. "/start.log' 2>&1")
     if ok == true or ok == 0 then
       local pid = (read(dir .. "/nginx.pid") or ""):match("%d+")
       local ttl = tonumber(opts.ttl) or 600
