@@ -57,7 +57,7 @@ function M.call(client, method, template, vars, body, task_id, retries)
   local req = {
     method = method, url = client.base_url .. expand(template, vars or {}), headers = s.headers,
     json = true, timeout = client.timeout, user_agent = client.user_agent, ca_file = client.ca_file,
-    insecure = client.insecure, max_body = client.max_body,
+    insecure = client.insecure, max_body = client.max_body, low_speed_time = client.stall_time,
   }
   if body ~= nil then
     local text, err = json.encode(body)

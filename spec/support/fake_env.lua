@@ -41,9 +41,9 @@ end
 local Env = {}
 Env.__index = Env
 
---- Starts the fake (one per spec file).
+--- Starts the fake (one per spec file); opts: ttl, locations (extra nginx config, see server.start).
 function M.start(opts)
-  local s = assert(server.start { ttl = (opts and opts.ttl) or 300 })
+  local s = assert(server.start { ttl = (opts and opts.ttl) or 300, locations = opts and opts.locations })
   local env = setmetatable({ server = s, url = s.url, clients = {} }, Env)
   env.base = { tripo = s.url .. "/tripo/v2/openapi", sellerpic = s.url .. "/sellerpic" }
   return env
