@@ -1,7 +1,8 @@
 -- taskapi.fake.inprocess: the fake provider's model behind an in-process transport (no sockets).
 --
 --   local fake = require "taskapi.fake"
---   local f = fake.new{clock = function() return t end}   -- all options of model.new, plus
+--   local f = fake.new{clock = function() return t end,   -- all options of model.new, plus
+--                      sleep = function(s) t = t + s end} -- (a clock given: virtual time, see transport)
 --                                                          -- url, sleep (function(seconds))
 --   local id = f:add_task{provider = "tripo", queue = 0, run = 1}
 --   local client = taskapi.new{provider = "tripo", api_key = "test-key",
@@ -184,6 +185,7 @@ function M.new(opts)
   local self = setmetatable({}, Fake)
   self.url = (opts.url or "http://fake.invalid"):gsub("/+$", "")
   self.clock = opts.clock or dclock
+  self.virtual = opts.clock ~= nil
   self.sleep = opts.sleep or dsleep
   local mopts = {}
   for k, v in pairs(opts) do mopts[k] = v end
@@ -205,13 +207,21 @@ function Fake:base_url(provider)
   return self.url .. model.TRIPO_PREFIX
 end
 
+--- The transport for a client (taskapi.new's transport option). When the fake was made with
+--- its own clock (virtual time), the transport also gives the client that clock and sleep
+--- (now, sleep), so a client's waits and retries move the fake's time instead of sleeping.
 function Fake:transport()
   local fake = self
-  return {
+  local t = {
     fake = fake,
     request = function(_, req) return fake:request(req) end,
     close = function() end,
   }
+  if fake.virtual then
+    t.now = function() return fake.clock() end
+    t.sleep = function(_, s) fake.sleep(s) end
+  end
+  return t
 end
 
 local function split_url(url)
