@@ -12,19 +12,39 @@ local M = {}
 M.DEFAULT_TIMEOUT = 900      -- seconds: generation tasks take minutes, not hours
 M.DEFAULT_INTERVAL = 2       -- seconds: the first backoff step
 M.DEFAULT_MAX_INTERVAL = 30  -- seconds: the longest sleep without news
-M.ETA_FACTOR = 0.8           -- look again after this share of a reported ETA
+M.ETA_FACTOR = 0.6           -- look again after this share of the time a task has left
 M.ETA_FLOOR = 0.5            -- seconds: the shortest look-again time an ETA can ask for
-M.QUEUE_STEP = 0.5           -- share of `interval` added per queue position ahead
+M.ETA_GRACE = 0.25           -- when a look before the expected end would leave less than the
+                             -- minimum interval, one look this long after the end instead
+M.QUEUE_STEP = 0.5           -- share of `interval` per queue position ahead, until the queue's
+                             -- own pace is seen
 
---- The delay before the next poll. state: {polls=, misses=} of this wait; p: the policy
---- {interval=, max_interval=, min_interval=}; rnd: a function giving [0,1) (math.random).
+-- The time a task has left: its reported ETA, the pace of its progress since the last poll
+-- (progress points over the last delay), or both averaged. nil when neither is known.
+local function time_left(task, state)
+  local prev, pd, pace = state.nd_progress, state.nd_delay, nil
+  if task.progress and prev and pd and task.progress > prev then
+    pace = (100 - task.progress) * pd / (task.progress - prev)
+  end
+  if task.eta and pace then return (task.eta + pace) / 2 end -- two noisy estimates beat one
+  return task.eta or pace
+end
+
+--- The delay before the next poll. state: {polls=, misses=} of this wait (next_delay keeps
+--- its own nd_* fields there); p: the policy {interval=, max_interval=, min_interval=};
+--- rnd: a function giving [0,1) (math.random).
 function M.next_delay(task, state, p, rnd)
   local d
-  if task and task.state == "running" and task.eta then
-    d = task.eta * M.ETA_FACTOR
+  local left = task and task.state == "running" and time_left(task, state)
+  if left then
+    d = left * M.ETA_FACTOR
+    if left - d < p.min_interval + M.ETA_GRACE then d = left + M.ETA_GRACE end
     if d < M.ETA_FLOOR then d = M.ETA_FLOOR end
   elseif task and task.state == "queued" and task.queue_position then
-    d = p.interval * (1 + task.queue_position * M.QUEUE_STEP)
+    -- until the front of the queue, at the pace the position has been dropping
+    local step, prev, pd = p.interval * M.QUEUE_STEP, state.nd_position, state.nd_delay
+    if prev and pd and task.queue_position < prev then step = pd / (prev - task.queue_position) end
+    d = p.interval + task.queue_position * step
   else
     local k = state.misses or 0
     d = p.interval * 2 ^ k
@@ -32,6 +52,9 @@ function M.next_delay(task, state, p, rnd)
   end
   if d > p.max_interval then d = p.max_interval end
   if d < p.min_interval then d = p.min_interval end
+  state.nd_progress = task and task.progress
+  state.nd_position = task and task.queue_position
+  state.nd_delay = d
   return d
 end
 
