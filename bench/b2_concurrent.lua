@@ -1,0 +1,62 @@
+-- B2: concurrent `status` calls, 64 in flight, inside taskapi.run (64 coroutines looping
+-- client:status on one multi handle), against wrk -t1 -c64 and curl --parallel
+-- --parallel-max 64 over a URL list (--config).
+local L = require "bench.lib"
+
+local CALLS = tonumber(os.getenv("BENCH_B2_CALLS")) or 50000
+local FLIGHT = 64
+local ROUNDS = 3
+
+local mode = ...
+if mode == "child" then
+  local _, url, n = ...
+  n = tonumber(n)
+  local taskapi = require "taskapi"
+  local c = L.static_client(url)
+  local started = 0
+  local t0
+  taskapi.run(function()
+    local function worker()
+      while started < n do
+        started = started + 1
+        assert(c:status(L.ID))
+      end
+    end
+    for _ = 1, FLIGHT do assert(c:status(L.ID)) end -- connections are not timed
+    t0 = L.now()
+    local hs = {}
+    for i = 1, FLIGHT do hs[i] = taskapi.spawn(worker) end
+    for i = 1, FLIGHT do assert(hs[i]:join() ~= false) end
+  end)
+  L.emit { rate = n / (L.now() - t0) }
+  return
+end
+
+local M = { name = "B2" }
+
+function M.run(env)
+  local url = env.url
+  local target = url .. "/static/task/" .. L.ID
+  local list = os.tmpname()
+  local f = assert(io.open(list, "w"))
+  for _ = 1, CALLS do f:write('url = "', target, '"\noutput = "/dev/null"\n') end
+  f:close()
+  local med = L.alternate(ROUNDS, {
+    { "wrk", function() return { rate = L.wrk(target, FLIGHT, 3) } end },
+    { "taskapi", function() return L.child("lua5.4", "b2_concurrent", { url, CALLS }) end },
+    { "curl", function()
+      local wall = L.timed("curl -s --no-progress-meter --parallel --parallel-max " .. FLIGHT .. " --config " .. list .. " >/dev/null 2>&1")
+      return { rate = CALLS / wall }
+    end },
+  })
+  os.remove(list)
+  local t, w = med.taskapi.rate, med.wrk.rate
+  local f2 = function(x) return L.fmt(x) .. "/s" end
+  return {
+    L.row("B2 concurrent `client:status`, " .. FLIGHT .. " in flight, " .. L.fmt(CALLS) .. " calls", f2(t),
+      "wrk -t1 -c64 " .. f2(w) .. "; curl --parallel " .. f2(med.curl.rate),
+      L.fmt(t / w, 2) .. " x wrk", ">= 0.80 x wrk", t / w >= 0.8),
+  }
+end
+
+return M

@@ -1,0 +1,51 @@
+-- B4: 10,000 tasks awaited at once in one plain-Lua process against the nginx fake (tasks
+-- finishing over ~60 s): client:wait_all with the client's min_interval 0. Peak RSS per task
+-- (VmHWM during the wait minus VmRSS before it, over the task count) and CPU per poll
+-- (utime+stime of the process during the wait over the status requests it made).
+local L = require "bench.lib"
+
+local TASKS = tonumber(os.getenv("BENCH_B4_TASKS")) or 10000
+local SPREAD = tonumber(os.getenv("BENCH_B4_SPREAD")) or 60
+
+local mode = ...
+if mode == "child" then
+  local _, url, n, spread = ...
+  n, spread = tonumber(n), tonumber(spread)
+  math.randomseed(42)
+  local ids = L.create_tasks(url, n, function()
+    local queue = math.random() * spread / 3
+    return { provider = "tripo", queue = queue, run = 5 + math.random() * (spread - 5 - queue) }
+  end)
+  local c = L.fake_client(url)
+  collectgarbage()
+  collectgarbage()
+  local rss0 = L.mem_kib("VmRSS")
+  local requests = L.count_requests()
+  local cpu0, t0 = L.cpu(), L.now()
+  local tasks, errs = c:wait_all(ids, { interval = 2, max_interval = 30 })
+  local cpu, wall = L.cpu() - cpu0, L.now() - t0
+  local ok, failed = 0, 0
+  for _ in pairs(tasks) do ok = ok + 1 end
+  for _ in pairs(errs) do failed = failed + 1 end
+  L.emit { tasks = ok, errors = failed, polls = requests(), cpu = cpu, wall = wall, rss0 = rss0,
+    hwm = L.mem_kib("VmHWM") }
+  return
+end
+
+local M = { name = "B4" }
+
+function M.run(env)
+  local r = L.child("lua5.4", "b4_tasks", { env.url, TASKS, SPREAD })
+  assert(r.tasks == TASKS, "not every task finished: " .. r.tasks .. " done, " .. r.errors .. " errors")
+  local per_task = (r.hwm - r.rss0) * 1024 / TASKS
+  local per_poll = r.cpu / r.polls * 1e6
+  return {
+    L.row("B4 " .. L.fmt(TASKS) .. " tasks awaited at once (finishing over ~" .. SPREAD .. " s), Lua 5.4",
+      L.fmt(per_task / 1024, 2) .. " KiB/task, " .. L.fmt(per_poll, 1) .. " us CPU/poll",
+      "none (" .. L.fmt(r.polls) .. " polls, " .. L.fmt(r.polls / TASKS, 1) .. "/task, " .. L.fmt(r.wall, 1) ..
+      " s wall, " .. L.fmt(r.cpu, 1) .. " s CPU)", "",
+      "<= 4 KiB/task, <= 50 us/poll", per_task <= 4096 and per_poll <= 50),
+  }
+end
+
+return M
