@@ -39,13 +39,22 @@ end
 local Handle = {}
 Handle.__index = Handle
 
+-- Transfers in flight at once on one scheduler; more wait in a queue (as coroutines) before
+-- any libcurl handle is made for them, so 10,000 waits cost 10,000 parked coroutines, not
+-- 10,000 easy handles and connections.
+M.MAX_TRANSFERS = 64
+
 function M.new(opts)
   opts = opts or {}
   local s = setmetatable({
     multi = core.multi({ max_host_connections = opts.max_host_connections }),
     heap = {}, seq = 0,                -- timers: {at=, seq=, co=}
-    ready = {}, rhead = 1, rtail = 0,  -- coroutines to resume, with the value to pass
+    ready = {}, rvalue = {}, rhead = 1, rtail = 0, -- coroutines to resume, with the value to pass
     transfers = {},                    -- transfer -> {co=, progress=bool, last=bytes}
+    watchers = 0,                      -- transfers whose coroutine wants progress reports
+    max_transfers = opts.max_transfers or M.MAX_TRANSFERS,
+    inflight = 0,                      -- transfer slots taken
+    slotq = {}, shead = 1, stail = 0,  -- handles waiting for a slot, in order
     live = 0,                          -- coroutines not finished
     handles = setmetatable({}, { __mode = "k" }),
   }, S)
@@ -102,8 +111,10 @@ end
 
 -- Ready queue -----------------------------------------------------------------------------
 function S:_wake(co, value)
-  self.rtail = self.rtail + 1
-  self.ready[self.rtail] = { co = co, value = value }
+  local n = self.rtail + 1
+  self.rtail = n
+  self.ready[n] = co
+  self.rvalue[n] = value
 end
 
 -- Parks the running coroutine until something wakes it; returns the value it was woken with.
@@ -115,6 +126,7 @@ end
 -- Coroutines ------------------------------------------------------------------------------
 local function finish(s, h, ok, ...)
   h.done = true
+  if h.slot then s:_release(h) end -- a transfer slot held to the end (error, cancel) goes on
   s.live = s.live - 1
   if ok then
     h.results = pack(...)
@@ -167,14 +179,49 @@ function S:sleep(seconds)
   self:_park()
 end
 
+-- Transfer slots: h.slot is true while the coroutine of handle h holds one.
+function S:_acquire(h)
+  if self.inflight < self.max_transfers then
+    self.inflight = self.inflight + 1
+    h.slot = true
+    return
+  end
+  self.stail = self.stail + 1
+  self.slotq[self.stail] = h
+  repeat self:_park() until h.slot -- _release hands the slot over
+end
+
+function S:_release(h)
+  if not h.slot then return end
+  h.slot = nil
+  local q = self.slotq
+  while self.shead <= self.stail do
+    local nxt = q[self.shead]
+    q[self.shead] = nil
+    self.shead = self.shead + 1
+    if not nxt.done then
+      nxt.slot = true
+      self:_wake(nxt.co, "slot")
+      return
+    end
+  end
+  self.inflight = self.inflight - 1
+end
+
 --- Runs one transfer on the shared multi handle; returns res or nil, err.
 function S:transfer(req, on_progress)
-  local t, err = self.multi:add(req)
-  if not t then return nil, err end
   local co = coroutine.running()
+  local h = self.handles[co]
+  self:_acquire(h)
+  local t, err = self.multi:add(req)
+  if not t then
+    self:_release(h)
+    return nil, err
+  end
   local w = { co = co, progress = on_progress ~= nil, last = -1, t = t }
   self.transfers[t] = w
-  self.handles[co].transfer = t
+  if on_progress then self.watchers = self.watchers + 1 end
+  h.transfer = t
   while true do
     local ev = self:_park()
     if ev == "done" then break end
@@ -184,9 +231,10 @@ function S:transfer(req, on_progress)
       on_progress(done, total)
     end
   end
-  self.handles[co].transfer = nil
+  h.transfer = nil
   local res, rerr = t:result()
   t:close()
+  self:_release(h)
   return res, rerr
 end
 
@@ -195,12 +243,14 @@ end
 function S:_turn()
   -- resume everything that is ready now (coroutines woken during this pass run next pass)
   local tail = self.rtail
+  local ready, rvalue = self.ready, self.rvalue
   while self.rhead <= tail do
-    local item = self.ready[self.rhead]
-    self.ready[self.rhead] = nil
-    self.rhead = self.rhead + 1
-    local h = self.handles[item.co]
-    if h then self:_resume(h, item.value) end
+    local i = self.rhead
+    local co, value = ready[i], rvalue[i]
+    ready[i], rvalue[i] = nil, nil
+    self.rhead = i + 1
+    local h = self.handles[co]
+    if h then self:_resume(h, value) end
   end
   if next(self.transfers) then
     self.multi:perform()
@@ -210,10 +260,11 @@ function S:_turn()
       local w = self.transfers[t]
       if w then
         self.transfers[t] = nil
+        if w.progress then self.watchers = self.watchers - 1 end
         self:_wake(w.co, "done")
       end
     end
-    for _, w in pairs(self.transfers) do
+    if self.watchers > 0 then for _, w in pairs(self.transfers) do
       if w.progress and not w.pending then
         local d = w.t:progress()
         if d ~= w.last then
@@ -221,7 +272,7 @@ function S:_turn()
           self:_wake(w.co, "progress")
         end
       end
-    end
+    end end
   end
   local now = core.now()
   local heap = self.heap
@@ -268,6 +319,8 @@ function S:cancel(h)
   if h.done then return false end
   local co = h.co
   if h.transfer then
+    local w = self.transfers[h.transfer]
+    if w and w.progress then self.watchers = self.watchers - 1 end
     self.transfers[h.transfer] = nil
     h.transfer:cancel()
     h.transfer:close()
