@@ -114,19 +114,34 @@ const char *tk_header_find(const tk_buf *h, const char *name, size_t *vlen)
   return f.val;
 }
 
+/* One pass over the headers: every field into the table at the top of the stack, and the
+ * (last) values of the few fields push_result reads. */
 struct push_ud {
   lua_State *L;
+  const char *ct, *ra, *trace;
+  size_t ct_len, ra_len, trace_len;
 };
 
 static int push_fn(const char *name, size_t nlen, const char *val, size_t vlen, void *ud)
 {
-  lua_State *L = ((struct push_ud *)ud)->L;
+  struct push_ud *pu = (struct push_ud *)ud;
+  lua_State *L = pu->L;
   char low[256];
   size_t k;
   if (nlen >= sizeof low) return 0;
   for (k = 0; k < nlen; k++) {
     char c = name[k];
     low[k] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+  }
+  if (nlen == 12 && memcmp(low, "content-type", 12) == 0) {
+    pu->ct = val;
+    pu->ct_len = vlen;
+  } else if (nlen == 11 && memcmp(low, "retry-after", 11) == 0) {
+    pu->ra = val;
+    pu->ra_len = vlen;
+  } else if (nlen == 16 && memcmp(low, "x-tripo-trace-id", 16) == 0) {
+    pu->trace = val;
+    pu->trace_len = vlen;
   }
   lua_pushlstring(L, low, nlen);
   lua_pushlstring(L, val, vlen);
@@ -435,33 +450,29 @@ static int push_result(lua_State *L, int tidx, tk_transfer *t)
     return 2;
   } else {
     struct push_ud pu;
-    size_t vlen;
-    const char *v;
     char ct[256];
     int body_needed = 1;
     lua_createtable(L, 0, 16);
     tk_pushint(L, t->status);
     lua_setfield(L, -2, "status");
-    lua_newtable(L);
+    lua_createtable(L, 0, 8);
+    memset(&pu, 0, sizeof pu);
     pu.L = L;
     header_each(&t->hdr, push_fn, &pu);
     lua_setfield(L, -2, "headers");
-    v = tk_header_find(&t->hdr, "content-type", &vlen);
-    if (v && tk_parse_content_type(v, vlen, ct, sizeof ct) > 0) {
+    if (pu.ct && tk_parse_content_type(pu.ct, pu.ct_len, ct, sizeof ct) > 0) {
       lua_pushstring(L, ct);
       lua_setfield(L, -2, "content_type");
     }
-    v = tk_header_find(&t->hdr, "retry-after", &vlen);
-    if (v) {
-      long ra = tk_parse_retry_after(v, vlen, t->done_at);
+    if (pu.ra) {
+      long ra = tk_parse_retry_after(pu.ra, pu.ra_len, t->done_at);
       if (ra >= 0) {
         tk_pushint(L, ra);
         lua_setfield(L, -2, "retry_after");
       }
     }
-    v = tk_header_find(&t->hdr, "x-tripo-trace-id", &vlen);
-    if (v) {
-      lua_pushlstring(L, v, vlen);
+    if (pu.trace) {
+      lua_pushlstring(L, pu.trace, pu.trace_len);
       lua_setfield(L, -2, "trace_id");
     }
     if (t->effective_url) {
