@@ -11,7 +11,8 @@ for _, a in ipairs(arg) do want[a:upper()] = true end
 local function machine()
   local cpu = L.sh1("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-"):gsub("^%s+", "")
   return string.format("%s cores (`nproc`), %s, Linux %s, %s; peers: %s, %s", L.sh1("nproc"), cpu,
-    L.sh1("uname -r"), L.sh1("lua5.4 -v 2>&1"), L.sh1("wrk -v 2>&1 | head -1"), L.sh1("curl --version | head -1"))
+    L.sh1("uname -r"), L.sh1("lua5.4 -v 2>&1"):match("^Lua %S+"), "wrk " .. (L.sh1("wrk -v 2>&1"):match("wrk (%S+)") or "?"),
+    L.sh1("curl --version"):match("^curl %S+"))
 end
 
 local fake = L.start_fake(900)
