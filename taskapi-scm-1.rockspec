@@ -38,6 +38,7 @@ build = {
     ["taskapi.download"] = "lua/taskapi/download.lua",
     ["taskapi.engine"] = "lua/taskapi/engine.lua",
     ["taskapi.errors"] = "lua/taskapi/errors.lua",
+    ["taskapi.files"] = "lua/taskapi/files.lua",
     ["taskapi.http"] = "lua/taskapi/http.lua",
     ["taskapi.json"] = "lua/taskapi/json.lua",
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",

@@ -3,44 +3,12 @@
 -- connections, lying lengths, max_bytes, non-2xx, unwritable destinations, cancel/close/GC.
 local core = require "taskapi.core"
 local nginx = require "taskapi.fake.nginx"
+local files = require "taskapi.files"
+local sh, exists, size, write, read = files.sh, files.exists, files.size, files.write, files.read
 
 local SIZE = 1048576 + 12345
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("%s+$", ""))
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
-
 local function sha(path) return sh("sha256sum '" .. path .. "'"):match("^(%x+)") end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function read(path, n)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read(n or "*a")
-  f:close()
-  return s
-end
 
 local data_dir = sh("mktemp -d /tmp/taskapi-core-dl.XXXXXX")
 local out_dir = data_dir .. "/out"

@@ -1,27 +1,8 @@
 -- taskapi.fake (in-process host): the transport with the shape of the C module's m:request.
 local fake = require "taskapi.fake"
 local model = require "taskapi.fake.model"
-
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/taskapi-fake-spec.XXXXXX")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local files = require "taskapi.files"
+local tmpdir, read_all, write = files.tmpdir, files.read, files.write
 
 describe("fake in-process transport", function()
   local dir, now, slept, f, tr

@@ -2,25 +2,13 @@
 local model = require "taskapi.fake.model"
 local json = require "taskapi.json"
 local cjson = require "cjson"
+local files = require "taskapi.files"
+local tmpdir, read_all = files.tmpdir, files.read
 
 local TRIPO = "/tripo/v2/openapi"
 local SP = "/sellerpic/v1/api"
 local AUTH = { authorization = "Bearer test-key" }
 local OTHER = { authorization = "Bearer other-key" }
-
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/taskapi-fake-spec.XXXXXX")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
-local function read_all(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local dir, now, m
 

@@ -2,25 +2,11 @@
 local server = require "taskapi.fake.server"
 local model = require "taskapi.fake.model"
 local cjson = require "cjson"
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local files = require "taskapi.files"
+local sh, q, read_all = files.sh, files.quote, files.read
 
 local function tmpfile()
-  return (sh("mktemp /tmp/taskapi-fake-spec.XXXXXX"):gsub("%s+$", ""))
-end
-
-local function read_all(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
+  return sh("mktemp /tmp/taskapi-fake-spec.XXXXXX")
 end
 
 -- curl -s -i: status, headers (lower case), body

@@ -8,6 +8,9 @@
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local http = require "taskapi.http"
+local files = require "taskapi.files"
+
+local exists, is_dir = files.exists, files.is_dir
 
 local M = {}
 
@@ -29,18 +32,6 @@ local function ext_of_url(url)
   local ext = last:match("%.(%w+)$")
   if ext and #ext <= 8 then return ext:lower() end
   return nil
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function is_dir(path)
-  local f = io.open(path .. "/.", "rb")
-  if f then f:close() return true end
-  return false
 end
 
 --- Checks the download options before any request; returns the normalized options.

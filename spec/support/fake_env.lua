@@ -18,15 +18,11 @@ M.KEY = "test-key"           -- the key every client of the specs uses; no error
 M.PROVIDERS = { "tripo", "sellerpic" }
 M.FAST = os.getenv("TASKAPI_MEMCHECK") == nil  -- under valgrind everything is much slower
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local files = require "taskapi.files"
+local q = files.quote
 M.q = q
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = files.sh
 M.sh = sh
 
 -- curl: status, body
@@ -139,35 +135,8 @@ end
 ----------------------------------------------------------------------------------------------
 -- files
 
-function M.tmpdir()
-  local d = sh("mktemp -d /tmp/taskapi-int-spec.XXXXXX"):gsub("%s+$", "")
-  assert(d ~= "", "mktemp failed")
-  return d
-end
-
-function M.rmdir(d)
-  if d and d:match("^/tmp/taskapi%-int%-spec%.") then os.execute("rm -rf " .. q(d)) end
-end
-
-function M.read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-function M.write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-function M.exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+M.tmpdir = function() return files.tmpdir("taskapi-int-spec") end
+M.rmdir, M.read, M.write, M.exists = files.rmdir, files.read, files.write, files.exists
 
 --- Every entry of a folder, hidden ones included, sorted.
 function M.ls(dir)

@@ -15,6 +15,7 @@
 -- redirects, time, body | json, json_error | path, bytes, resumed, filename};
 -- errors are plain tables {kind=, message=, retryable=}.
 local model = require "taskapi.fake.model"
+local files = require "taskapi.files"
 
 local M = {}
 
@@ -115,13 +116,7 @@ local function parse_query(q)
   return out
 end
 
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local file_size = files.size
 
 local function terr(kind, message, retryable, extra)
   local e = { kind = kind, message = message, retryable = retryable or false }

@@ -11,6 +11,7 @@
 --           head = true for HEAD}
 -- See doc/internals.md ("The fake provider's model") and the task spec below (M.new, add_task).
 local json = require "taskapi.json"
+local files = require "taskapi.files"
 
 local M = {}
 
@@ -74,17 +75,7 @@ local function http_date(t)
 end
 M.http_date = http_date
 
-local function mkdir_p(dir)
-  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
-end
-
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local mkdir_p, file_size = files.mkdir_p, files.size
 
 --- The deterministic content of a result file, written in 64 KiB blocks: block i starts with
 --- its index in decimal (10 digits and a space) and goes on with "<seed>\n" repeated.

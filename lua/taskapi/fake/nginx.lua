@@ -6,35 +6,8 @@ local M = {}
 
 local MODULES = "/usr/lib/nginx/modules"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>/dev/null")
-  if not p then return nil end
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("%s+$", ""))
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f, err = io.open(path, "wb")
-  if not f then return nil, err end
-  f:write(s)
-  f:close()
-  return true
-end
+local files = require "taskapi.files"
+local sh, exists, read, write = files.sh, files.exists, files.read, files.write
 
 -- The folder the Lua modules load from (this file is <lua dir>/taskapi/fake/nginx.lua), and
 -- the repository root above it when run from a checkout (<root>/lua).
