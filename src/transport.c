@@ -118,6 +118,7 @@ const char *tk_header_find(const tk_buf *h, const char *name, size_t *vlen)
  * (last) values of the few fields push_result reads. */
 struct push_ud {
   lua_State *L;
+  int table; /* also fill the headers table at the top of the stack */
   const char *ct, *ra, *trace;
   size_t ct_len, ra_len, trace_len;
 };
@@ -129,6 +130,20 @@ static int push_fn(const char *name, size_t nlen, const char *val, size_t vlen, 
   char low[256];
   size_t k;
   if (nlen >= sizeof low) return 0;
+  if (!pu->table) {
+    /* only the three fields read below: compare without a lower-case copy */
+    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) {
+      pu->ct = val;
+      pu->ct_len = vlen;
+    } else if (nlen == 11 && strncasecmp(name, "retry-after", 11) == 0) {
+      pu->ra = val;
+      pu->ra_len = vlen;
+    } else if (nlen == 16 && strncasecmp(name, "x-tripo-trace-id", 16) == 0) {
+      pu->trace = val;
+      pu->trace_len = vlen;
+    }
+    return 0;
+  }
   for (k = 0; k < nlen; k++) {
     char c = name[k];
     low[k] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
@@ -226,7 +241,8 @@ static void transfer_finish(tk_multi *m, tk_transfer *t, CURLcode code)
     t->final_done = (long long)d;
     t->final_total = c > 0 ? (long long)c : 0;
   }
-  if (curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &u) == CURLE_OK && u) {
+  if (curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &u) == CURLE_OK && u &&
+      !(t->url && strcmp(u, t->url) == 0)) { /* the request's own URL needs no copy */
     size_t n = strlen(u) + 1;
     t->effective_url = (char *)malloc(n);
     if (t->effective_url) memcpy(t->effective_url, u, n);
@@ -235,7 +251,7 @@ static void transfer_finish(tk_multi *m, tk_transfer *t, CURLcode code)
   curl_multi_remove_handle(m->cm, t->easy);
   unlink_running(m, t);
   if (t->dl.active) tk_dl_finish(t);
-  curl_easy_cleanup(t->easy);
+  tk_pool_put(m, t->easy); /* reset: it no longer points at t's slist, mime or buffers */
   t->easy = NULL;
   tk_mime_free(t);
   curl_slist_free_all(t->slist);
@@ -257,7 +273,7 @@ static void transfer_abort(tk_transfer *t)
     if (m->cm && t->easy) curl_multi_remove_handle(m->cm, t->easy);
     unlink_running(m, t);
   }
-  if (t->easy) curl_easy_cleanup(t->easy);
+  tk_pool_put(m, t->easy); /* NULL m: cleaned up */
   t->easy = NULL;
   tk_mime_free(t);
   tk_dl_abort(t);
@@ -276,6 +292,8 @@ static void transfer_release(tk_transfer *t)
   tk_buf_free(&t->body);
   free(t->effective_url);
   t->effective_url = NULL;
+  free(t->url);
+  t->url = NULL;
   tk_dl_free(&t->dl);
 }
 
@@ -349,6 +367,24 @@ static int is_retryable_transport(CURLcode c)
   }
 }
 
+/* "host:port" of the request URL, for error messages: parsed when first needed. */
+static const char *hostport(tk_transfer *t)
+{
+  CURLU *u;
+  char *host = NULL, *port = NULL;
+  if (t->hostport[0]) return t->hostport;
+  snprintf(t->hostport, sizeof t->hostport, "?");
+  if (!t->url || !(u = curl_url())) return t->hostport;
+  if (curl_url_set(u, CURLUPART_URL, t->url, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+    snprintf(t->hostport, sizeof t->hostport, "%s:%s", host, port);
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
+  return t->hostport;
+}
+
 static void fmt_seconds(char *out, size_t n, double s)
 {
   if (s == floor(s)) snprintf(out, n, "%.0f", s);
@@ -371,42 +407,42 @@ static void push_transfer_error(lua_State *L, tk_transfer *t)
     if (strstr(t->errbuf, "too slow")) {
       fmt_seconds(b, sizeof b, t->low_speed_time);
       snprintf(msg, sizeof msg, "stalled: less than %ld bytes/s for %s s (%s)",
-               t->low_speed_limit, b, t->hostport);
+               t->low_speed_limit, b, hostport(t));
     } else if (t->timeout > 0 && t->total_time >= t->timeout - 0.05) {
       fmt_seconds(a, sizeof a, t->timeout);
-      snprintf(msg, sizeof msg, "timed out after %s s (%s)", a, t->hostport);
+      snprintf(msg, sizeof msg, "timed out after %s s (%s)", a, hostport(t));
     } else {
       fmt_seconds(a, sizeof a, t->total_time);
-      snprintf(msg, sizeof msg, "timed out after %s s (%s): %s", a, t->hostport, detail);
+      snprintf(msg, sizeof msg, "timed out after %s s (%s): %s", a, hostport(t), detail);
     }
     tk_push_error(L, "timeout", msg, status, (long)t->code, 1);
     return;
   }
   if (t->code == CURLE_READ_ERROR) {
     /* a file of req.mime could not be read while sending */
-    snprintf(msg, sizeof msg, "cannot read the file to send (%s): %s", t->hostport, detail);
+    snprintf(msg, sizeof msg, "cannot read the file to send (%s): %s", hostport(t), detail);
     tk_push_error(L, "io", msg, status, (long)t->code, 0);
     return;
   }
   if (is_tls_error(t->code)) {
-    snprintf(msg, sizeof msg, "TLS error with %s: %s", t->hostport, detail);
+    snprintf(msg, sizeof msg, "TLS error with %s: %s", hostport(t), detail);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
   if (t->code == CURLE_UNSUPPORTED_PROTOCOL) {
     /* the request's own URL was checked to be http(s): only a redirect gets here (an https
        request follows https redirects only, REDIR_PROTOCOLS) */
-    snprintf(msg, sizeof msg, "redirect refused from %s: %s", t->hostport, detail);
+    snprintf(msg, sizeof msg, "redirect refused from %s: %s", hostport(t), detail);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
   if (t->code == CURLE_TOO_MANY_REDIRECTS) {
-    snprintf(msg, sizeof msg, "too many redirects from %s (max %ld)", t->hostport,
+    snprintf(msg, sizeof msg, "too many redirects from %s (max %ld)", hostport(t),
              t->max_redirects);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
-  snprintf(msg, sizeof msg, "%s (%s): %s", curl_easy_strerror(t->code), t->hostport, detail);
+  snprintf(msg, sizeof msg, "%s (%s): %s", curl_easy_strerror(t->code), hostport(t), detail);
   tk_push_error(L, "transport", msg, status, (long)t->code, is_retryable_transport(t->code));
 }
 
@@ -455,11 +491,12 @@ static int push_result(lua_State *L, int tidx, tk_transfer *t)
     lua_createtable(L, 0, 16);
     tk_pushint(L, t->status);
     lua_setfield(L, -2, "status");
-    lua_createtable(L, 0, 8);
     memset(&pu, 0, sizeof pu);
     pu.L = L;
+    pu.table = t->res_headers;
+    if (pu.table) lua_createtable(L, 0, 8);
     header_each(&t->hdr, push_fn, &pu);
-    lua_setfield(L, -2, "headers");
+    if (pu.table) lua_setfield(L, -2, "headers");
     if (pu.ct && tk_parse_content_type(pu.ct, pu.ct_len, ct, sizeof ct) > 0) {
       lua_pushstring(L, ct);
       lua_setfield(L, -2, "content_type");
@@ -475,8 +512,8 @@ static int push_result(lua_State *L, int tidx, tk_transfer *t)
       lua_pushlstring(L, pu.trace, pu.trace_len);
       lua_setfield(L, -2, "trace_id");
     }
-    if (t->effective_url) {
-      lua_pushstring(L, t->effective_url);
+    if (t->effective_url || t->url) {
+      lua_pushstring(L, t->effective_url ? t->effective_url : t->url);
       lua_setfield(L, -2, "effective_url");
     }
     tk_pushint(L, t->redirects);
@@ -541,21 +578,6 @@ static int has_ctl(const char *s, size_t n)
   return 0;
 }
 
-static void set_hostport(tk_transfer *t, const char *url)
-{
-  CURLU *u = curl_url();
-  char *host = NULL, *port = NULL;
-  snprintf(t->hostport, sizeof t->hostport, "?");
-  if (!u) return;
-  if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
-    snprintf(t->hostport, sizeof t->hostport, "%s:%s", host, port);
-  curl_free(host);
-  curl_free(port);
-  curl_url_cleanup(u);
-}
-
 /* Configures t->easy from the req table at ridx; the transfer userdata is at tidx.
  * Returns NULL or an invalid_argument message. */
 static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
@@ -575,7 +597,9 @@ static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   if (!https && !(len >= 7 && strncasecmp(url, "http://", 7) == 0))
     return "req.url must be an http or https URL";
   curl_easy_setopt(e, CURLOPT_URL, url); /* libcurl copies strings */
-  set_hostport(t, url);
+  t->url = (char *)malloc(len + 1);
+  if (!t->url) return "out of memory";
+  memcpy(t->url, url, len + 1);
   lua_pop(L, 1);
 
   if ((err = opt_number(L, ridx, "timeout", 30, &timeout))) return err;
@@ -690,6 +714,11 @@ static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   lua_getfield(L, ridx, "json");
   t->json = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  lua_getfield(L, ridx, "response_headers");
+  if (lua_isnil(L, -1)) t->res_headers = 1;
+  else if (lua_type(L, -1) == LUA_TBOOLEAN) t->res_headers = lua_toboolean(L, -1);
+  else return "req.response_headers must be a boolean";
+  lua_pop(L, 1);
 
   if ((err = tk_dl_setup(L, ridx, t))) return err;
   if (t->dl.active) {
@@ -736,7 +765,7 @@ static int multi_add(lua_State *L)
   lua_pushvalue(L, 1);
   lua_setfield(L, -2, "multi");
   tk_setuservalue(L, tidx);
-  t->easy = curl_easy_init();
+  t->easy = tk_pool_get(m);
   if (!t->easy) {
     transfer_release(t);
     return tk_fail(L, "transport", "curl_easy_init failed", -1, -1, 0);
@@ -744,12 +773,16 @@ static int multi_add(lua_State *L)
   err = setup(L, 2, tidx, t);
   if (err) {
     lua_settop(L, tidx);
+    tk_pool_put(m, t->easy);
+    t->easy = NULL;
     transfer_release(t);
     return tk_fail_arg(L, "%s", err);
   }
   lua_settop(L, tidx);
   mc = curl_multi_add_handle(m->cm, t->easy);
   if (mc != CURLM_OK) {
+    tk_pool_put(m, t->easy);
+    t->easy = NULL;
     transfer_release(t);
     return tk_fail(L, "transport", curl_multi_strerror(mc), -1, -1, 0);
   }
@@ -882,6 +915,7 @@ static int multi_close(lua_State *L)
     t->m = NULL;
   }
   m->done_tail = NULL;
+  tk_pool_free(m);
   if (m->cm) curl_multi_cleanup(m->cm);
   m->cm = NULL;
   m->closed = 1;

@@ -15,6 +15,7 @@
 #define TK_TRANSFER_MT "taskapi.core.transfer"
 #define TK_MAX_HEADER_BYTES (256u * 1024u)
 #define TK_ERROR_BODY_MAX (64u * 1024u)
+#define TK_POOL_MAX 128 /* idle easy handles a multi keeps (pool.c) */
 
 typedef struct tk_buf {
   char *data;
@@ -58,11 +59,13 @@ typedef struct tk_transfer {
   struct curl_slist *slist;
   curl_mime *mime;                 /* req.mime body (mime.c), NULL when none */
   char errbuf[CURL_ERROR_SIZE];
-  char hostport[300];
+  char hostport[300];               /* "host:port" of url, filled when an error needs it */
   double timeout, low_speed_time;
   long low_speed_limit, max_redirects;
   int json;
+  int res_headers;                 /* build res.headers (req.response_headers ~= false) */
   size_t max_body;
+  char *url;                       /* the request URL (malloc'd), for hostport on errors */
   tk_buf hdr;                      /* raw header lines of the last response */
   tk_buf body;                     /* memory mode body, or the error body of a download */
   /* an error our own callbacks recorded; it wins over the CURLcode */
@@ -84,6 +87,8 @@ typedef struct tk_multi {
   tk_transfer *done_head, *done_tail;
   int running;
   int closed;
+  CURL *pool[TK_POOL_MAX];         /* idle easy handles, reset (pool.c) */
+  int npool;
 } tk_multi;
 
 /* Records an error of our own on t (first one wins). */
@@ -110,6 +115,15 @@ void tk_dl_push_result(lua_State *L, tk_transfer *t);
 const char *tk_mime_setup(lua_State *L, int idx, tk_transfer *t);
 /* The one release of t->mime (idempotent); only after t->easy is gone. */
 void tk_mime_free(tk_transfer *t);
+
+/* pool.c */
+/* An easy handle: an idle one of m's, or a new one (NULL when out of memory). */
+CURL *tk_pool_get(tk_multi *m);
+/* Gives e back to m (reset), or cleans it up when m is NULL, closed or its list is full.
+ * e must not be in m's CURLM any more. */
+void tk_pool_put(tk_multi *m, CURL *e);
+/* Cleans up every idle handle of m (multi close). */
+void tk_pool_free(tk_multi *m);
 
 /* transport.c */
 int tk_multi_new(lua_State *L);
