@@ -179,3 +179,21 @@ describe("client:wait against the fake", function()
     for i = 2, #seen do assert.is_true(seen[i] ~= nil) end
   end)
 end)
+
+describe("wait options", function()
+  it("refuse a misspelt option before any request", function()
+    local f = require("taskapi.fake").new()
+    local id = f:add_task { provider = "tripo", queue = 0, run = 0 }
+    local c = assert(require("taskapi").new { provider = "tripo", api_key = "test-key", base_url = f:base_url("tripo"),
+      transport = f:transport(), min_interval = 0 })
+    local n = #f.log
+    local task, err = c:wait(id, { timout = 5 })
+    assert.is_nil(task)
+    assert.are.equal("invalid_argument", err.kind)
+    assert.truthy(err.message:find("timout", 1, true))
+    assert.are.equal(n, #f.log)
+    local tasks, werr = c:wait_all({ id }, { intervall = 1 })
+    assert.is_nil(tasks)
+    assert.are.equal("invalid_argument", werr.kind)
+  end)
+end)

@@ -58,9 +58,17 @@ function M.next_delay(task, state, p, rnd)
   return d
 end
 
+local KNOWN = { timeout = true, interval = true, max_interval = true, min_interval = true, on_progress = true }
+
 local function check_opts(client, opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then return errors.invalid("wait options must be a table, got " .. type(opts)) end
+  for k in pairs(opts) do
+    if not KNOWN[k] then
+      return errors.invalid("unknown wait option '" .. tostring(k):sub(1, 40) ..
+        "' (known: timeout, interval, max_interval, min_interval, on_progress)")
+    end
+  end
   local p = {
     timeout = M.DEFAULT_TIMEOUT, interval = M.DEFAULT_INTERVAL, max_interval = M.DEFAULT_MAX_INTERVAL,
     min_interval = client.min_interval,
