@@ -14,8 +14,6 @@ M.current_scheduler = function() return nil end
 -- current phase cannot yield.
 M.current_ngx = function() return nil end
 
-local idle -- an empty multi handle: m:poll(s) on it is an interruptible sleep for plain scripts
-
 function M.now(client)
   local t = client and client.transport
   if t and t.now then return t:now() end
@@ -61,7 +59,6 @@ local function drive(multi, req, on_progress)
     multi:poll(0.25)
   end
 end
-M.drive = drive
 
 --- Performs one transfer (API call or download) and returns res or nil, err.
 function M.request(client, req, on_progress)
@@ -73,12 +70,6 @@ function M.request(client, req, on_progress)
   if n then return n.transfer(req, on_progress) end
   if on_progress then return drive(client.multi, req, on_progress) end
   return client.multi:request(req)
-end
-
---- The process-wide idle handle for blocking sleeps.
-function M.idle()
-  if not idle then idle = core.multi() end
-  return idle
 end
 
 return M
