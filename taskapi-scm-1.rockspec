@@ -17,21 +17,18 @@ dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1.0",
 }
-external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
-}
+-- libcurl comes from the system (Debian: libcurl4-openssl-dev); its headers live in a
+-- multiarch folder the compiler finds by itself, so no external_dependencies probe is made.
 build = {
   type = "builtin",
   modules = {
     ["taskapi.core"] = {
       sources = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
-        "src/transport.c", "src/download.c", "src/mime.c",
+        "src/pool.c", "src/transport.c", "src/download.c", "src/mime.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "curl" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
     },
     ["taskapi"] = "lua/taskapi/init.lua",
     ["taskapi.client"] = "lua/taskapi/client.lua",
