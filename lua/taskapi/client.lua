@@ -133,7 +133,7 @@ end
 
 -- One status read of a checked id; retries overrides the client's retry count.
 function Client:_status(sid, retries)
-  local data, trace = http.call(self, "GET", self.def.status_path, { id = sid }, nil, sid, retries)
+  local data, trace = http.call(self, "GET", self.def.status_path, sid, nil, sid, retries)
   if not data then return nil, trace end
   return provider.task(self.def, data, sid, trace, core.null)
 end
@@ -238,13 +238,14 @@ end
 function Client:wait_all(ids, opts)
   local list, err = check_ids(self.def, ids)
   if not list then return nil, err end
-  local _, perr = waiting.check_opts(self, opts)
-  if perr then return nil, perr end
+  local p, perr = waiting.check_opts(self, opts)
+  if not p then return nil, perr end
   local tasks, errs = {}, {}
   local function body()
     local s = scheduler.current()
     local hs = {}
-    for i, sid in ipairs(list) do hs[i] = s:spawn(function() return self:wait(sid, opts) end) end
+    -- one checked options table for every task; no closure per task
+    for i, sid in ipairs(list) do hs[i] = s:spawn(waiting.wait_checked, self, sid, p) end
     for i, sid in ipairs(list) do
       local t, e = hs[i]:join()
       if t then tasks[sid] = t else errs[sid] = e end

@@ -20,6 +20,18 @@ function M.backoff(client, attempt, retry_after)
   return d
 end
 
+-- After failed attempt number `attempt` (0-based): returns the error to give up with, or
+-- nil after sleeping the backoff before the next attempt.
+local function after_failure(client, err, attempt, task_id, limit, before_retry)
+  err = errors.redact(errors.adopt(err), secret.get(client).key)
+  if task_id and not err.task_id then err.task_id = task_id end
+  if not err.retryable or attempt >= limit then return err end
+  if err.retry_after and err.retry_after > client.max_retry_after then return err end
+  if before_retry then before_retry(err, attempt + 1) end
+  engine.sleep(client, M.backoff(client, attempt + 1, err.retry_after))
+  return nil
+end
+
 --- Performs req (a transfer table) with the client's retry policy. decide(res) returns
 --- value(s) on success or nil, err; err.retryable says whether to try again.
 --- Returns what decide returned, or nil, err.
@@ -33,31 +45,97 @@ function M.with_retries(client, req, decide, ctx)
       if a ~= nil then return a, b, c end
       err = b
     end
-    err = errors.redact(errors.adopt(err), secret.get(client).key)
-    if ctx and ctx.task_id and not err.task_id then err.task_id = ctx.task_id end
-    local limit = ctx and ctx.retries or client.retries
-    if not err.retryable or attempt >= limit then return nil, err end
-    if err.retry_after and err.retry_after > client.max_retry_after then return nil, err end
+    err = after_failure(client, err, attempt, ctx and ctx.task_id, ctx and ctx.retries or client.retries,
+      ctx and ctx.before_retry)
+    if err then return nil, err end
     attempt = attempt + 1
-    if ctx and ctx.before_retry then ctx.before_retry(err, attempt) end
-    engine.sleep(client, M.backoff(client, attempt, err.retry_after))
   end
 end
 
+-- API calls: the response's decoded JSON through provider.unwrap, the same retry policy as
+-- with_retries, without a closure or context table per call.
+local function call_retries(client, req, def, task_id, retries)
+  local attempt = 0
+  while true do
+    local res, err = engine.request(client, req)
+    if res then
+      local data, trace = provider.unwrap(def, res, task_id)
+      if data ~= nil then return data, trace end
+      err = trace
+    end
+    err = after_failure(client, err, attempt, task_id, retries or client.retries)
+    if err then return nil, err end
+    attempt = attempt + 1
+  end
+end
+
+-- Path templates compiled once into {literal, name, literal, name, ..., literal}.
+local compiled = {}
+
+local function compile(template)
+  local c = compiled[template]
+  if c then return c end
+  c = {}
+  local pos = 1
+  while true do
+    local a, b, name = template:find("{(%w+)}", pos)
+    if not a then break end
+    c[#c + 1] = template:sub(pos, a - 1)
+    c[#c + 1] = name
+    pos = b + 1
+  end
+  c[#c + 1] = template:sub(pos)
+  compiled[template] = c
+  return c
+end
+
 local function expand(template, vars)
-  return (template:gsub("{(%w+)}", function(k) return vars[k] or "" end))
+  local c = compile(template)
+  if #c == 1 then return c[1] end
+  if #c == 3 then return c[1] .. (vars[c[2]] or "") .. c[3] end
+  local out = { c[1] }
+  for i = 2, #c, 2 do
+    out[i] = vars[c[i]] or ""
+    out[i + 1] = c[i + 1]
+  end
+  return table.concat(out)
 end
 M.expand = expand
 
+-- A client's URL of a template whose only placeholder (if any) is filled with `value`:
+-- base_url and the literal parts joined once per client and template.
+local prefixes = setmetatable({}, { __mode = "k" }) -- client -> template -> {prefix, suffix}
+
+local function url_of(client, template, vars)
+  if type(vars) == "table" then return client.base_url .. expand(template, vars) end
+  local per = prefixes[client]
+  if not per then
+    per = {}
+    prefixes[client] = per
+  end
+  local p = per[template]
+  if not p then
+    local c = compile(template)
+    if #c > 3 then return client.base_url .. expand(template, { id = vars }) end
+    p = { client.base_url .. c[1], c[3] or "", c[2] }
+    per[template] = p
+  end
+  if p[3] == nil then return p[1] end
+  if p[3] ~= "id" then return p[1] .. p[2] end
+  return p[1] .. (vars or "") .. p[2]
+end
+
 --- One API call: method, a path template of the provider's ({id} and the like filled from
---- vars), an optional body table (encoded as JSON, integers exact). Returns data, trace_id.
+--- vars: a table, or one string for {id}), an optional body table (encoded as JSON, integers
+--- exact). Returns data, trace_id.
 --- retries: overrides the client's count (wait passes 0: it retries on its own schedule).
 function M.call(client, method, template, vars, body, task_id, retries)
   local s = secret.get(client)
   local req = {
-    method = method, url = client.base_url .. expand(template, vars or {}), headers = s.headers,
+    method = method, url = url_of(client, template, vars), headers = s.headers,
     json = true, timeout = client.timeout, user_agent = client.user_agent, ca_file = client.ca_file,
     insecure = client.insecure, max_body = client.max_body, low_speed_time = client.stall_time,
+    response_headers = false, -- nothing reads res.headers of an API call
   }
   if body ~= nil then
     local text, err = json.encode(body)
@@ -65,9 +143,7 @@ function M.call(client, method, template, vars, body, task_id, retries)
     req.body = text
     req.headers = s.json_headers
   end
-  local def = client.def
-  return M.with_retries(client, req, function(res) return provider.unwrap(def, res, task_id) end,
-    { task_id = task_id, retries = retries })
+  return call_retries(client, req, client.def, task_id, retries)
 end
 
 --- A multipart upload: POST of parts (the C module's req.mime array; files are streamed from

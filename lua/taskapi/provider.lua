@@ -96,14 +96,19 @@ local function trace_of(def, res, body)
   return nil
 end
 
+-- The fields of an error from one response (built only when the response is an error).
+local function fields_of(def, res, body, code, task_id)
+  return { status = res.status, code = code, trace_id = trace_of(def, res, body), task_id = task_id,
+    retry_after = res.retry_after }
+end
+
 --- Turns one HTTP response of the API into its `data` payload, or into an error.
 --- A JSON body is expected in res.json (decoded by the transport with integers exact).
 function M.unwrap(def, res, task_id)
   local body = res.json
   local code, msg = envelope_fields(def, body)
-  local fields = { status = res.status, code = code, trace_id = trace_of(def, res, body), task_id = task_id,
-    retry_after = res.retry_after }
   if res.status < 200 or res.status > 299 then
+    local fields = fields_of(def, res, body, code, task_id)
     local kind, retryable = kind_of_status(res.status)
     local special = code ~= nil and def.codes and def.codes[code]
     if special then kind, retryable = special[1], special[2] end
@@ -116,14 +121,17 @@ function M.unwrap(def, res, task_id)
   end
   if body == nil then
     -- A 2xx answer that does not decode is most often a truncated one: transient, retried.
+    local fields = fields_of(def, res, body, code, task_id)
     fields.retryable = true
     return nil, errors.new("bad_response", def.name .. ": response is not JSON (" ..
       tostring(res.json_error or res.content_type or "empty body") .. ")", fields)
   end
   if type(body) ~= "table" then
-    return nil, errors.new("bad_response", def.name .. ": response is a JSON " .. type(body) .. ", not an object", fields)
+    return nil, errors.new("bad_response", def.name .. ": response is a JSON " .. type(body) .. ", not an object",
+      fields_of(def, res, body, code, task_id))
   end
   if code ~= 0 then
+    local fields = fields_of(def, res, body, code, task_id)
     local special = def.codes and def.codes[code]
     fields.retryable = special and special[2] or false
     return nil, errors.new(special and special[1] or (code == nil and "bad_response" or "server"),
@@ -132,9 +140,10 @@ function M.unwrap(def, res, task_id)
   end
   local data = body[def.envelope.data]
   if type(data) ~= "table" then
-    return nil, errors.new("bad_response", def.name .. ": response has no '" .. def.envelope.data .. "' object", fields)
+    return nil, errors.new("bad_response", def.name .. ": response has no '" .. def.envelope.data .. "' object",
+      fields_of(def, res, body, code, task_id))
   end
-  return data, fields.trace_id
+  return data, trace_of(def, res, body)
 end
 
 local function int_or_nil(v, none)

@@ -139,32 +139,49 @@ local function finish(s, h, ok, ...)
     end
     h.err = e
   end
-  for i = 1, #h.joiners do s:_wake(h.joiners[i], true) end
-  h.joiners = {}
+  local j = h.joiners -- made by the first join
+  if j then
+    h.joiners = nil
+    for i = 1, #j do s:_wake(j[i], true) end
+  end
 end
 
-function S:_resume(h, value)
-  if h.done then return end
-  local co = h.co
-  local r = pack(coroutine.resume(co, value))
+-- What coroutine.resume returned (no table per resume: most resumes end in another yield).
+local function resumed(self, h, co, ok, ...)
+  local first = ...
   if coroutine.status(co) == "dead" then
-    if r[1] then
-      finish(self, h, true, unpack(r, 2, r.n))
+    if ok then
+      finish(self, h, true, ...)
     else
-      local tb = debug.traceback(co, tostring(r[2]))
-      if type(r[2]) == "string" then r[2] = tb end
-      finish(self, h, false, r[2])
+      local e = first
+      local tb = debug.traceback(co, tostring(e))
+      if type(e) == "string" then e = tb end
+      finish(self, h, false, e)
     end
-  elseif r[2] ~= YIELD then
+  elseif first ~= YIELD then
     -- A bare coroutine.yield from user code inside taskapi.run: treat it as "let others run".
     self:_wake(co, nil)
   end
 end
 
+function S:_resume(h, value)
+  if h.done then return end
+  local co = h.co
+  if not h.started then -- the first resume passes spawn's arguments, exactly
+    h.started = true
+    local args = h.args
+    h.args = nil
+    if args then return resumed(self, h, co, coroutine.resume(co, unpack(args, 1, args.n))) end
+    return resumed(self, h, co, coroutine.resume(co))
+  end
+  resumed(self, h, co, coroutine.resume(co, value))
+end
+
 function S:spawn(fn, ...)
-  local args = pack(...)
-  local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
-  local h = setmetatable({ co = co, sched = self, joiners = {}, done = false }, Handle)
+  -- LuaJIT's coroutine.create takes Lua functions only: a C function gets a Lua wrapper
+  local co = coroutine.create(debug.getinfo(fn, "S").what == "C" and function(...) return fn(...) end or fn)
+  local h = setmetatable({ co = co, sched = self, done = false }, Handle)
+  if select("#", ...) > 0 then h.args = pack(...) end
   owner[co] = self
   self.handles[co] = h
   self.live = self.live + 1
@@ -342,7 +359,12 @@ function Handle:join()
   local s = self.sched
   while not self.done do
     if plain() == s then
-      self.joiners[#self.joiners + 1] = coroutine.running()
+      local j = self.joiners
+      if not j then
+        j = {}
+        self.joiners = j
+      end
+      j[#j + 1] = coroutine.running()
       s:_park()
     else
       -- joined from outside its scheduler: drive that scheduler until the coroutine ends

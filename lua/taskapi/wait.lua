@@ -105,6 +105,12 @@ function M.wait(client, id, opts)
   local p
   p, err = check_opts(client, opts)
   if not p then return nil, err end
+  return M.wait_checked(client, sid, p)
+end
+
+--- The loop of M.wait for a checked id and checked options (check_opts' table, which it
+--- never changes: wait_all shares one among all its tasks).
+function M.wait_checked(client, sid, p)
   local start = engine.now(client)
   local deadline = start + p.timeout
   local st = { polls = 0, misses = 0 }

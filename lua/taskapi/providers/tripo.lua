@@ -9,15 +9,19 @@ local function kind_of(name)
   return name:find("model", 1, true) and "model" or "image"
 end
 
+-- The fields read_outputs reads by name; the others holding a URL are the "extra" ones.
+local KNOWN = { generate_multiview_image = true }
+for _, name in ipairs(OUTPUTS) do KNOWN[name] = true end
+
 local function read_outputs(out, null)
-  local list, seen = {}, {}
+  local list = {}
   if type(out) ~= "table" then return list end
-  for _, name in ipairs(OUTPUTS) do
+  for i = 1, #OUTPUTS do
+    local name = OUTPUTS[i]
     local url = null_of(out[name], null)
     if type(url) == "string" and url ~= "" then
       list[#list + 1] = { name = name, url = url, kind = kind_of(name) }
     end
-    seen[name] = true
   end
   local mv = out.generate_multiview_image
   if type(mv) == "table" then
@@ -28,16 +32,18 @@ local function read_outputs(out, null)
       end
     end
   end
-  seen.generate_multiview_image = true
   -- Undocumented extra fields that hold a URL come last, in name order.
-  local extra = {}
+  local extra
   for k, v in pairs(out) do
-    if not seen[k] and type(k) == "string" and type(v) == "string" and v:match("^https?://") then
+    if not KNOWN[k] and type(k) == "string" and type(v) == "string" and v:match("^https?://") then
+      extra = extra or {}
       extra[#extra + 1] = k
     end
   end
-  table.sort(extra)
-  for _, k in ipairs(extra) do list[#list + 1] = { name = k, url = out[k], kind = kind_of(k) } end
+  if extra then
+    table.sort(extra)
+    for _, k in ipairs(extra) do list[#list + 1] = { name = k, url = out[k], kind = kind_of(k) } end
+  end
   return list
 end
 
