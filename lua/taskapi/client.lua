@@ -242,14 +242,9 @@ function Client:wait_all(ids, opts)
   if not p then return nil, perr end
   local tasks, errs = {}, {}
   local function body()
-    local s = scheduler.current()
-    local hs = {}
-    -- one checked options table for every task; no closure per task
-    for i, sid in ipairs(list) do hs[i] = s:spawn(waiting.wait_checked, self, sid, p) end
-    for i, sid in ipairs(list) do
-      local t, e = hs[i]:join()
+    waiting.wait_many(self, scheduler.current(), list, p, function(sid, t, e)
       if t then tasks[sid] = t else errs[sid] = e end
-    end
+    end)
   end
   if scheduler.current() then body() else scheduler.run(body) end
   return tasks, errs
@@ -264,8 +259,8 @@ function Client:each_completed(ids, opts)
     local given = false
     return function() if given then return nil end given = true return { ok = false, done = false }, err end
   end
-  local _, perr = waiting.check_opts(self, opts)
-  if perr then
+  local p, perr = waiting.check_opts(self, opts)
+  if not p then
     local given = false
     return function() if given then return nil end given = true return { ok = false, done = false }, perr end
   end
@@ -275,18 +270,16 @@ function Client:each_completed(ids, opts)
   local queue, head, tail = {}, 1, 0
   local ready = s:event()
   local remaining = #list
-  for _, sid in ipairs(list) do
-    s:spawn(function()
-      local t, e = self:wait(sid, opts)
-      if not t then
-        e.task_id = e.task_id or sid
-        t = e.task or { id = sid, provider = self.def.name, state = "unknown", done = false, ok = false, outputs = {} }
-      end
-      tail = tail + 1
-      queue[tail] = { t, e }
-      ready.signal()
-    end)
-  end
+  local name = self.def.name
+  s:spawn(waiting.wait_many, self, s, list, p, function(sid, t, e)
+    if not t then
+      e.task_id = e.task_id or sid
+      t = e.task or { id = sid, provider = name, state = "unknown", done = false, ok = false, outputs = {} }
+    end
+    tail = tail + 1
+    queue[tail] = { t, e }
+    ready.signal()
+  end)
   return function()
     if remaining == 0 then
       if own then s.multi:close() end

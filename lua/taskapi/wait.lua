@@ -108,49 +108,128 @@ function M.wait(client, id, opts)
   return M.wait_checked(client, sid, p)
 end
 
+-- One wait is a small state machine: start() makes its state, step() polls once and says
+-- what comes next. M.wait_checked runs one in a loop; M.wait_many runs many on a few
+-- coroutines. Both share every rule below.
+function M.start(client, sid, p)
+  return { client = client, sid = sid, p = p, deadline = engine.now(client) + p.timeout, polls = 0, misses = 0 }
+end
+
+--- Polls once. Returns "done", task | "failed", err | "again", seconds until the next poll.
+function M.step(w)
+  local client, p = w.client, w.p
+  if w.expired then return "failed", w.expired end
+  -- one request per poll: transient failures are retried on this loop's own schedule
+  local task, perr = client:_status(w.sid, 0)
+  w.polls, w.polled = w.polls + 1, engine.now(client)
+  local delay
+  local last = w.last
+  if task then
+    if p.on_progress and changed(last, task) then p.on_progress(task) end
+    if task.done then return "done", task end
+    if last and not changed(last, task) then w.misses = w.misses + 1 else w.misses = 0 end
+    w.last, w.last_err = task, nil
+    delay = M.next_delay(task, w, p, math.random)
+  else
+    if not perr.retryable then return "failed", perr end
+    w.last_err = perr
+    w.misses = w.misses + 1
+    delay = M.next_delay(nil, w, p, math.random)
+    if perr.retry_after and perr.retry_after > delay then delay = perr.retry_after end
+  end
+  local now, deadline = engine.now(client), w.deadline
+  if now + delay > deadline then
+    -- The next look would come after the deadline: take one last look at the deadline
+    -- when the minimum interval allows it, else give up at the deadline. Never sleep past it.
+    local final = not w.final and deadline - now >= p.min_interval - (now - w.polled)
+      and not (perr and perr.retry_after and now + perr.retry_after > deadline)
+    if not final then
+      last = w.last
+      w.expired = errors.new("timeout", "task " .. w.sid .. " not finished after " .. p.timeout .. " s" ..
+        (last and " (last state " .. last.state .. ")" or "") ..
+        (w.last_err and "; last error: " .. tostring(w.last_err.message) or ""),
+        { task_id = w.sid, task = last, retryable = true, polls = w.polls })
+    end
+    w.final = true
+    delay = deadline - now
+    if delay < 0 then delay = 0 end
+  end
+  return "again", delay
+end
+
 --- The loop of M.wait for a checked id and checked options (check_opts' table, which it
 --- never changes: wait_all shares one among all its tasks).
 function M.wait_checked(client, sid, p)
-  local start = engine.now(client)
-  local deadline = start + p.timeout
-  local st = { polls = 0, misses = 0 }
-  local last, last_err
+  local w = M.start(client, sid, p)
   while true do
-    -- one request per poll: transient failures are retried on this loop's own schedule
-    local task, perr = client:_status(sid, 0)
-    st.polls, st.polled = st.polls + 1, engine.now(client)
-    local delay
-    if task then
-      if p.on_progress and changed(last, task) then p.on_progress(task) end
-      if task.done then return task end
-      if last and not changed(last, task) then st.misses = st.misses + 1 else st.misses = 0 end
-      last, last_err = task, nil
-      delay = M.next_delay(task, st, p, math.random)
-    else
-      if not perr.retryable then return nil, perr end
-      last_err = perr
-      st.misses = st.misses + 1
-      delay = M.next_delay(nil, st, p, math.random)
-      if perr.retry_after and perr.retry_after > delay then delay = perr.retry_after end
-    end
-    local now = engine.now(client)
-    if now + delay > deadline then
-      -- The next look would come after the deadline: take one last look at the deadline
-      -- when the minimum interval allows it, else give up now. Never sleep past it.
-      local final = not st.final and deadline - now >= p.min_interval - (now - st.polled)
-        and not (perr and perr.retry_after and now + perr.retry_after > deadline)
-      if not final then
-        if deadline > now then engine.sleep(client, deadline - now) end
-        return nil, errors.new("timeout", "task " .. sid .. " not finished after " .. p.timeout .. " s" ..
-          (last and " (last state " .. last.state .. ")" or "") ..
-          (last_err and "; last error: " .. tostring(last_err.message) or ""),
-          { task_id = sid, task = last, retryable = true, polls = st.polls })
-      end
-      st.final = true
-      delay = deadline - now
-    end
-    engine.sleep(client, delay)
+    local what, v = M.step(w)
+    if what == "done" then return v end
+    if what == "failed" then return nil, v end
+    engine.sleep(client, v)
   end
+end
+
+M.WORKERS = 64 -- coroutines polling for wait_many, however many tasks it awaits
+
+local function heap_push(h, item)
+  h[#h + 1] = item
+  local i = #h
+  while i > 1 do
+    local j = (i - i % 2) / 2
+    if h[j].at <= item.at then break end
+    h[i], h[j] = h[j], item
+    i = j
+  end
+end
+
+local function heap_pop(h)
+  local top, n = h[1], #h
+  h[1] = h[n]
+  h[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, m = 2 * i, i
+    if l <= n and h[l].at < h[m].at then m = l end
+    if l + 1 <= n and h[l + 1].at < h[m].at then m = l + 1 end
+    if m == i then break end
+    h[i], h[m] = h[m], h[i]
+    i = m
+  end
+  return top
+end
+
+--- Waits for many checked ids inside a running scheduler `s`: a heap of wait states ordered
+--- by their next poll, served by at most M.WORKERS coroutines (a waiting task costs its state,
+--- not a coroutine). Calls on_done(sid, task, err) as each one ends; returns when all have.
+function M.wait_many(client, s, list, p, on_done)
+  local heap, left = {}, #list
+  for _, sid in ipairs(list) do heap_push(heap, { at = 0, w = M.start(client, sid, p) }) end
+  local function worker()
+    while heap[1] do
+      local wait_for = heap[1].at - engine.now(client)
+      if wait_for > 0 then
+        engine.sleep(client, wait_for) -- the earliest entry is always watched by someone
+      else
+        local item = heap_pop(heap)
+        local what, v = M.step(item.w)
+        if what == "again" then
+          item.at = engine.now(client) + v
+          heap_push(heap, item)
+        else
+          left = left - 1
+          if what == "done" then on_done(item.w.sid, v, nil) else on_done(item.w.sid, nil, v) end
+        end
+      end
+    end
+  end
+  local hs = {}
+  for i = 1, math.min(M.WORKERS, #list) do hs[i] = s:spawn(worker) end
+  for i = 1, #hs do
+    local ok, err = hs[i]:join()
+    if ok == nil and err then error(err, 0) end
+  end
+  return left == 0
 end
 
 return M
