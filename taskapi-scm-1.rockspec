@@ -36,6 +36,7 @@ build = {
     ["taskapi.engine"] = "lua/taskapi/engine.lua",
     ["taskapi.errors"] = "lua/taskapi/errors.lua",
     ["taskapi.files"] = "lua/taskapi/files.lua",
+    ["taskapi.heap"] = "lua/taskapi/heap.lua",
     ["taskapi.http"] = "lua/taskapi/http.lua",
     ["taskapi.json"] = "lua/taskapi/json.lua",
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",

@@ -7,6 +7,7 @@
 local core = require "taskapi.core"
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
+local heap = require "taskapi.heap"
 
 local M = {}
 local S = {}
@@ -48,7 +49,7 @@ function M.new(opts)
   opts = opts or {}
   local s = setmetatable({
     multi = core.multi({ max_host_connections = opts.max_host_connections }),
-    heap = {}, seq = 0,                -- timers: {at=, seq=, co=}
+    heap = heap.new(),                 -- timers: {at=, co=} (taskapi.heap)
     ready = {}, rvalue = {}, rhead = 1, rtail = 0, -- coroutines to resume, with the value to pass
     transfers = {},                    -- transfer -> {co=, progress=bool, last=bytes}
     watchers = 0,                      -- transfers whose coroutine wants progress reports
@@ -76,37 +77,6 @@ function S:event()
     end
   end
   return ev
-end
-
--- Timer heap ---------------------------------------------------------------------------
-local function less(a, b) return a.at < b.at or (a.at == b.at and a.seq < b.seq) end
-
-function S:_push_timer(at, co)
-  self.seq = self.seq + 1
-  local h, item = self.heap, { at = at, seq = self.seq, co = co }
-  h[#h + 1] = item
-  local i = #h
-  while i > 1 do
-    local p = (i - i % 2) / 2
-    if less(h[i], h[p]) then h[i], h[p] = h[p], h[i]; i = p else break end
-  end
-  return item
-end
-
-function S:_pop_timer()
-  local h = self.heap
-  local top = h[1]
-  local n = #h
-  h[1] = h[n]; h[n] = nil; n = n - 1
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= n and less(h[l], h[m]) then m = l end
-    if r <= n and less(h[r], h[m]) then m = r end
-    if m == i then break end
-    h[i], h[m] = h[m], h[i]; i = m
-  end
-  return top
 end
 
 -- Ready queue -----------------------------------------------------------------------------
@@ -192,7 +162,7 @@ end
 --- Blocks the running coroutine for `seconds`.
 function S:sleep(seconds)
   local co = coroutine.running()
-  self:_push_timer(core.now() + seconds, co)
+  heap.push(self.heap, { at = core.now() + seconds, co = co })
   self:_park()
 end
 
@@ -292,16 +262,16 @@ function S:_turn()
     end end
   end
   local now = core.now()
-  local heap = self.heap
-  while heap[1] and heap[1].at <= now do
-    local item = self:_pop_timer()
+  local heap_ = self.heap
+  while heap_[1] and heap_[1].at <= now do
+    local item = heap.pop(heap_)
     if not item.cancelled then self:_wake(item.co, nil) end
   end
   if self.rhead <= self.rtail then return end
   -- nothing ready: sleep until the next timer or socket activity
   local wait = 1
-  if heap[1] then
-    wait = heap[1].at - now
+  if heap_[1] then
+    wait = heap_[1].at - now
     if wait < 0 then wait = 0 end
   elseif not next(self.transfers) then
     self.stuck = self.live > 0 -- nothing can wake the parked coroutines

@@ -6,6 +6,7 @@
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local provider = require "taskapi.provider"
+local heap = require "taskapi.heap"
 
 local M = {}
 
@@ -171,51 +172,23 @@ end
 
 M.WORKERS = 64 -- coroutines polling for wait_many, however many tasks it awaits
 
-local function heap_push(h, item)
-  h[#h + 1] = item
-  local i = #h
-  while i > 1 do
-    local j = (i - i % 2) / 2
-    if h[j].at <= item.at then break end
-    h[i], h[j] = h[j], item
-    i = j
-  end
-end
-
-local function heap_pop(h)
-  local top, n = h[1], #h
-  h[1] = h[n]
-  h[n] = nil
-  n = n - 1
-  local i = 1
-  while true do
-    local l, m = 2 * i, i
-    if l <= n and h[l].at < h[m].at then m = l end
-    if l + 1 <= n and h[l + 1].at < h[m].at then m = l + 1 end
-    if m == i then break end
-    h[i], h[m] = h[m], h[i]
-    i = m
-  end
-  return top
-end
-
 --- Waits for many checked ids inside a running scheduler `s`: a heap of wait states ordered
 --- by their next poll, served by at most M.WORKERS coroutines (a waiting task costs its state,
 --- not a coroutine). Calls on_done(sid, task, err) as each one ends; returns when all have.
 function M.wait_many(client, s, list, p, on_done)
-  local heap, left = {}, #list
-  for _, sid in ipairs(list) do heap_push(heap, { at = 0, w = M.start(client, sid, p) }) end
+  local queue, left = heap.new(), #list
+  for _, sid in ipairs(list) do heap.push(queue, { at = 0, w = M.start(client, sid, p) }) end
   local function worker()
-    while heap[1] do
-      local wait_for = heap[1].at - engine.now(client)
+    while queue[1] do
+      local wait_for = queue[1].at - engine.now(client)
       if wait_for > 0 then
         engine.sleep(client, wait_for) -- the earliest entry is always watched by someone
       else
-        local item = heap_pop(heap)
+        local item = heap.pop(queue)
         local what, v = M.step(item.w)
         if what == "again" then
           item.at = engine.now(client) + v
-          heap_push(heap, item)
+          heap.push(queue, item)
         else
           left = left - 1
           if what == "done" then on_done(item.w.sid, v, nil) else on_done(item.w.sid, nil, v) end
