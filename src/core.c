@@ -32,25 +32,21 @@ static int l_parse_retry_after(lua_State *L)
   return 1;
 }
 
-static int l_parse_content_type(lua_State *L)
+/* Runs a header parser that writes a string into a buffer; pushes it, or nil. */
+typedef int (*tk_string_parser)(const char *v, size_t len, char *out, size_t cap);
+
+static int push_parsed(lua_State *L, tk_string_parser parse)
 {
   size_t len;
   const char *v = lua_tolstring(L, 1, &len);
   char out[256];
-  if (v && tk_parse_content_type(v, len, out, sizeof out) > 0) lua_pushstring(L, out);
+  if (v && parse(v, len, out, sizeof out) > 0) lua_pushstring(L, out);
   else lua_pushnil(L);
   return 1;
 }
 
-static int l_parse_content_disposition(lua_State *L)
-{
-  size_t len;
-  const char *v = lua_tolstring(L, 1, &len);
-  char out[256];
-  if (v && tk_parse_content_disposition(v, len, out, sizeof out) > 0) lua_pushstring(L, out);
-  else lua_pushnil(L);
-  return 1;
-}
+static int l_parse_content_type(lua_State *L) { return push_parsed(L, tk_parse_content_type); }
+static int l_parse_content_disposition(lua_State *L) { return push_parsed(L, tk_parse_content_disposition); }
 
 static const luaL_Reg core_funcs[] = {
   {"set_error_metatable", tk_set_error_metatable},
