@@ -49,13 +49,7 @@ describe("integration: download", function()
       local c
       setup(function() c = env:client(p) end)
 
-      local function add(spec)
-        spec.provider = p
-        if spec.queue == nil then spec.queue = 0 end
-        if spec.run == nil then spec.run = 0 end
-        if spec.file_size == nil then spec.file_size = SIZE end
-        return env:add(spec)
-      end
+      local add = env:adder(p, { file_size = SIZE })
 
       -- A finished task read through the client (its links are fresh).
       local function finished(spec)

@@ -15,12 +15,7 @@ describe("integration: errors", function()
       local c
       setup(function() c = env:client(p) end)
 
-      local function add(spec)
-        spec.provider = p
-        if spec.queue == nil then spec.queue = 0 end
-        if spec.run == nil then spec.run = 0 end
-        return env:add(spec)
-      end
+      local add = env:adder(p)
 
       it("survives two server errors (three retries)", function()
         local id = add { server_errors = 2 }
@@ -212,10 +207,7 @@ describe("integration: errors", function()
       end
       for _, p in ipairs(fe.PROVIDERS) do
         local c = env:client(p, { retries = 0 })
-        local function add(spec)
-          spec.provider, spec.queue, spec.run = p, spec.queue or 0, spec.run or 0
-          return env:add(spec)
-        end
+        local add = env:adder(p)
         note(select(2, c:status(add { server_errors = 3 })))
         note(select(2, c:status(add { html_error = 3 })))
         note(select(2, c:status(add { malformed_json = 3 })))

@@ -73,6 +73,20 @@ function Env:add(spec)
   return id
 end
 
+--- A function adding tasks of provider p that finish at once unless the spec says otherwise;
+--- extra: more defaults (e.g. file_size).
+function Env:adder(p, extra)
+  return function(spec)
+    spec.provider = p
+    if spec.queue == nil then spec.queue = 0 end
+    if spec.run == nil then spec.run = 0 end
+    for k, v in pairs(extra or {}) do
+      if spec[k] == nil then spec[k] = v end
+    end
+    return self:add(spec)
+  end
+end
+
 --- The fake's own record of a task (GET /_fake/tasks/{id}), or nil when it has none.
 function Env:task_info(id)
   local code, body = curl("GET", self.url .. "/_fake/tasks/" .. tostring(id))
