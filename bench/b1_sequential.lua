@@ -11,20 +11,14 @@ local modes = {}
 
 function modes.taskapi(url, n, warm)
   local c = L.static_client(url)
-  for _ = 1, warm or 200 do assert(c:status(L.ID)) end
-  local t0 = L.now()
-  for _ = 1, n do assert(c:status(L.ID)) end
-  return n / (L.now() - t0)
+  return L.rate(function() assert(c:status(L.ID)) end, n, warm)
 end
 
 function modes.core(url, n, warm)
   local m = require("taskapi.core").multi()
   local req = { url = url .. "/static/task/" .. L.ID, json = true,
     headers = { "Authorization: Bearer " .. L.KEY, "Accept: application/json" } }
-  for _ = 1, warm or 200 do assert(m:request(req)) end
-  local t0 = L.now()
-  for _ = 1, n do assert(m:request(req).json) end
-  return n / (L.now() - t0)
+  return L.rate(function() assert(m:request(req).json) end, n, warm)
 end
 
 -- luasocket: HTTP/1.1 keep-alive by hand (status line, headers, Content-Length body).
@@ -52,10 +46,7 @@ function modes.luasocket(url, n, warm)
     local doc = cjson.decode(body)
     return L.normalize(doc.data, headers["x-tripo-trace-id"], cjson.null)
   end
-  for _ = 1, warm or 200 do call() end
-  local t0 = L.now()
-  for _ = 1, n do call() end
-  return n / (L.now() - t0)
+  return L.rate(call, n, warm)
 end
 
 -- Debian's lua-curl (module "curl", LuaJIT): one easy handle reused, so the connection stays.
@@ -80,10 +71,7 @@ function modes.luacurl(url, n, warm)
     local doc = cjson.decode(table.concat(parts))
     return L.normalize(doc.data, headers["x-tripo-trace-id"], cjson.null)
   end
-  for _ = 1, warm or 200 do call() end
-  local t0 = L.now()
-  for _ = 1, n do call() end
-  return n / (L.now() - t0)
+  return L.rate(call, n, warm)
 end
 
 local mode = ...

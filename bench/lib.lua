@@ -10,6 +10,14 @@ L.now = core.now
 L.ID = "7f3a9c1e-0000-4000-a000-000000000000" -- the id in the fake's constant status body
 L.KEY = "test-key"
 
+--- Calls per second of call(): `warm` calls first (200), then n timed ones.
+function L.rate(call, n, warm)
+  for _ = 1, warm or 200 do call() end
+  local t0 = L.now()
+  for _ = 1, n do call() end
+  return n / (L.now() - t0)
+end
+
 function L.median(xs) return L.pct(xs, 50) end
 
 function L.pct(xs, p)
