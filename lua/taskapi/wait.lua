@@ -174,17 +174,30 @@ M.WORKERS = 64 -- coroutines polling for wait_many, however many tasks it awaits
 
 --- Waits for many checked ids inside a running scheduler `s`: a heap of wait states ordered
 --- by their next poll, served by at most M.WORKERS coroutines (a waiting task costs its state,
---- not a coroutine). Calls on_done(sid, task, err) as each one ends; returns when all have.
+--- not a coroutine). One worker sleeps until the earliest poll is due; the others park on an
+--- event until there is work, so a due poll wakes one coroutine, not all of them. Calls
+--- on_done(sid, task, err) as each one ends; returns when all have.
 function M.wait_many(client, s, list, p, on_done)
   local queue, left = heap.new(), #list
   for _, sid in ipairs(list) do heap.push(queue, { at = 0, w = M.start(client, sid, p) }) end
+  local idle, nidle = {}, 0 -- events of parked workers (a stack)
+  local watch = math.huge   -- when the worker sleeping on the earliest poll wakes (none: huge)
+  local function wake_one()
+    if nidle > 0 then
+      local ev = idle[nidle]
+      idle[nidle], nidle = nil, nidle - 1
+      ev.signal()
+    end
+  end
   local function worker()
+    local ev = s:event()
     while queue[1] do
-      local wait_for = queue[1].at - engine.now(client)
-      if wait_for > 0 then
-        engine.sleep(client, wait_for) -- the earliest entry is always watched by someone
-      else
+      local now = engine.now(client)
+      local at = queue[1].at
+      if at <= now then
         local item = heap.pop(queue)
+        -- more work due, or nobody watching the next poll: hand it to a parked worker
+        if queue[1] and (queue[1].at <= now or queue[1].at < watch) then wake_one() end
         local what, v = M.step(item.w)
         if what == "again" then
           item.at = engine.now(client) + v
@@ -193,8 +206,17 @@ function M.wait_many(client, s, list, p, on_done)
           left = left - 1
           if what == "done" then on_done(item.w.sid, v, nil) else on_done(item.w.sid, nil, v) end
         end
+      elseif at < watch then
+        watch = at
+        engine.sleep(client, at - now)
+        if watch == at then watch = math.huge end
+      else
+        nidle = nidle + 1
+        idle[nidle] = ev
+        ev.wait()
       end
     end
+    wake_one() -- nothing left to wait for: let the parked workers end too, one after another
   end
   local hs = {}
   for i = 1, math.min(M.WORKERS, #list) do hs[i] = s:spawn(worker) end
