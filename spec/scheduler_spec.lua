@@ -134,6 +134,26 @@ describe("scheduler over HTTP", function()
     assert.is_true(took < 8, "took " .. took)
   end)
 
+
+  it("wakes one coroutine per due poll in wait_all, not every worker", function()
+    local c = env:client("tripo")
+    local ids = {}
+    for i = 1, 150 do ids[i] = env:add { provider = "tripo", queue = (i % 13) * 0.05, run = 0.5 + (i % 37) * 0.05 } end
+    local engine = require "taskapi.engine"
+    local resumes, polls = 0, 0
+    local resume, request = coroutine.resume, engine.request
+    coroutine.resume = function(...) resumes = resumes + 1 return resume(...) end
+    engine.request = function(...) polls = polls + 1 return request(...) end
+    local ok, tasks = pcall(c.wait_all, c, ids, { interval = 0.1, max_interval = 0.3, timeout = 30 })
+    coroutine.resume, engine.request = resume, request
+    assert(ok, tasks)
+    local n = 0
+    for _ in pairs(tasks) do n = n + 1 end
+    assert.are.equal(150, n)
+    -- a poll is a resume to start it and one when its transfer ends, plus a little; 64
+    -- workers all waking for every due poll would be dozens per poll
+    assert.is_true(resumes / polls < 3.5, resumes .. " resumes for " .. polls .. " polls")
+  end)
   it("reports a failed wait in wait_all's errors, keyed by id", function()
     local c = env:client("tripo")
     local ok_id = env:add { provider = "tripo", queue = 0, run = 0.1 }

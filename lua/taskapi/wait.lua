@@ -113,7 +113,7 @@ end
 -- what comes next. M.wait_checked runs one in a loop; M.wait_many runs many on a few
 -- coroutines. Both share every rule below.
 function M.start(client, sid, p)
-  return { client = client, sid = sid, p = p, deadline = engine.now(client) + p.timeout, polls = 0, misses = 0 }
+  return { client = client, sid = sid, p = p, deadline = engine.now(client) + p.timeout, polls = 0, misses = 0, at = 0 }
 end
 
 --- Polls once. Returns "done", task | "failed", err | "again", seconds until the next poll.
@@ -171,15 +171,20 @@ function M.wait_checked(client, sid, p)
 end
 
 M.WORKERS = 64 -- coroutines polling for wait_many, however many tasks it awaits
+M.BATCH = 0.05 -- seconds a due poll may wait for the ones due just after it, so that many
+               -- waits share one wake-up of the process (polls are delayed, never advanced)
 
---- Waits for many checked ids inside a running scheduler `s`: a heap of wait states ordered
---- by their next poll, served by at most M.WORKERS coroutines (a waiting task costs its state,
---- not a coroutine). One worker sleeps until the earliest poll is due; the others park on an
---- event until there is work, so a due poll wakes one coroutine, not all of them. Calls
---- on_done(sid, task, err) as each one ends; returns when all have.
+--- Waits for many checked ids inside a running scheduler `s`: a heap of wait states (each
+--- its own heap entry, ordered by `at`, its next poll) served by at most M.WORKERS coroutines
+--- (a waiting task costs its state, not a coroutine). One worker sleeps until the earliest
+--- poll is due (plus M.BATCH when others wait, so that polls due close together go out
+--- together); the others park on an event until there is work, so a due poll wakes one
+--- coroutine, not all of them. Calls on_done(sid, task, err) as each one ends; returns when
+--- all have.
 function M.wait_many(client, s, list, p, on_done)
   local queue, left = heap.new(), #list
-  for _, sid in ipairs(list) do heap.push(queue, { at = 0, w = M.start(client, sid, p) }) end
+  for _, sid in ipairs(list) do heap.push(queue, M.start(client, sid, p)) end
+  local batch = #list > 1 and M.BATCH or 0
   local idle, nidle = {}, 0 -- events of parked workers (a stack)
   local watch = math.huge   -- when the worker sleeping on the earliest poll wakes (none: huge)
   local function wake_one()
@@ -195,20 +200,22 @@ function M.wait_many(client, s, list, p, on_done)
       local now = engine.now(client)
       local at = queue[1].at
       if at <= now then
-        local item = heap.pop(queue)
+        local w = heap.pop(queue)
         -- more work due, or nobody watching the next poll: hand it to a parked worker
         if queue[1] and (queue[1].at <= now or queue[1].at < watch) then wake_one() end
-        local what, v = M.step(item.w)
+        local what, v = M.step(w)
         if what == "again" then
-          item.at = engine.now(client) + v
-          heap.push(queue, item)
+          w.at = engine.now(client) + v
+          heap.push(queue, w)
         else
           left = left - 1
-          if what == "done" then on_done(item.w.sid, v, nil) else on_done(item.w.sid, nil, v) end
+          if what == "done" then on_done(w.sid, v, nil) else on_done(w.sid, nil, v) end
         end
       elseif at < watch then
         watch = at
-        engine.sleep(client, at - now)
+        local wake = at + batch
+        if wake > queue[1].deadline then wake = queue[1].deadline end
+        engine.sleep(client, wake - now)
         if watch == at then watch = math.huge end
       else
         nidle = nidle + 1
