@@ -1,7 +1,10 @@
 -- B4: 10,000 tasks awaited at once in one plain-Lua process against the nginx fake (tasks
 -- finishing over ~60 s): client:wait_all with the client's min_interval 0. Peak RSS per task
 -- (VmHWM during the wait minus VmRSS before it, over the task count) and CPU per poll
--- (utime+stime of the process during the wait over the status requests it made).
+-- (utime+stime of the process during the wait over the status requests it made). Run twice:
+-- with Lua's default collector settings, and with the collector's pause lowered to 120 %
+-- (collectgarbage("incremental", 120)), the one setting that decides the peak: the default
+-- pause lets the heap grow to twice the live data before a cycle starts.
 local L = require "bench.lib"
 
 local TASKS = tonumber(os.getenv("BENCH_B4_TASKS")) or 10000
@@ -9,8 +12,9 @@ local SPREAD = tonumber(os.getenv("BENCH_B4_SPREAD")) or 60
 
 local mode = ...
 if mode == "child" then
-  local _, url, n, spread = ...
-  n, spread = tonumber(n), tonumber(spread)
+  local _, url, n, spread, pause = ...
+  n, spread, pause = tonumber(n), tonumber(spread), tonumber(pause)
+  if pause then collectgarbage("incremental", pause) end
   math.randomseed(42)
   local ids = L.create_tasks(url, n, function()
     local queue = math.random() * spread / 3
@@ -34,18 +38,26 @@ end
 
 local M = { name = "B4" }
 
-function M.run(env)
-  local r = L.child("lua5.4", "b4_tasks", { env.url, TASKS, SPREAD })
+local function measure(env, pause)
+  local r = L.child("lua5.4", "b4_tasks", { env.url, TASKS, SPREAD, pause })
   assert(r.tasks == TASKS, "not every task finished: " .. r.tasks .. " done, " .. r.errors .. " errors")
-  local per_task = (r.hwm - r.rss0) * 1024 / TASKS
-  local per_poll = r.cpu / r.polls * 1e6
-  return {
-    L.row("B4 " .. L.fmt(TASKS) .. " tasks awaited at once (finishing over ~" .. SPREAD .. " s), Lua 5.4",
+  return (r.hwm - r.rss0) * 1024 / TASKS, r.cpu / r.polls * 1e6, r
+end
+
+function M.run(env)
+  local rows = {}
+  for _, pause in ipairs({ false, 120 }) do
+    local per_task, per_poll, r = measure(env, pause or nil)
+    local met -- the target is for the default collector; the other row is information
+    if not pause then met = per_task <= 4096 and per_poll <= 50 end
+    rows[#rows + 1] = L.row("B4 " .. L.fmt(TASKS) .. " tasks awaited at once (finishing over ~" .. SPREAD ..
+      " s), Lua 5.4, " .. (pause and "collector pause " .. pause .. " %" or "default collector"),
       L.fmt(per_task / 1024, 2) .. " KiB/task, " .. L.fmt(per_poll, 1) .. " us CPU/poll",
       "none (" .. L.fmt(r.polls) .. " polls, " .. L.fmt(r.polls / TASKS, 1) .. "/task, " .. L.fmt(r.wall, 1) ..
       " s wall, " .. L.fmt(r.cpu, 1) .. " s CPU)", "",
-      "<= 4 KiB/task, <= 50 us/poll", per_task <= 4096 and per_poll <= 50),
-  }
+      pause and "(information)" or "<= 4 KiB/task, <= 50 us/poll", met)
+  end
+  return rows
 end
 
 return M
