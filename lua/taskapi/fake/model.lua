@@ -705,26 +705,31 @@ function Model:tripo_data(t, ctx)
   return data
 end
 
+-- A status read of task t, shared by both providers: the task's faults, its poll count, its
+-- data (data_of(self, t, ctx)) in the provider's envelope (wrap(self, data)), or an envelope
+-- without data under the wrong_shape fault (bare()), a truncated body, a delay.
+function Model:status_reply(t, ctx, data_of, wrap, bare)
+  local fault = self:api_fault(t, ctx, t.provider)
+  if fault and fault ~= "malformed" then return fault end
+  t.polls = t.polls + 1
+  local data, present = apply_shape(data_of(self, t, ctx), t.faults.wrong_shape)
+  local resp
+  if present then resp = wrap(self, data) else resp = bare(self) end
+  if fault == "malformed" then truncate(resp) end
+  local delay = tonumber(t.faults.delay)
+  if delay and delay > 0 then resp.delay = delay end
+  return resp
+end
+
+local function tripo_ok(self, data) return self:tripo(200, data) end
+local function tripo_bare(self) return json_resp(200, { code = 0 }, { ["X-Tripo-Trace-ID"] = self:trace_id() }) end
+
 function Model:tripo_status(ctx, id)
   local t = self.tasks[id]
   if not t or t.provider ~= "tripo" or t.owner_key ~= ctx.key then
     return self:tripo(404, 2001, "task not found", "Check the task id and the API key that created it")
   end
-  local fault = self:api_fault(t, ctx, "tripo")
-  if fault and fault ~= "malformed" then return fault end
-  t.polls = t.polls + 1
-  local data, present = apply_shape(self:tripo_data(t, ctx), t.faults.wrong_shape)
-  local resp
-  if present then
-    resp = self:tripo(200, data)
-  else
-    local h = { ["X-Tripo-Trace-ID"] = self:trace_id() }
-    resp = json_resp(200, { code = 0 }, h)
-  end
-  if fault == "malformed" then truncate(resp) end
-  local delay = tonumber(t.faults.delay)
-  if delay and delay > 0 then resp.delay = delay end
-  return resp
+  return self:status_reply(t, ctx, Model.tripo_data, tripo_ok, tripo_bare)
 end
 
 function Model:tripo_create(ctx)
@@ -819,25 +824,17 @@ local function sp_not_found(self)
   return self:sellerpic(404, nil, 404, "Record Not Found")
 end
 
+local function sellerpic_ok(self, data) return self:sellerpic(200, data) end
+local function sellerpic_bare(self)
+  return json_resp(200, { code = 0, msg = "success", success = true, traceId = self:trace_id() })
+end
+
 function Model:sellerpic_status(ctx)
   local id = ctx.query.id
   if is_null(id) or id == "" then return self:sellerpic(400, nil, 400, "id is required") end
   local t = self.tasks[tostring(id)]
   if not t or t.provider ~= "sellerpic" or t.owner_key ~= ctx.key then return sp_not_found(self) end
-  local fault = self:api_fault(t, ctx, "sellerpic")
-  if fault and fault ~= "malformed" then return fault end
-  t.polls = t.polls + 1
-  local data, present = apply_shape(self:sellerpic_data(t, ctx), t.faults.wrong_shape)
-  local resp
-  if present then
-    resp = self:sellerpic(200, data)
-  else
-    resp = json_resp(200, { code = 0, msg = "success", success = true, traceId = self:trace_id() })
-  end
-  if fault == "malformed" then truncate(resp) end
-  local delay = tonumber(t.faults.delay)
-  if delay and delay > 0 then resp.delay = delay end
-  return resp
+  return self:status_reply(t, ctx, Model.sellerpic_data, sellerpic_ok, sellerpic_bare)
 end
 
 function Model:sellerpic_download(ctx)
