@@ -213,8 +213,8 @@ function M.wait_many(client, s, list, p, on_done)
         end
       elseif at < watch then
         watch = at
-        local wake = at + batch
-        if wake > queue[1].deadline then wake = queue[1].deadline end
+        local wake, deadline = at + batch, queue[1].deadline
+        if wake > deadline and deadline > now then wake = deadline end
         engine.sleep(client, wake - now)
         if watch == at then watch = math.huge end
       else
