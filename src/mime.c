@@ -17,9 +17,11 @@
 static const char *part_err(tk_transfer *t, int i, const char *fmt, const char *detail)
 {
   char what[200];
+  char *b = tk_err_buf(t);
+  if (!b) return "req.mime: out of memory";
   snprintf(what, sizeof what, fmt, detail ? detail : "");
-  snprintf(t->err_msg, sizeof t->err_msg, "req.mime[%d]: %s", i, what);
-  return t->err_msg;
+  snprintf(b, TK_ERR_MSG_MAX, "req.mime[%d]: %s", i, what);
+  return b;
 }
 
 static int bad_text(const char *s, size_t n)

@@ -47,14 +47,23 @@ void tk_buf_free(tk_buf *b)
   b->len = b->cap = 0;
 }
 
+char *tk_err_buf(tk_transfer *t)
+{
+  if (!t->err_msg) t->err_msg = (char *)calloc(1, TK_ERR_MSG_MAX);
+  return t->err_msg;
+}
+
 void tk_set_err(tk_transfer *t, const char *kind, int retryable, const char *fmt, ...)
 {
   va_list ap;
+  char *b;
   if (t->err_kind) return;
   t->err_kind = kind;
   t->err_retryable = retryable;
+  b = tk_err_buf(t);
+  if (!b) return; /* the kind still stands; push_transfer_error says the text was lost */
   va_start(ap, fmt);
-  vsnprintf(t->err_msg, sizeof t->err_msg, fmt, ap);
+  vsnprintf(b, TK_ERR_MSG_MAX, fmt, ap);
   va_end(ap);
 }
 
@@ -294,6 +303,8 @@ static void transfer_release(tk_transfer *t)
   t->effective_url = NULL;
   free(t->url);
   t->url = NULL;
+  free(t->err_msg);
+  t->err_msg = NULL;
   tk_dl_free(&t->dl);
 }
 
@@ -367,22 +378,21 @@ static int is_retryable_transport(CURLcode c)
   }
 }
 
-/* "host:port" of the request URL, for error messages: parsed when first needed. */
-static const char *hostport(tk_transfer *t)
+/* "host:port" of the request URL into out, for error messages (only errors parse it). */
+static const char *hostport(const tk_transfer *t, char *out, size_t n)
 {
   CURLU *u;
   char *host = NULL, *port = NULL;
-  if (t->hostport[0]) return t->hostport;
-  snprintf(t->hostport, sizeof t->hostport, "?");
-  if (!t->url || !(u = curl_url())) return t->hostport;
+  snprintf(out, n, "?");
+  if (!t->url || !(u = curl_url())) return out;
   if (curl_url_set(u, CURLUPART_URL, t->url, 0) == CURLUE_OK &&
       curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
       curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
-    snprintf(t->hostport, sizeof t->hostport, "%s:%s", host, port);
+    snprintf(out, n, "%s:%s", host, port);
   curl_free(host);
   curl_free(port);
   curl_url_cleanup(u);
-  return t->hostport;
+  return out;
 }
 
 static void fmt_seconds(char *out, size_t n, double s)
@@ -397,8 +407,9 @@ static void push_transfer_error(lua_State *L, tk_transfer *t)
   char msg[CURL_ERROR_SIZE + 512];
   long status = -1; /* libcurl failures carry no status: the exchange did not complete */
   const char *detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->code);
+  char hp[300];
   if (t->err_kind) {
-    tk_push_error(L, t->err_kind, t->err_msg, t->status > 0 ? t->status : -1, t->code != CURLE_OK ? (long)t->code : -1,
+    tk_push_error(L, t->err_kind, t->err_msg ? t->err_msg : "(no details: out of memory)", t->status > 0 ? t->status : -1, t->code != CURLE_OK ? (long)t->code : -1,
                   t->err_retryable);
     return;
   }
@@ -407,42 +418,42 @@ static void push_transfer_error(lua_State *L, tk_transfer *t)
     if (strstr(t->errbuf, "too slow")) {
       fmt_seconds(b, sizeof b, t->low_speed_time);
       snprintf(msg, sizeof msg, "stalled: less than %ld bytes/s for %s s (%s)",
-               t->low_speed_limit, b, hostport(t));
+               t->low_speed_limit, b, hostport(t, hp, sizeof hp));
     } else if (t->timeout > 0 && t->total_time >= t->timeout - 0.05) {
       fmt_seconds(a, sizeof a, t->timeout);
-      snprintf(msg, sizeof msg, "timed out after %s s (%s)", a, hostport(t));
+      snprintf(msg, sizeof msg, "timed out after %s s (%s)", a, hostport(t, hp, sizeof hp));
     } else {
       fmt_seconds(a, sizeof a, t->total_time);
-      snprintf(msg, sizeof msg, "timed out after %s s (%s): %s", a, hostport(t), detail);
+      snprintf(msg, sizeof msg, "timed out after %s s (%s): %s", a, hostport(t, hp, sizeof hp), detail);
     }
     tk_push_error(L, "timeout", msg, status, (long)t->code, 1);
     return;
   }
   if (t->code == CURLE_READ_ERROR) {
     /* a file of req.mime could not be read while sending */
-    snprintf(msg, sizeof msg, "cannot read the file to send (%s): %s", hostport(t), detail);
+    snprintf(msg, sizeof msg, "cannot read the file to send (%s): %s", hostport(t, hp, sizeof hp), detail);
     tk_push_error(L, "io", msg, status, (long)t->code, 0);
     return;
   }
   if (is_tls_error(t->code)) {
-    snprintf(msg, sizeof msg, "TLS error with %s: %s", hostport(t), detail);
+    snprintf(msg, sizeof msg, "TLS error with %s: %s", hostport(t, hp, sizeof hp), detail);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
   if (t->code == CURLE_UNSUPPORTED_PROTOCOL) {
     /* the request's own URL was checked to be http(s): only a redirect gets here (an https
        request follows https redirects only, REDIR_PROTOCOLS) */
-    snprintf(msg, sizeof msg, "redirect refused from %s: %s", hostport(t), detail);
+    snprintf(msg, sizeof msg, "redirect refused from %s: %s", hostport(t, hp, sizeof hp), detail);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
   if (t->code == CURLE_TOO_MANY_REDIRECTS) {
-    snprintf(msg, sizeof msg, "too many redirects from %s (max %ld)", hostport(t),
+    snprintf(msg, sizeof msg, "too many redirects from %s (max %ld)", hostport(t, hp, sizeof hp),
              t->max_redirects);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
-  snprintf(msg, sizeof msg, "%s (%s): %s", curl_easy_strerror(t->code), hostport(t), detail);
+  snprintf(msg, sizeof msg, "%s (%s): %s", curl_easy_strerror(t->code), hostport(t, hp, sizeof hp), detail);
   tk_push_error(L, "transport", msg, status, (long)t->code, is_retryable_transport(t->code));
 }
 
@@ -488,7 +499,7 @@ static int push_result(lua_State *L, int tidx, tk_transfer *t)
     struct push_ud pu;
     char ct[256];
     int body_needed = 1;
-    lua_createtable(L, 0, 16);
+    lua_createtable(L, 0, 8); /* an API call's fields fit; downloads and errors grow it */
     tk_pushint(L, t->status);
     lua_setfield(L, -2, "status");
     memset(&pu, 0, sizeof pu);
@@ -512,10 +523,16 @@ static int push_result(lua_State *L, int tidx, tk_transfer *t)
       lua_pushlstring(L, pu.trace, pu.trace_len);
       lua_setfield(L, -2, "trace_id");
     }
-    if (t->effective_url || t->url) {
-      lua_pushstring(L, t->effective_url ? t->effective_url : t->url);
-      lua_setfield(L, -2, "effective_url");
+    if (t->effective_url) {
+      lua_pushstring(L, t->effective_url);
+    } else { /* no redirect: req.url itself, kept by multi_add (no new string per call) */
+      lua_getfield(L, -2, "url");
+      if (lua_isnil(L, -1) && t->url) {
+        lua_pop(L, 1);
+        lua_pushstring(L, t->url);
+      }
     }
+    lua_setfield(L, -2, "effective_url");
     tk_pushint(L, t->redirects);
     lua_setfield(L, -2, "redirects");
     lua_pushnumber(L, t->total_time);
@@ -774,13 +791,19 @@ static int multi_add(lua_State *L)
   }
   err = setup(L, 2, tidx, t);
   if (err) {
+    int n;
     lua_settop(L, tidx);
+    n = tk_fail_arg(L, "%s", err); /* before the release: err may be t's own buffer */
     tk_pool_put(m, t->easy);
     t->easy = NULL;
     transfer_release(t);
-    return tk_fail_arg(L, "%s", err);
+    return n;
   }
   lua_settop(L, tidx);
+  tk_getuservalue(L, tidx);
+  lua_getfield(L, 2, "url"); /* checked by setup: res.effective_url reuses it */
+  lua_setfield(L, -2, "url");
+  lua_pop(L, 1);
   mc = curl_multi_add_handle(m->cm, t->easy);
   if (mc != CURLM_OK) {
     tk_pool_put(m, t->easy);

@@ -59,7 +59,6 @@ typedef struct tk_transfer {
   struct curl_slist *slist;
   curl_mime *mime;                 /* req.mime body (mime.c), NULL when none */
   char errbuf[CURL_ERROR_SIZE];
-  char hostport[300];               /* "host:port" of url, filled when an error needs it */
   double timeout, low_speed_time;
   long low_speed_limit, max_redirects;
   int json;
@@ -70,7 +69,7 @@ typedef struct tk_transfer {
   tk_buf body;                     /* memory mode body, or the error body of a download */
   /* an error our own callbacks recorded; it wins over the CURLcode */
   const char *err_kind;
-  char err_msg[512];
+  char *err_msg;                   /* its text, malloc'd on first use (TK_ERR_MSG_MAX) */
   int err_retryable;
   /* captured at completion */
   long status, redirects;
@@ -91,6 +90,10 @@ typedef struct tk_multi {
   int npool;
 } tk_multi;
 
+#define TK_ERR_MSG_MAX 512 /* bytes of an error text of our own */
+/* t's error text buffer, allocated on first use (only failing transfers pay for it); NULL
+ * when out of memory. Freed with the transfer. */
+char *tk_err_buf(tk_transfer *t);
 /* Records an error of our own on t (first one wins). */
 void tk_set_err(tk_transfer *t, const char *kind, int retryable, const char *fmt, ...);
 /* Last value of header `name` (case-insensitive) in the raw header block; NULL if none. */
