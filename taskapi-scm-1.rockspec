@@ -25,7 +25,7 @@ build = {
     ["taskapi.core"] = {
       sources = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
-        "src/pool.c", "src/transport.c", "src/download.c", "src/mime.c",
+        "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "curl" },

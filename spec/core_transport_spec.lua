@@ -310,6 +310,37 @@ describe("core.multi", function()
     m:close()
   end)
 
+  it("with 64 transfers in flight, poll wakes on each answer and never spins", function()
+    -- answers spread over ~1.3 s; poll is given 5 s each time: it must return when a watched
+    -- socket is ready (not at the timeout) and must not return at once while nothing is
+    -- (a stale timer or a socket watched for the wrong event would spin)
+    local m = core.multi()
+    local ts = {}
+    for i = 1, 64 do ts[i] = assert(m:add { url = url("/sleep?s=" .. (0.3 + i * 0.015) .. "&id=" .. i) }) end
+    local got, n, loops = {}, 0, 0
+    local t0 = core.now()
+    while n < 64 and core.now() - t0 < 20 do
+      loops = loops + 1
+      m:perform()
+      for _, t in ipairs(m:completed()) do
+        local res = assert(t:result())
+        got[res.body] = true
+        n = n + 1
+        t:close()
+      end
+      if n < 64 then m:poll(5) end
+    end
+    local elapsed = core.now() - t0
+    assert.are.equal(64, n)
+    for i = 1, 64 do assert.is_true(got["slept " .. i], "answer " .. i) end
+    assert.is_true(elapsed < 4, "took " .. elapsed .. " s: poll slept past ready sockets")
+    -- each loop is a wake-up: one per answer or per few answers, plus connecting and sending
+    assert.is_true(loops <= 64 * 4, loops .. " wake-ups for 64 answers")
+    assert.is_true(loops >= 3, "only " .. loops .. " wake-ups")
+    assert.are.equal(0, m:count())
+    m:close()
+  end)
+
   it("m:request does not steal other transfers' completions", function()
     local m = core.multi()
     local fast = assert(m:add { url = url("/json") })

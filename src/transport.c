@@ -827,10 +827,10 @@ static int multi_add(lua_State *L)
 
 static void multi_step(tk_multi *m)
 {
-  int running = 0, left = 0;
+  int left = 0;
   CURLMsg *msg;
   if (m->closed) return;
-  curl_multi_perform(m->cm, &running);
+  tk_socks_drive(m);
   while ((msg = curl_multi_info_read(m->cm, &left)) != NULL) {
     if (msg->msg == CURLMSG_DONE) {
       CURL *e = msg->easy_handle;
@@ -857,7 +857,7 @@ static int multi_poll(lua_State *L)
   int n = 0;
   long ms = s <= 0 ? 0 : s > 86400 ? 86400000L : (long)(s * 1000);
   if (m->closed) return 0;
-  curl_multi_poll(m->cm, NULL, 0, (int)ms, &n);
+  n = tk_socks_wait(m, ms);
   tk_pushint(L, n);
   return 1;
 }
@@ -899,12 +899,9 @@ static int multi_request(lua_State *L)
   if (multi_add(L) == 2) return 2;
   t = (tk_transfer *)lua_touserdata(L, 3);
   while (t->state == TK_RUNNING) {
-    long to = -1;
     multi_step(m);
     if (t->state != TK_RUNNING) break;
-    curl_multi_timeout(m->cm, &to);
-    if (to < 0 || to > 1000) to = 1000;
-    if (to > 0) curl_multi_poll(m->cm, NULL, 0, (int)to, NULL);
+    tk_socks_wait(m, 1000);
   }
   /* take only our own transfer out of the done list; others stay for completed() */
   if (t->in_done) unlink_done(m, t);
@@ -943,6 +940,7 @@ static int multi_close(lua_State *L)
   tk_pool_free(m);
   if (m->cm) curl_multi_cleanup(m->cm);
   m->cm = NULL;
+  tk_socks_free(m);
   m->closed = 1;
   lua_newtable(L);
   tk_setuservalue(L, 1);
@@ -1042,6 +1040,7 @@ int tk_multi_new(lua_State *L)
   m->cm = curl_multi_init();
   if (!m->cm) return tk_fail(L, "transport", "curl_multi_init failed", -1, -1, 0);
   m->closed = 0;
+  tk_socks_init(m);
   if (hc > 0) curl_multi_setopt(m->cm, CURLMOPT_MAX_HOST_CONNECTIONS, (long)hc);
   if (mc >= 0) curl_multi_setopt(m->cm, CURLMOPT_MAXCONNECTS, (long)mc);
   return 1;

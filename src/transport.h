@@ -3,6 +3,7 @@
 #ifndef TK_TRANSPORT_H
 #define TK_TRANSPORT_H
 
+#include <poll.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -80,8 +81,21 @@ typedef struct tk_transfer {
   tk_dl dl;
 } tk_transfer;
 
+/* The sockets libcurl asked us to watch and its timer (sockets.c). */
+struct tk_ready {
+  curl_socket_t fd;
+  int ev;
+};
+typedef struct tk_socks {
+  struct pollfd *fds;              /* watched sockets, with the events curl wants */
+  struct tk_ready *ready;          /* scratch: the ready ones of one step (same capacity) */
+  int n, cap;
+  long long due;                   /* monotonic ms when curl wants to run; -1: no timer */
+} tk_socks;
+
 typedef struct tk_multi {
   CURLM *cm;
+  tk_socks socks;
   tk_transfer *head;               /* running transfers */
   tk_transfer *done_head, *done_tail;
   int running;
@@ -130,6 +144,17 @@ void tk_pool_free(tk_multi *m);
 
 /* transport.c */
 int tk_multi_new(lua_State *L);
+
+/* sockets.c */
+/* Installs the socket and timer callbacks on m->cm (right after curl_multi_init). */
+void tk_socks_init(tk_multi *m);
+/* Frees the watch list; after curl_multi_cleanup. */
+void tk_socks_free(tk_multi *m);
+/* One non-blocking step: socket actions for the ready sockets and for a due timer. */
+void tk_socks_drive(tk_multi *m);
+/* Blocks until a watched socket is ready, curl's timer is due or max_ms have passed;
+ * returns the number of ready sockets. */
+int tk_socks_wait(tk_multi *m, long max_ms);
 void tk_transport_open(lua_State *L);
 
 #endif
