@@ -341,6 +341,37 @@ describe("core.multi", function()
     m:close()
   end)
 
+  it("resolves a host name (libcurl's resolver reports through the same sockets and timer)", function()
+    -- only where localhost is 127.0.0.1 and nothing else: no other address is ever a target
+    local p = io.popen("getent ahosts localhost 2>/dev/null")
+    local out = p:read("*a")
+    p:close()
+    local only_v4 = out:find("127.0.0.1", 1, true) and not out:gsub("127%.0%.0%.1", ""):find("[%x:]+:[%x:]*")
+      and not out:gsub("127%.0%.0%.1", ""):find("%d+%.%d+%.%d+%.%d+")
+    if not only_v4 then
+      pending("localhost does not resolve to 127.0.0.1 alone here")
+      return
+    end
+    local byname = srv.url:gsub("127%.0%.0%.1", "localhost")
+    local m = core.multi()
+    local res = assert(m:request { url = byname .. "/json", json = true })
+    assert.are.equal("1869254713398571010", res.json.id)
+    local n = 0
+    for i = 1, 8 do assert(m:add { url = byname .. "/sleep?s=0.1&id=" .. i }) end
+    local t0 = core.now()
+    while n < 8 and core.now() - t0 < 10 do
+      m:perform()
+      for _, t in ipairs(m:completed()) do
+        assert.are.equal(200, assert(t:result()).status)
+        n = n + 1
+        t:close()
+      end
+      if n < 8 then m:poll(1) end
+    end
+    assert.are.equal(8, n)
+    m:close()
+  end)
+
   it("m:request does not steal other transfers' completions", function()
     local m = core.multi()
     local fast = assert(m:add { url = url("/json") })
