@@ -43,7 +43,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
   }
   if (what & CURL_POLL_IN) events |= POLLIN;
   if (what & CURL_POLL_OUT) events |= POLLOUT;
-  if (i < 0) {
+  if (i < 0) { /* a new socket: no readiness known yet */
     if (s->n == s->cap) {
       int cap = s->cap ? s->cap * 2 : 16;
       struct pollfd *p = (struct pollfd *)realloc(s->fds, (size_t)cap * sizeof *p);
@@ -58,9 +58,9 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
     }
     i = s->n++;
     s->fds[i].fd = fd;
+    s->fds[i].revents = 0;
   }
-  s->fds[i].events = events;
-  s->fds[i].revents = 0;
+  s->fds[i].events = events; /* a known revents stays: select_bits masks it with these */
   return 0;
 }
 
@@ -105,7 +105,11 @@ void tk_socks_drive(tk_multi *m)
 {
   tk_socks *s = &m->socks;
   int running = 0, i, nready = 0, rounds;
-  if (s->n > 0 && poll(s->fds, (nfds_t)s->n, 0) > 0) {
+  /* what tk_socks_wait just saw saves a second poll(): level-triggered, so a socket found
+   * ready there is still worth an action, and one it missed is seen by the next wait */
+  int known = s->fresh;
+  s->fresh = 0;
+  if (s->n > 0 && (known || poll(s->fds, (nfds_t)s->n, 0) > 0)) {
     /* actions change the set (sockets removed, added): act on a copy of what was ready */
     for (i = 0; i < s->n; i++) {
       int ev = s->fds[i].revents ? select_bits(&s->fds[i]) : 0;
@@ -139,5 +143,6 @@ int tk_socks_wait(tk_multi *m, long max_ms)
   if (ms <= 0) return 0;
   r = poll(s->n > 0 ? s->fds : NULL, (nfds_t)s->n, (int)ms); /* no socket: a plain sleep */
   if (r < 0) return 0; /* EINTR and the like: the caller steps and waits again */
+  s->fresh = r > 0;
   return r;
 }

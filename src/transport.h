@@ -90,6 +90,7 @@ typedef struct tk_socks {
   struct pollfd *fds;              /* watched sockets, with the events curl wants */
   struct tk_ready *ready;          /* scratch: the ready ones of one step (same capacity) */
   int n, cap;
+  int fresh;                       /* revents hold what the last wait's poll() saw */
   long long due;                   /* monotonic ms when curl wants to run; -1: no timer */
 } tk_socks;
 
