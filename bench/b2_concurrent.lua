@@ -1,34 +1,43 @@
 -- B2: concurrent `status` calls, 64 in flight, inside taskapi.run (64 coroutines looping
 -- client:status on one multi handle), against wrk -t1 -c64 and curl --parallel
--- --parallel-max 64 over a URL list (--config).
+-- --parallel-max 64 over a URL list (--config). An information row runs the same loop
+-- against the fake's task model: 1,000 distinct tasks whose answers take 5 to 24 ms, so that
+-- they come back one by one as a real API's do; it reports the client's CPU per call.
 local L = require "bench.lib"
 
 local CALLS = tonumber(os.getenv("BENCH_B2_CALLS")) or 50000
+local MODEL_CALLS, MODEL_TASKS = 20000, 1000
 local FLIGHT = 64
 local ROUNDS = 3
 
 local mode = ...
 if mode == "child" then
-  local _, url, n = ...
-  n = tonumber(n)
+  local _, url, n, tasks = ...
+  n, tasks = tonumber(n), tonumber(tasks)
   local taskapi = require "taskapi"
-  local c = L.static_client(url)
+  local c, ids = L.static_client(url), { L.ID }
+  if tasks then -- the model: queued tasks that stay queued for the whole run
+    ids = L.create_tasks(url, tasks, function(i)
+      return { provider = "tripo", queue = 3600, faults = { delay = 0.005 + (i % 20) * 0.001 } }
+    end)
+    c = L.fake_client(url)
+  end
   local started = 0
-  local t0
+  local t0, cpu0
   taskapi.run(function()
     local function worker()
       while started < n do
         started = started + 1
-        assert(c:status(L.ID))
+        assert(c:status(ids[started % #ids + 1]))
       end
     end
-    for _ = 1, FLIGHT do assert(c:status(L.ID)) end -- connections are not timed
-    t0 = L.now()
+    for i = 1, FLIGHT do assert(c:status(ids[i % #ids + 1])) end -- connections are not timed
+    t0, cpu0 = L.now(), L.cpu()
     local hs = {}
     for i = 1, FLIGHT do hs[i] = taskapi.spawn(worker) end
     for i = 1, FLIGHT do assert(hs[i]:join() ~= false) end
   end)
-  L.emit { rate = n / (L.now() - t0) }
+  L.emit { rate = n / (L.now() - t0), cpu_us = (L.cpu() - cpu0) / n * 1e6 }
   return
 end
 
@@ -50,12 +59,16 @@ function M.run(env)
     end },
   })
   os.remove(list)
+  local model = L.child("lua5.4", "b2_concurrent", { url, MODEL_CALLS, MODEL_TASKS })
   local t, w = med.taskapi.rate, med.wrk.rate
   local f2 = function(x) return L.fmt(x) .. "/s" end
   return {
     L.row("B2 concurrent `client:status`, " .. FLIGHT .. " in flight, " .. L.fmt(CALLS) .. " calls", f2(t),
       "wrk -t1 -c64 " .. f2(w) .. "; curl --parallel " .. f2(med.curl.rate),
       L.fmt(t / w, 2) .. " x wrk", ">= 0.80 x wrk", t / w >= 0.8),
+    L.row("B2 the same against the fake's task model (" .. L.fmt(MODEL_TASKS) .. " distinct tasks, " ..
+      L.fmt(MODEL_CALLS) .. " calls, answers in 5 to 24 ms)", f2(model.rate) .. ", " ..
+      L.fmt(model.cpu_us, 1) .. " us CPU/call", "none", "", "(information)"),
   }
 end
 
