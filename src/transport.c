@@ -379,12 +379,12 @@ static int is_retryable_transport(CURLcode c)
 }
 
 /* "host:port" of the request URL into out, for error messages (only errors parse it). */
-static const char *hostport(const tk_transfer *t, char *out, size_t n)
+static void hostport(const tk_transfer *t, char *out, size_t n)
 {
   CURLU *u;
   char *host = NULL, *port = NULL;
   snprintf(out, n, "?");
-  if (!t->url || !(u = curl_url())) return out;
+  if (!t->url || !(u = curl_url())) return;
   if (curl_url_set(u, CURLUPART_URL, t->url, 0) == CURLUE_OK &&
       curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
       curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK)
@@ -392,7 +392,6 @@ static const char *hostport(const tk_transfer *t, char *out, size_t n)
   curl_free(host);
   curl_free(port);
   curl_url_cleanup(u);
-  return out;
 }
 
 static void fmt_seconds(char *out, size_t n, double s)
@@ -409,51 +408,53 @@ static void push_transfer_error(lua_State *L, tk_transfer *t)
   const char *detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->code);
   char hp[300];
   if (t->err_kind) {
-    tk_push_error(L, t->err_kind, t->err_msg ? t->err_msg : "(no details: out of memory)", t->status > 0 ? t->status : -1, t->code != CURLE_OK ? (long)t->code : -1,
+    tk_push_error(L, t->err_kind, t->err_msg ? t->err_msg : "(no details: out of memory)",
+                  t->status > 0 ? t->status : -1, t->code != CURLE_OK ? (long)t->code : -1,
                   t->err_retryable);
     return;
   }
+  hostport(t, hp, sizeof hp); /* every message below names the server */
   if (t->code == CURLE_OPERATION_TIMEDOUT) {
     char a[32], b[32];
     if (strstr(t->errbuf, "too slow")) {
       fmt_seconds(b, sizeof b, t->low_speed_time);
       snprintf(msg, sizeof msg, "stalled: less than %ld bytes/s for %s s (%s)",
-               t->low_speed_limit, b, hostport(t, hp, sizeof hp));
+               t->low_speed_limit, b, hp);
     } else if (t->timeout > 0 && t->total_time >= t->timeout - 0.05) {
       fmt_seconds(a, sizeof a, t->timeout);
-      snprintf(msg, sizeof msg, "timed out after %s s (%s)", a, hostport(t, hp, sizeof hp));
+      snprintf(msg, sizeof msg, "timed out after %s s (%s)", a, hp);
     } else {
       fmt_seconds(a, sizeof a, t->total_time);
-      snprintf(msg, sizeof msg, "timed out after %s s (%s): %s", a, hostport(t, hp, sizeof hp), detail);
+      snprintf(msg, sizeof msg, "timed out after %s s (%s): %s", a, hp, detail);
     }
     tk_push_error(L, "timeout", msg, status, (long)t->code, 1);
     return;
   }
   if (t->code == CURLE_READ_ERROR) {
     /* a file of req.mime could not be read while sending */
-    snprintf(msg, sizeof msg, "cannot read the file to send (%s): %s", hostport(t, hp, sizeof hp), detail);
+    snprintf(msg, sizeof msg, "cannot read the file to send (%s): %s", hp, detail);
     tk_push_error(L, "io", msg, status, (long)t->code, 0);
     return;
   }
   if (is_tls_error(t->code)) {
-    snprintf(msg, sizeof msg, "TLS error with %s: %s", hostport(t, hp, sizeof hp), detail);
+    snprintf(msg, sizeof msg, "TLS error with %s: %s", hp, detail);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
   if (t->code == CURLE_UNSUPPORTED_PROTOCOL) {
     /* the request's own URL was checked to be http(s): only a redirect gets here (an https
        request follows https redirects only, REDIR_PROTOCOLS) */
-    snprintf(msg, sizeof msg, "redirect refused from %s: %s", hostport(t, hp, sizeof hp), detail);
+    snprintf(msg, sizeof msg, "redirect refused from %s: %s", hp, detail);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
   if (t->code == CURLE_TOO_MANY_REDIRECTS) {
-    snprintf(msg, sizeof msg, "too many redirects from %s (max %ld)", hostport(t, hp, sizeof hp),
+    snprintf(msg, sizeof msg, "too many redirects from %s (max %ld)", hp,
              t->max_redirects);
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
-  snprintf(msg, sizeof msg, "%s (%s): %s", curl_easy_strerror(t->code), hostport(t, hp, sizeof hp), detail);
+  snprintf(msg, sizeof msg, "%s (%s): %s", curl_easy_strerror(t->code), hp, detail);
   tk_push_error(L, "transport", msg, status, (long)t->code, is_retryable_transport(t->code));
 }
 
