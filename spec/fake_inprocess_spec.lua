@@ -213,3 +213,31 @@ describe("fake in-process transport", function()
     end)
   end)
 end)
+
+describe("client settings in API calls", function()
+  it("carry the client's user_agent and limits, and no setting it did not give", function()
+    local f = fake.new()
+    local id = f:add_task { provider = "tripo", queue = 0, run = 0 }
+    local seen = {}
+    local tr = f:transport()
+    local spy = { request = function(_, req, ...) seen[#seen + 1] = req return tr:request(req, ...) end }
+    local taskapi = require "taskapi"
+    local c = assert(taskapi.new { provider = "tripo", api_key = "test-key", base_url = f:base_url("tripo"),
+      transport = spy, min_interval = 0, user_agent = "myapp/2", max_body = 4096, stall_time = 7 })
+    assert(c:status(id))
+    assert.equal("myapp/2 taskapi/" .. require("taskapi.core").version, f.log[#f.log].headers["user-agent"])
+    assert.equal(4096, seen[1].max_body)
+    assert.equal(7, seen[1].low_speed_time)
+    local plain = assert(taskapi.new { provider = "tripo", api_key = "test-key", base_url = f:base_url("tripo"),
+      transport = spy, min_interval = 0 })
+    assert(plain:status(id))
+    local req = seen[2]
+    assert.matches("^taskapi/", req.user_agent) -- the default names the library
+    assert.is_nil(req.max_body)
+    assert.is_nil(req.ca_file)
+    assert.is_nil(req.insecure)
+    assert.is_nil(req.low_speed_time)
+    assert.equal(30, req.timeout)
+    assert.is_false(req.response_headers)
+  end)
+end)
