@@ -4,6 +4,8 @@
 
 #include "compat.h"
 
+/* Milliseconds on the monotonic clock (C callers: libcurl's timer in sockets.c). */
+long long tk_monotonic_ms(void);
 /* core.now() -> seconds (float) on a monotonic clock, for deadlines and timers. */
 int tk_now(lua_State *L);
 /* core.sleep(seconds): blocks the thread; for plain scripts outside any event loop. */

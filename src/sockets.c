@@ -10,16 +10,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "transport.h"
-
-static long long now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int find(const tk_socks *s, curl_socket_t fd)
 {
@@ -69,7 +62,7 @@ static int on_timer(CURLM *cm, long timeout_ms, void *userp)
 {
   tk_socks *s = (tk_socks *)userp;
   (void)cm;
-  s->due = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  s->due = timeout_ms < 0 ? -1 : tk_monotonic_ms() + timeout_ms;
   return 0;
 }
 
@@ -124,7 +117,7 @@ void tk_socks_drive(tk_multi *m)
       curl_multi_socket_action(m->cm, s->ready[i].fd, s->ready[i].ev, &running);
   }
   /* a due timer; a few rounds when libcurl asks to run again at once, then the next step */
-  for (rounds = 0; rounds < 4 && !m->closed && s->due >= 0 && s->due <= now_ms(); rounds++) {
+  for (rounds = 0; rounds < 4 && !m->closed && s->due >= 0 && s->due <= tk_monotonic_ms(); rounds++) {
     s->due = -1; /* the action may set a new one */
     curl_multi_socket_action(m->cm, CURL_SOCKET_TIMEOUT, 0, &running);
   }
@@ -136,7 +129,7 @@ int tk_socks_wait(tk_multi *m, long max_ms)
   long ms = max_ms;
   int r;
   if (s->due >= 0) {
-    long long left = s->due - now_ms();
+    long long left = s->due - tk_monotonic_ms();
     if (left < 0) left = 0;
     if (left < ms) ms = (long)left;
   }

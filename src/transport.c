@@ -528,10 +528,6 @@ static int push_result(lua_State *L, int tidx, tk_transfer *t)
       lua_pushstring(L, t->effective_url);
     } else { /* no redirect: req.url itself, kept by multi_add (no new string per call) */
       lua_getfield(L, -2, "url");
-      if (lua_isnil(L, -1) && t->url) {
-        lua_pop(L, 1);
-        lua_pushstring(L, t->url);
-      }
     }
     lua_setfield(L, -2, "effective_url");
     tk_pushint(L, t->redirects);
