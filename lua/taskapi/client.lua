@@ -39,7 +39,7 @@ end
 local KNOWN = {
   provider = true, api_key = true, base_url = true, timeout = true, retries = true, backoff = true,
   max_backoff = true, max_retry_after = true, min_interval = true, transport = true, ca_file = true,
-  insecure = true, max_body = true, stall_time = true, user_agent = true,
+  insecure = true, max_body = true, stall_time = true, user_agent = true, region = true,
 }
 
 local warned_insecure = false
@@ -58,6 +58,18 @@ function M.new(opts)
   if key:find("[%c%s]") then return errors.invalid("option 'api_key' contains white space or control characters") end
   if #key > 4096 then return errors.invalid("option 'api_key' is " .. #key .. " bytes long (at most 4096)") end
   local base = opts.base_url or def.base_url
+  if opts.region ~= nil then
+    local r = def.regions and type(opts.region) == "string" and def.regions[opts.region:lower()]
+    if not r then
+      local names = {}
+      for k in pairs(def.regions or {}) do names[#names + 1] = k end
+      table.sort(names)
+      return errors.invalid("option 'region' must be " .. (#names > 0 and "one of " .. table.concat(names, ", ") or
+        "absent: " .. def.name .. " has no regions") .. ", got " ..
+        (type(opts.region) == "string" and "'" .. opts.region:sub(1, 40) .. "'" or type(opts.region)))
+    end
+    if opts.base_url == nil then base = r end
+  end
   if type(base) ~= "string" or #base > 2048 or not base:match("^https?://[^%s/?#]+[^%s?#]*$") then
     return errors.invalid("option 'base_url' must be an http(s) URL without query, got " ..
       (type(base) == "string" and "'" .. base:sub(1, 80) .. "'" or type(base)))
@@ -156,28 +168,46 @@ function Client:download(task_or_id, opts)
   return download.run(self, task, o)
 end
 
---- Starts a task; returns its id as a string. Tripo: params is the body (`type` required).
---- SellerPic: params.type picks the endpoint, the rest is the body.
+--- Starts a task; returns its id as a string. params.type names the task type; the rest is
+--- the body. Tripo V3: the type picks the capability's endpoint (V2 names such as
+--- "text_to_model" or V3 names such as "text-to-model"), the body goes without `type`. Tripo V2:
+--- the body carries `type`. SellerPic: the type picks the endpoint.
 function Client:create(params)
   if type(params) ~= "table" then return errors.invalid("create expects a table of parameters, got " .. type(params)) end
   local def = self.def
-  if not def.create_path then return errors.invalid(def.name .. ": this provider has no create") end
+  if not def.create_path and not def.create_types then return errors.invalid(def.name .. ": this provider has no create") end
   local t = params.type
   if t == nil then return errors.invalid("create: parameter 'type' (the task type) is required") end
   if type(t) ~= "string" or t == "" then
     return errors.invalid("create: parameter 'type' must be a non-empty string, got " .. (t == "" and "an empty string" or type(t)))
   end
   if #t > 64 then return errors.invalid("create: task type of " .. #t .. " bytes (at most 64)") end
-  if not t:match("^[%w_%-]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _ and -") end
+  if not t:match("^[%w_%-/]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _, - and /") end
   for k in pairs(params) do
     if type(k) ~= "string" then return errors.invalid("create: parameter names must be strings, got a " .. type(k)) end
   end
-  local body = params
-  if def.create_path:find("{type}", 1, true) then
+  local path, body = def.create_path, params
+  if def.create_types then
+    path = def.create_types[t] or def.create_types[t:lower()]
+    if not path then
+      return errors.invalid("create: unknown " .. def.name .. " task type '" .. t:sub(1, 40) .. "' (known: " ..
+        table.concat(def.create_names or {}, ", ") .. "; or the endpoint's name, such as text-to-model)")
+    end
+    local need = def.create_required and def.create_required[path]
+    if need then
+      local found = false
+      for _, field in ipairs(need[1]) do if params[field] ~= nil then found = true end end
+      if not found then
+        return errors.invalid("create: " .. def.name .. " " .. path:match("([^/]+)$") .. " needs '" .. need[1][1] ..
+          "' (or '" .. table.concat(need[1], "' or '", 2) .. "'), for example " .. need[1][1] .. " = \"" .. need[2] .. "\"")
+      end
+    end
+  end
+  if def.create_types or path:find("{type}", 1, true) then
     body = {}
     for k, v in pairs(params) do if k ~= "type" then body[k] = v end end
   end
-  local data, err = http.call(self, "POST", def.create_path, { type = t }, body)
+  local data, err = http.call(self, "POST", path, { type = t }, body)
   if not data then return nil, err end
   local id = data[def.create_result]
   if type(id) == "number" then id = string.format("%d", id) end
@@ -203,12 +233,57 @@ function Client:upload(path_or_opts)
   return ref
 end
 
---- The account's credits: Tripo {balance=, frozen=}; SellerPic {remaining=, total=, usage=}.
+--- The account's credits: Tripo {balance=, frozen=} (V3 sends decimals); SellerPic
+--- {remaining=, total=, usage=}. Numbers sent as decimal strings come back as numbers.
 function Client:balance()
   if not self.def.balance_path then return errors.invalid(self.def.name .. ": this provider has no balance") end
   local data, err = http.call(self, "GET", self.def.balance_path)
   if not data then return nil, err end
+  for k, v in pairs(data) do
+    if type(v) == "string" and v:match("^%-?%d+%.?%d*$") then data[k] = tonumber(v) end
+  end
   return data
+end
+
+--- Tripo V3 account usage: one page of rows {task_id=, type=, status=, created_at= (Unix
+--- seconds), credits=, raw=}, newest first. opts: limit (1..200; 50), offset (>= 0; 0).
+--- The only way to find a task whose id the create never returned.
+function Client:usage(opts)
+  local def = self.def
+  if not def.usage_path then return errors.invalid(def.name .. ": this provider has no usage listing") end
+  if opts ~= nil and type(opts) ~= "table" then return errors.invalid("usage expects an options table, got " .. type(opts)) end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "limit" and k ~= "offset" then return errors.invalid("usage: unknown option '" .. tostring(k):sub(1, 40) .. "'") end
+  end
+  local limit, offset = opts.limit or 50, opts.offset or 0
+  if type(limit) ~= "number" or limit % 1 ~= 0 or limit < 1 or limit > def.usage_max then
+    return errors.invalid("usage: 'limit' must be a whole number from 1 to " .. def.usage_max)
+  end
+  if type(offset) ~= "number" or offset % 1 ~= 0 or offset < 0 or offset >= 2 ^ 31 then
+    return errors.invalid("usage: 'offset' must be a whole number >= 0")
+  end
+  local data, err = http.call(self, "GET", def.usage_path,
+    { limit = string.format("%d", limit), offset = string.format("%d", offset) })
+  if not data then return nil, err end
+  local list = data
+  if type(data.items) == "table" then list = data.items
+  elseif type(data.rows) == "table" then list = data.rows
+  elseif type(data.list) == "table" then list = data.list
+  elseif type(data.usage) == "table" then list = data.usage end
+  local rows = {}
+  for _, r in ipairs(list) do
+    if type(r) == "table" then
+      local id = r.task_id
+      if type(id) == "number" then id = string.format("%d", id) end
+      rows[#rows + 1] = {
+        task_id = type(id) == "string" and id or nil, type = type(r.type) == "string" and r.type or nil,
+        status = type(r.status) == "string" and r.status or nil, created_at = provider.time_of(r.created_at),
+        credits = provider.number_of(r.credits_consumed or r.credits), raw = r,
+      }
+    end
+  end
+  return rows
 end
 
 function Client:wait(id, opts)

@@ -6,7 +6,13 @@ local errors = require "taskapi.errors"
 
 local M = {}
 
-local BUILTIN = { tripo = true, sellerpic = true }
+-- The built-in providers: name -> module. `tripo` is Tripo's current API (V3), `tripo-v2` the
+-- seed's V2.
+local BUILTIN = {
+  tripo = "taskapi.providers.tripo", ["tripo-v2"] = "taskapi.providers.tripo_v2",
+  sellerpic = "taskapi.providers.sellerpic",
+}
+M.BUILTIN_NAMES = { "tripo", "tripo-v2", "sellerpic" }
 
 M.STATES = {
   queued = true, running = true, succeeded = true, failed = true, cancelled = true,
@@ -18,10 +24,11 @@ M.FINAL = FINAL
 --- Resolves a provider name or definition table into a definition.
 function M.load(p)
   if type(p) == "string" then
-    if not BUILTIN[p] then
-      return errors.invalid("unknown provider '" .. p:sub(1, 40) .. "' (known: tripo, sellerpic, or a definition table)")
+    local mod = BUILTIN[p:lower()]
+    if not mod then
+      return errors.invalid("unknown provider '" .. p:sub(1, 40) .. "' (known: " .. table.concat(M.BUILTIN_NAMES, ", ") .. ")")
     end
-    return require("taskapi.providers." .. p)
+    return require(mod)
   elseif type(p) == "table" then
     for _, field in ipairs({ "name", "base_url", "status_path", "read_task" }) do
       if p[field] == nil then return errors.invalid("provider definition lacks '" .. field .. "'") end
@@ -110,7 +117,8 @@ function M.unwrap(def, res, task_id)
   if res.status < 200 or res.status > 299 then
     local fields = fields_of(def, res, body, code, task_id)
     local kind, retryable = kind_of_status(res.status)
-    local special = code ~= nil and def.codes and def.codes[code]
+    -- HTTP 401 is an authentication failure whatever the body's code (Tripo V3 sends code 2)
+    local special = res.status ~= 401 and code ~= nil and def.codes and def.codes[code]
     if special then kind, retryable = special[1], special[2] end
     fields.retryable = retryable
     if not msg then
@@ -154,8 +162,58 @@ local function int_or_nil(v, none)
 end
 M.int_or_nil = int_or_nil
 
+-- Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local floor = math.floor -- (no // operator: LuaJIT parses this file too)
+  local era = floor((y >= 0 and y or y - 399) / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+--- An ISO 8601 date-time ("2026-12-03T08:45:40Z", "...40.125+08:00", "... 08:45:40") as Unix
+--- seconds (a number, fractions kept), or nil when it is not one. No offset means UTC.
+function M.iso_time(s)
+  if type(s) ~= "string" or #s > 64 then return nil end
+  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
+  if not y then return nil end
+  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
+  local frac = 0
+  local f, after = rest:match("^([.,]%d+)(.*)$")
+  if f then frac, rest = tonumber("0." .. f:sub(2)), after end
+  local offset = 0
+  if rest == "Z" or rest == "z" or rest == "" then offset = 0
+  else
+    local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
+    if not sign then return nil end
+    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
+  end
+  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset + frac
+end
+
+--- A time the API gives as Unix seconds (a number) or as an ISO 8601 string, as Unix seconds.
+function M.time_of(v)
+  if type(v) == "number" then
+    if v ~= v or v <= 0 or v == math.huge then return nil end
+    return v
+  end
+  return M.iso_time(v)
+end
+
+--- A number the API gives as a number or a decimal string ("12.50"), or nil.
+function M.number_of(v)
+  if type(v) == "string" and #v <= 32 then v = tonumber(v) end
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return nil end
+  return v
+end
+
 --- Builds the normalized task from a provider payload. def.read_task(data) returns
---- {status=raw status, progress=, queue_position=, eta=, outputs=, error=, state=?}.
+--- {status=raw status, progress=, queue_position=, eta=, outputs=, error=, state=?, type=,
+--- created_at=, completed_at= (numbers or ISO strings), credits=, values= (non-URL outputs)}.
 function M.task(def, data, id, trace_id, null)
   local r = def.read_task(data, null)
   local state = r.state
@@ -182,6 +240,11 @@ function M.task(def, data, id, trace_id, null)
     error = r.error,
     results = r.results,
     trace_id = trace_id,
+    type = type(r.type) == "string" and r.type or nil,
+    created_at = M.time_of(r.created_at),
+    completed_at = M.time_of(r.completed_at),
+    credits = M.number_of(r.credits),
+    values = r.values,
     raw = data,
   }
   if task.progress and task.progress > 100 then task.progress = 100 end

@@ -1,95 +1,215 @@
--- taskapi.providers.tripo: the Tripo3D v2 task API as data (see provider.lua for the shared part).
-local null_of = function(v, null) if v == null then return nil end return v end
+-- taskapi.providers.tripo: Tripo3D's current API (V3) as data (see provider.lua for the shared
+-- part). It also holds what V3 and V2 (providers/tripo_v2.lua) share: the error codes, the
+-- status map and one reader of the task payload, which takes either version's field names
+-- (V3 `model_url`, `created_at` ISO strings, `credits_consumed`; V2 `model`, `create_time`,
+-- `consumed_credit`).
+local function null_of(v, null) if v == null then return nil end return v end
 
--- Output names in their stable order; multiview views come from one nested object.
-local OUTPUTS = { "model", "base_model", "pbr_model", "generated_image", "rendered_image" }
+-- Output names in their stable order, each read from its V3 key (`<name>_url`) or its V2 key
+-- (`<name>`). The four views also come nested in V2's `generate_multiview_image`.
+local OUTPUTS = {
+  "model", "pbr_model", "base_model", "generated_image", "rendered_image", "rendered_video",
+  "multiview_basecolor", "front_view", "left_view", "back_view", "right_view",
+}
 local VIEWS = { "front", "left", "back", "right" }
 
 local function kind_of(name)
-  return name:find("model", 1, true) and "model" or "image"
+  if name:find("model", 1, true) then return "model" end
+  if name:find("video", 1, true) then return "video" end
+  return "image"
 end
 
--- The fields read_outputs reads by name; the others holding a URL are the "extra" ones.
-local KNOWN = { generate_multiview_image = true }
-for _, name in ipairs(OUTPUTS) do KNOWN[name] = true end
+local function is_url(v) return type(v) == "string" and v:match("^https?://") ~= nil end
+
+-- The keys read by name; any other key holding a URL is an extra output, any other value
+-- (riggable, rig_type, ...) goes to task.values.
+local KNOWN = { generate_multiview_image = true, model_urls = true }
+for _, name in ipairs(OUTPUTS) do KNOWN[name] = true; KNOWN[name .. "_url"] = true end
 
 local function read_outputs(out, null)
-  local list = {}
-  if type(out) ~= "table" then return list end
-  for i = 1, #OUTPUTS do
-    local name = OUTPUTS[i]
-    local url = null_of(out[name], null)
-    if type(url) == "string" and url ~= "" then
+  local list, values = {}, nil
+  if type(out) ~= "table" then return list, nil end
+  local seen = {}
+  local function add(name, url)
+    if is_url(url) and not seen[url] then
+      seen[url] = true
       list[#list + 1] = { name = name, url = url, kind = kind_of(name) }
     end
   end
-  local mv = out.generate_multiview_image
-  if type(mv) == "table" then
-    for _, v in ipairs(VIEWS) do
-      local url = mv[v .. "_view_url"]
-      if type(url) == "string" and url ~= "" then
-        list[#list + 1] = { name = v .. "_view", url = url, kind = "image" }
+  local mv = null_of(out.generate_multiview_image, null)
+  for i = 1, #OUTPUTS do
+    local name = OUTPUTS[i]
+    local url = null_of(out[name .. "_url"], null)
+    if url == nil then url = null_of(out[name], null) end
+    if url == nil and type(mv) == "table" and name:match("_view$") then url = mv[name .. "_url"] end
+    if name == "model" and url == nil and type(out.model_urls) == "table" then url = out.model_urls[1] end
+    add(name, url)
+  end
+  -- More models than one (V3 `model_urls`): model_2, model_3, ... after the named outputs.
+  if type(out.model_urls) == "table" then
+    local n = 1
+    for _, url in ipairs(out.model_urls) do
+      if is_url(url) and not seen[url] then
+        n = n + 1
+        add("model_" .. n, url)
       end
     end
   end
-  -- Undocumented extra fields that hold a URL come last, in name order.
+  -- Undocumented fields holding a URL come last, in name order ("x_url" is named "x").
   local extra
   for k, v in pairs(out) do
-    if not KNOWN[k] and type(k) == "string" and type(v) == "string" and v:match("^https?://") then
-      extra = extra or {}
-      extra[#extra + 1] = k
+    if type(k) == "string" and not KNOWN[k] then
+      if is_url(v) then
+        extra = extra or {}
+        extra[#extra + 1] = k
+      elseif v ~= null then
+        values = values or {}
+        values[k] = v
+      end
     end
   end
   if extra then
     table.sort(extra)
-    for _, k in ipairs(extra) do list[#list + 1] = { name = k, url = out[k], kind = kind_of(k) } end
+    for _, k in ipairs(extra) do add((k:gsub("_url$", "")), out[k]) end
   end
-  return list
+  return list, values
 end
+
+local STATES = {
+  queued = "queued", running = "running", success = "succeeded", failed = "failed",
+  banned = "banned", expired = "expired", cancelled = "cancelled", canceled = "cancelled",
+  unknown = "unknown",
+}
+
+-- V3 may send only five statuses: a moderated task is `failed` with error_code 2008, an
+-- expired one `failed` with 2018.
+local FAILED_AS = { [2008] = "banned", [2018] = "expired" }
+
+local function read_task(d, null)
+  local err
+  local code = null_of(d.error_code, null)
+  if code ~= nil then
+    local msg = null_of(d.error_message, null) or null_of(d.error_msg, null)
+    err = { code = code, message = type(msg) == "string" and msg or "task failed with error code " .. tostring(code) }
+  end
+  local state
+  if d.status == "failed" and type(code) == "number" then state = FAILED_AS[code] end
+  local outputs, values = read_outputs(null_of(d.output, null), null)
+  return {
+    status = d.status,
+    state = state,
+    progress = d.progress,
+    queue_position = d.queuing_num,
+    eta = d.running_left_time,
+    outputs = outputs,
+    values = values,
+    error = err,
+    type = d.type,
+    created_at = null_of(d.created_at, null) or null_of(d.create_time, null),
+    completed_at = null_of(d.completed_at, null),
+    credits = null_of(d.credits_consumed, null) or null_of(d.consumed_credit, null),
+  }
+end
+
+-- Provider codes whose meaning differs from their HTTP status (the same in V2 and V3).
+local CODES = {
+  [1000] = { "server", true }, [1001] = { "server", true }, [2000] = { "rate_limited", true },
+  [1007] = { "rate_limited", true }, [2010] = { "auth", false }, [2001] = { "not_found", false },
+}
+
+-- Tasks of one batch answer: data.tasks as a map {id = task} or an array of tasks, and
+-- data.missed, the ids the API does not know (for this key).
+local function read_batch(data, null)
+  local by = {}
+  local tasks = null_of(data.tasks, null)
+  if type(tasks) == "table" then
+    for k, t in pairs(tasks) do
+      if type(t) == "table" then
+        local id = null_of(t.task_id, null)
+        if type(id) ~= "string" then id = type(k) == "string" and k or nil end
+        if id then by[id] = t end
+      end
+    end
+  end
+  local missed = {}
+  if type(data.missed) == "table" then
+    for _, id in ipairs(data.missed) do
+      if type(id) == "string" then missed[#missed + 1] = id end
+    end
+  end
+  return by, missed
+end
+
+-- A create's task type: the V2 names and the V3 endpoint names (with or without the group)
+-- all lead to one V3 endpoint.
+local ENDPOINTS = {
+  text_to_model = "/generation/text-to-model",
+  image_to_model = "/generation/image-to-model",
+  multiview_to_model = "/generation/multiview-to-model",
+  text_to_image = "/generation/text-to-image", generate_image = "/generation/text-to-image",
+  image_to_image = "/generation/image-to-image",
+  image_to_multiview = "/generation/image-to-multiview", generate_multiview_image = "/generation/image-to-multiview",
+  edit_multiview = "/generation/edit-multiview",
+  texture_model = "/models/texture",
+  convert_model = "/models/convert",
+  stylize_model = "/models/stylize",
+  refine_model = "/models/refine",
+  import_model = "/models/import",
+  mesh_segmentation = "/mesh/segment",
+  mesh_completion = "/mesh/complete",
+  smart_lowpoly = "/mesh/decimate", highpoly_to_lowpoly = "/mesh/decimate", mesh_decimation = "/mesh/decimate",
+  animate_prerigcheck = "/animations/rig-check",
+  animate_rig = "/animations/rig",
+  animate_retarget = "/animations/retarget",
+}
+local CREATE_TYPES, CREATE_NAMES = {}, {}
+for name, path in pairs(ENDPOINTS) do
+  CREATE_NAMES[#CREATE_NAMES + 1] = name
+  CREATE_TYPES[name] = path
+  CREATE_TYPES[path:sub(2)] = path               -- "generation/text-to-model"
+  CREATE_TYPES[path:match("([^/]+)$")] = path    -- "text-to-model", "rig-check"
+end
+
+table.sort(CREATE_NAMES)
+
+-- Fields a create must carry, with an example value for the error message.
+local REQUIRED = {
+  ["/generation/text-to-model"] = { { "model_version", "model" }, "v3.1-20260211" },
+  ["/generation/image-to-model"] = { { "model_version", "model" }, "v3.1-20260211" },
+  ["/generation/multiview-to-model"] = { { "model_version", "model" }, "v3.1-20260211" },
+}
 
 return {
   name = "tripo",
-  base_url = "https://api.tripo3d.ai/v2/openapi",
+  api = "v3",
+  base_url = "https://openapi.tripo3d.ai/v3",
+  regions = { global = "https://openapi.tripo3d.ai/v3", cn = "https://openapi.tripo3d.com/v3" },
   key_env = "TRIPO_API_KEY",
   id_syntax = "token",
-  -- No minimum interval is documented; the official SDK polls every 2 s.
+  -- No minimum interval is documented; the official SDKs poll every 2 s.
   min_interval = 2,
-  status_path = "/task/{id}",
-  create_path = "/task",
-  balance_path = "/user/balance",
-  -- Upload: one image (jpg/jpeg/png/webp) as multipart field "file"; no size limit is
-  -- documented, 20 MB is taken as a safe one.
-  upload_path = "/upload",
-  upload_field = "file",
-  upload_max_bytes = 20 * 1024 * 1024,
-  upload_result = "image_token",
+  status_path = "/tasks/{id}",
+  -- Up to 100 tasks read in one request (POST {"task_ids": [...]}).
+  batch = { path = "/tasks/list", max = 100, field = "task_ids", read = read_batch },
+  -- One endpoint per capability, the body without `type`.
+  create_types = CREATE_TYPES,
+  create_names = CREATE_NAMES,
+  create_required = REQUIRED,
   create_result = "task_id",
+  balance_path = "/account/balance",
+  usage_path = "/account/usage?limit={limit}&offset={offset}", usage_max = 200,
+  -- Upload: images and models as multipart field "file", up to 200 MB.
+  upload_path = "/files",
+  upload_field = "file",
+  upload_max_bytes = 200 * 1024 * 1024,
+  upload_result = "file_token",
+  upload_types = { "png", "jpg", "webp", "bmp", "tiff", "glb", "obj", "fbx", "stl", "3mf", "usdz" },
   -- An expired output link is renewed by reading the task again.
   refresh = "status",
   envelope = { code = "code", message = "message", suggestion = "suggestion", data = "data" },
-  -- Provider codes whose meaning differs from their HTTP status.
-  codes = {
-    [1000] = { "server", true }, [1001] = { "server", true }, [2000] = { "rate_limited", true },
-    [1007] = { "rate_limited", true }, [2010] = { "auth", false }, [2001] = { "not_found", false },
-  },
-  states = {
-    queued = "queued", running = "running", success = "succeeded", failed = "failed",
-    banned = "banned", expired = "expired", cancelled = "cancelled", unknown = "unknown",
-  },
-  read_task = function(d, null)
-    local err
-    local code = null_of(d.error_code, null)
-    if code ~= nil then
-      local msg = null_of(d.error_msg, null) or null_of(d.error_message, null)
-      err = { code = code, message = type(msg) == "string" and msg or "task failed with error code " .. tostring(code) }
-    end
-    return {
-      status = d.status,
-      progress = d.progress,
-      queue_position = d.queuing_num,
-      eta = d.running_left_time,
-      outputs = read_outputs(null_of(d.output, null), null),
-      error = err,
-    }
-  end,
+  codes = CODES,
+  states = STATES,
+  read_task = read_task,
+  -- shared with tripo-v2
+  _shared = { codes = CODES, states = STATES, read_task = read_task, read_batch = read_batch },
 }
