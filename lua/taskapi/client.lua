@@ -182,7 +182,10 @@ function Client:create(params)
     return errors.invalid("create: parameter 'type' must be a non-empty string, got " .. (t == "" and "an empty string" or type(t)))
   end
   if #t > 64 then return errors.invalid("create: task type of " .. #t .. " bytes (at most 64)") end
-  if not t:match("^[%w_%-/]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _, - and /") end
+  -- a type that goes into the URL is one path segment; one that is looked up may name its group
+  if not t:match(def.create_types and "^[%w_%-/]+$" or "^[%w_%-]+$") then
+    return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _ and -")
+  end
   for k in pairs(params) do
     if type(k) ~= "string" then return errors.invalid("create: parameter names must be strings, got a " .. type(k)) end
   end
