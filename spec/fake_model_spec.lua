@@ -662,14 +662,15 @@ describe("fake model", function()
       assert.equal(200, r.status, r.body)
       return decode(r).data.task_id, decode(r)
     end
-    local function multipart(name, data, field)
+    local function multipart(name, data, field, ctype)
       return "--XyZ\r\nContent-Disposition: form-data; name=\"" .. (field or "file") .. "\"; filename=\"" .. name ..
-        "\"\r\nContent-Type: application/octet-stream\r\n\r\n" .. data .. "\r\n--XyZ--\r\n"
+        "\"\r\nContent-Type: " .. (ctype or "application/octet-stream") .. "\r\n\r\n" .. data .. "\r\n--XyZ--\r\n"
     end
-    local function upload(name, data, headers)
+    local function upload(name, data, headers, ctype)
       local h = { ["content-type"] = "multipart/form-data; boundary=XyZ" }
       for k, v in pairs(headers or TSK) do h[k] = v end
-      return m:handle({ method = "POST", path = V3 .. "/files", query = {}, headers = h, body = multipart(name, data) })
+      return m:handle({ method = "POST", path = V3 .. "/files", query = {}, headers = h,
+        body = multipart(name, data, nil, ctype) })
     end
 
     it("goes queued -> running -> success in V3's shape, and the same task reads through V2", function()
@@ -914,7 +915,8 @@ describe("fake model", function()
 
     it("maps a spec's V2 output names to V3 keys", function()
       local id = m:add_task({ provider = "tripo", queue = 0, run = 0,
-        outputs = { "base_model", "pbr_model", "model", "generated_image", "rendered_image", "rendered_video", "extra_thing" },
+        outputs = { "base_model", "pbr_model", "model", "generated_image", "rendered_image", "rendered_video", "extra_thing",
+          "multiview_basecolor" },
         multiview = true })
       local out = select(2, v3status(id)).data.output
       assert.matches("/pbr_model%.glb$", out.model_url)
@@ -923,6 +925,7 @@ describe("fake model", function()
       assert.matches("/rendered_video%.mp4$", out.rendered_video_url)
       assert.matches("/extra_thing%.bin$", out.extra_thing)
       assert.matches("/front%.png$", out.front_view_url)
+      assert.matches("/multiview_basecolor%.png$", out.multiview_basecolor_url)
       assert.is_nil(out.model)
       assert.is_nil(out.pbr_model)
       assert.is_nil(out.generate_multiview_image)
@@ -1167,12 +1170,16 @@ describe("fake model", function()
         assert.equal("A.USDZ", e.filename)
         assert.equal(#"bytes of A.USDZ", e.size)
         assert.equal(model.adler32("bytes of A.USDZ"), e.adler32)
-        for _, name in ipairs({ "a.gif", "a.exe", "noext" }) do
+        for _, name in ipairs({ "a.gif", "a.exe", "noext", "upload.bin" }) do
           local r = upload(name, "x")
           assert.equal(400, r.status, name)
           assert.equal(2004, decode(r).code)
           assert.equal("error", decode(r).status)
         end
+        -- a name without a known extension (the SDKs' default "upload.bin"): the part's type decides
+        assert.equal(200, upload("upload.bin", "x", nil, "image/png").status)
+        assert.equal(200, upload("upload.bin", "x", nil, "model/gltf-binary; charset=binary").status)
+        assert.equal(400, upload("upload.bin", "x", nil, "image/gif").status)
         local r = m:handle({ method = "POST", path = V3 .. "/files", query = {},
           headers = { authorization = "Bearer test-key", ["content-type"] = "multipart/form-data; boundary=XyZ" },
           body = multipart("a.png", "x", "image") })

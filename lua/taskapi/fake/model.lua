@@ -111,7 +111,7 @@ M.TRIPO_FINAL = { success = true, failed = true, banned = true, expired = true, 
 
 local TRIPO_OUTPUT_EXT = {
   model = "glb", base_model = "glb", pbr_model = "glb",
-  generated_image = "png", rendered_image = "webp", rendered_video = "mp4",
+  generated_image = "png", rendered_image = "webp", rendered_video = "mp4", multiview_basecolor = "png",
 }
 
 local CONTENT_TYPES = {
@@ -881,7 +881,7 @@ M.iso8601 = iso8601
 local V3_OUTPUT_KEY = {
   model = "model_url", pbr_model = "model_url", base_model = "model_url",
   generated_image = "generated_image_url", rendered_image = "rendered_image_url",
-  rendered_video = "rendered_video_url",
+  rendered_video = "rendered_video_url", multiview_basecolor = "multiview_basecolor_url",
 }
 M.V3_OUTPUT_KEY = V3_OUTPUT_KEY
 local MODEL_RANK = { pbr_model = 1, model = 2, base_model = 3 }
@@ -1171,11 +1171,20 @@ local function file_token(n)
     (n * 7) % 4096, n)
 end
 
-local function v3_format(name)
+-- A part's Content-Type -> format, when its file name has no known extension (an SDK's
+-- default name is "upload.bin").
+local V3_FORMAT_OF_TYPE = {
+  ["image/webp"] = "webp", ["image/png"] = "png", ["image/jpeg"] = "jpeg", ["image/bmp"] = "bmp",
+  ["image/tiff"] = "tiff", ["model/gltf-binary"] = "glb", ["model/obj"] = "obj", ["model/stl"] = "stl",
+  ["model/3mf"] = "3mf", ["model/vnd.usdz+zip"] = "usdz",
+}
+
+local function v3_format(name, content_type)
   local ext = tostring(name or ""):match("%.([%w]+)$")
   ext = ext and ext:lower()
   if ext and M.V3_FILE_FORMATS[ext] then return ext end
-  return nil
+  local ct = type(content_type) == "string" and content_type:match("^%s*([^;%s]+)")
+  return ct and V3_FORMAT_OF_TYPE[ct:lower()] or nil
 end
 
 local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, stl, 3mf, usdz (models)"
@@ -1183,7 +1192,7 @@ local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, 
 function Model:tripo3_upload(ctx)
   local part, err = self:upload_part(ctx)
   if not part then return self:tripo3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
-  local fmt = v3_format(part.filename)
+  local fmt = v3_format(part.filename, part.content_type)
   if not fmt then
     return self:tripo3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
   end
