@@ -210,12 +210,14 @@ function Client:create(params)
     body = {}
     for k, v in pairs(params) do if k ~= "type" then body[k] = v end end
   end
-  local data, err = http.call(self, "POST", path, { type = t }, body)
+  local data, err = http.call(self, "POST", path, { type = t }, body, nil, nil, true)
   if not data then return nil, err end
   local id = data[def.create_result]
   if type(id) == "number" then id = string.format("%d", id) end
   if type(id) ~= "string" or id == "" then
-    return nil, errors.new("bad_response", def.name .. ": create answered without '" .. def.create_result .. "'")
+    -- the server said yes without saying to what: the task may exist
+    return nil, http.indeterminate(self, errors.new("bad_response", def.name .. ": create answered without '" ..
+      def.create_result .. "'"))
   end
   return id
 end
