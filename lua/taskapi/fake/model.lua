@@ -1000,7 +1000,7 @@ local function tripo3_bare(self)
   return json_resp(200, { code = 0, status = "success" }, { ["X-Tripo-Trace-ID"] = self:trace_id() })
 end
 
--- The task id of the request's key, or nil (unknown, another provider's, another account's).
+-- Task id if it is a task of provider that belongs to the account of the request's key, else nil.
 function Model:own_task(ctx, id, provider)
   local t = self.tasks[id]
   if not t or t.provider ~= provider or t.owner ~= ctx.owner then return nil end
