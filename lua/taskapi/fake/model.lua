@@ -318,8 +318,9 @@ M.key_owners = key_owners
 --- when not given), sellerpic_total (SellerPic credits; 1000), and for Tripo V3:
 --- v3_statuses (5: queued running success failed cancelled, banned and expired as failed with
 --- error_code 2008 / 2018; or 8: the V2 list), v3_eta (false: no queuing_num nor
---- running_left_time; default true: each when known), list_shape ("map": POST /tasks/list
---- answers tasks = {id = task}; "array": tasks = [task, ...] in request order),
+--- running_left_time; default true: each when known), list_shape ("array", the default:
+--- POST /tasks/list answers tasks = [task, ...] in request order, as Tripo's JS, Go and Rust
+--- SDKs read it; "map": tasks = {id = task}, as one migration guide shows it),
 --- credits (credits_consumed of a V3 success; 12.5), presign_ttl (seconds an upload_url
 --- lives; 900).
 function M.new(opts)
@@ -335,7 +336,7 @@ function M.new(opts)
   self.sellerpic_total = opts.sellerpic_total or 1000
   self.v3_statuses = tonumber(opts.v3_statuses) == 8 and 8 or 5
   self.v3_eta = opts.v3_eta ~= false
-  self.list_shape = opts.list_shape == "array" and "array" or "map"
+  self.list_shape = opts.list_shape == "map" and "map" or "array"
   self.credits = tonumber(opts.credits) or 12.5
   self.presign_ttl = tonumber(opts.presign_ttl) or 900
   self.log = {}
