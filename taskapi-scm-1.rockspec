@@ -25,10 +25,10 @@ build = {
     ["taskapi.core"] = {
       sources = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
-        "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c",
+        "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c", "src/sqlite.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "curl" },
+      libraries = { "curl", "sqlite3" },
     },
     ["taskapi"] = "lua/taskapi/init.lua",
     ["taskapi.client"] = "lua/taskapi/client.lua",
@@ -39,6 +39,7 @@ build = {
     ["taskapi.heap"] = "lua/taskapi/heap.lua",
     ["taskapi.http"] = "lua/taskapi/http.lua",
     ["taskapi.json"] = "lua/taskapi/json.lua",
+    ["taskapi.ledger"] = "lua/taskapi/ledger.lua",
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
     ["taskapi.provider"] = "lua/taskapi/provider.lua",
     ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",
