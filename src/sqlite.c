@@ -7,6 +7,10 @@
  *                                         ?1, ?2, ...: nil, boolean (0/1), number, string)
  *   db:changes()                       -> rows changed by the last statement
  *   db:close()                         -> true               (also __gc and __close)
+ *   core.file_stat(path)               -> size, mtime | nil  (a regular file, symlinks not
+ *                                         followed; mtime in seconds with nanoseconds: what
+ *                                         the ledger compares a saved file with when it has
+ *                                         no SHA-256)
  *
  * rows is an array of tables keyed by column name (a NULL column is absent); integers come
  * back as Lua integers on 5.4 (numbers on LuaJIT, exact below 2^53), text and blobs as
@@ -21,6 +25,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 #include <sqlite3.h>
 
@@ -231,6 +237,21 @@ static int l_tostring(lua_State *L)
   return 1;
 }
 
+static int l_file_stat(lua_State *L)
+{
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  struct stat st;
+  if (len == 0 || strlen(path) != len) return 0;
+  if (fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  tk_pushint(L, st.st_size);
+  lua_pushnumber(L, (lua_Number)st.st_mtim.tv_sec + (lua_Number)st.st_mtim.tv_nsec / 1e9);
+  return 2;
+}
+
 static const luaL_Reg db_methods[] = {
   {"exec", l_exec}, {"query", l_query}, {"changes", l_changes}, {"close", l_close}, {NULL, NULL}};
 
@@ -253,6 +274,8 @@ void tk_sqlite_open(lua_State *L)
   lua_pop(L, 1);
   lua_pushcfunction(L, l_open);
   lua_setfield(L, -2, "sqlite_open");
+  lua_pushcfunction(L, l_file_stat);
+  lua_setfield(L, -2, "file_stat");
   lua_pushstring(L, sqlite3_libversion());
   lua_setfield(L, -2, "sqlite_version");
 }

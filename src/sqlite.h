@@ -4,7 +4,7 @@
 
 #include "compat.h"
 
-/* Adds sqlite_open and sqlite_version to the module table on top of the stack. */
+/* Adds sqlite_open, sqlite_version and file_stat to the module table on top of the stack. */
 void tk_sqlite_open(lua_State *L);
 
 #endif
