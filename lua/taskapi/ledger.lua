@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS intents (
                                    -- indeterminate, reconciled
   task_id TEXT,
   error TEXT,
-  settled_at INTEGER
+  settled_at INTEGER,
+  seq INTEGER,                     -- the intent's event (the ledger's order of things)
+  settled_seq INTEGER              -- its outcome's event
 );
 CREATE INDEX IF NOT EXISTS intents_by_outcome ON intents (provider, outcome);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -57,7 +59,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   provider TEXT NOT NULL,
-  task_id TEXT NOT NULL,
+  task_id TEXT NOT NULL,           -- for an intent's own events (intent, refused,
+                                   -- indeterminate): its request id
   state TEXT NOT NULL,
   progress INTEGER,
   at INTEGER NOT NULL
@@ -261,9 +264,11 @@ function Ledger:before_create(provider, typ, endpoint, params)
   local digest, derr = M.digest(params)
   if not digest then return nil, db_err(derr, "digest of the parameters") end
   local rid = request_id()
+  local t = now()
   local ok, err = self:_tx("intent", function(db)
-    q(db, "INSERT INTO intents (rid, provider, type, endpoint, digest, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-      rid, provider, typ, endpoint, digest, now())
+    q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'intent', ?3)", provider, rid, t)
+    q(db, "INSERT INTO intents (rid, provider, type, endpoint, digest, at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, " ..
+      "last_insert_rowid())", rid, provider, typ, endpoint, digest, t)
     return true
   end)
   if not ok then return nil, err end
@@ -276,14 +281,16 @@ function Ledger:after_create(rid, provider, typ, id, err)
   local t = now()
   return self:_tx("outcome", function(db)
     if id then
-      q(db, "UPDATE intents SET outcome = 'created', task_id = ?2, settled_at = ?3 WHERE rid = ?1", rid, id, t)
+      q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'created', ?3)", provider, id, t)
+      q(db, "UPDATE intents SET outcome = 'created', task_id = ?2, settled_at = ?3, settled_seq = last_insert_rowid() " ..
+        "WHERE rid = ?1", rid, id, t)
       q(db, "INSERT INTO tasks (provider, id, type, state, rid, first_at, updated_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5) " ..
         "ON CONFLICT (provider, id) DO UPDATE SET rid = excluded.rid", provider, id, typ, rid, t)
-      q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'created', ?3)", provider, id, t)
     else
       local outcome = err and err.indeterminate and "indeterminate" or "refused"
-      q(db, "UPDATE intents SET outcome = ?2, error = ?3, settled_at = ?4 WHERE rid = ?1", rid, outcome,
-        tostring(err and err.message or "unknown error"):sub(1, 1000), t)
+      q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, ?3, ?4)", provider, rid, outcome, t)
+      q(db, "UPDATE intents SET outcome = ?2, error = ?3, settled_at = ?4, settled_seq = last_insert_rowid() " ..
+        "WHERE rid = ?1", rid, outcome, tostring(err and err.message or "unknown error"):sub(1, 1000), t)
     end
     return true
   end)
@@ -686,7 +693,9 @@ end
 --- client:reconcile(opts): turns indeterminate (and open) intents of the client's provider
 --- into task ids where the provider lists the account's tasks (Tripo V3's usage): a row of
 --- the same type, created within `window` seconds of the intent, whose id is not in the
---- ledger yet; the closest in time wins. opts: window (seconds; 60), min_age (an open
+--- ledger yet, and placed in the listing between the tasks of the creates answered before
+--- the intent and those recorded after its answer (the ledger's events give that order).
+--- Intents are served oldest first, each taking the oldest row that fits. opts: window (seconds; 60), min_age (an open
 --- intent younger than this may still be in flight in another process; the client's
 --- timeout times its attempts, plus 5), max_rows (usage rows read at most; 2000).
 --- Returns { found = {{rid=, task_id=, type=, at=, created_at=}...}, left = {intents...} }.
@@ -734,15 +743,32 @@ function M.reconcile(client, opts)
   local known
   known, err = L:ids(def.name)
   if not known then return nil, err end
+  local all
+  all, err = L:intents { provider = def.name }
+  if not all then return nil, err end
+  local pos = {}
+  for i, r in ipairs(rows) do if r.task_id and not pos[r.task_id] then pos[r.task_id] = i end end
   for _, it in ipairs(todo) do
     local names = type_names(def, it)
-    local hi = (it.settled_at or it.at) + window
-    local best, bestd
-    for _, r in ipairs(rows) do
+    local hi_t = (it.settled_at or it.at) + window
+    -- the bounds the ledger's order gives in the listing (newest first): I's task is newer
+    -- than the task of every create answered before I was recorded, and older than that of
+    -- every create recorded after I's answer
+    local lo, hi = #rows + 1, 0 -- candidates: hi < index < lo
+    for _, c in ipairs(all) do
+      local at_c = c.outcome == "created" and pos[c.task_id]
+      if at_c then
+        if c.settled_seq and it.seq and c.settled_seq < it.seq and at_c < lo then lo = at_c end
+        if it.settled_seq and c.seq and c.seq > it.settled_seq and at_c > hi then hi = at_c end
+      end
+    end
+    local best
+    for i = lo - 1, hi + 1, -1 do -- oldest first
+      local r = rows[i]
       if r.task_id and not known[r.task_id] and r.created_at and names[norm(r.type) or ""] and
-          r.created_at >= it.at - window and r.created_at <= hi then
-        local d = math.abs(r.created_at - it.at)
-        if not best or d < bestd then best, bestd = r, d end
+          r.created_at >= it.at - window and r.created_at <= hi_t then
+        best = r
+        break
       end
     end
     local ok
