@@ -17,7 +17,7 @@ dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1.0",
 }
--- libcurl comes from the system (Debian: libcurl4-openssl-dev); its headers live in a
+-- libcurl and libsqlite3 come from the system (Debian: libcurl4-openssl-dev, libsqlite3-dev); their headers live in a
 -- multiarch folder the compiler finds by itself, so no external_dependencies probe is made.
 build = {
   type = "builtin",
@@ -43,6 +43,7 @@ build = {
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
     ["taskapi.provider"] = "lua/taskapi/provider.lua",
     ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",
+    ["taskapi.providers.tripo_v2"] = "lua/taskapi/providers/tripo_v2.lua",
     ["taskapi.providers.sellerpic"] = "lua/taskapi/providers/sellerpic.lua",
     ["taskapi.scheduler"] = "lua/taskapi/scheduler.lua",
     ["taskapi.secret"] = "lua/taskapi/secret.lua",

@@ -26,7 +26,7 @@ rm -f "$OUT"/report.*
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:log_path=$PWD/$OUT/report"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$PWD/$OUT/report"
 LD_PRELOAD="$ASAN_LIB${UBSAN_LIB:+:$UBSAN_LIB}:$PWD/$OUT/unpreload.so" \
-  lua5.4 /usr/bin/busted -o utfTerminal --cpath="./$OUT/?.so" --exclude-tags=openresty,memcheck_only,big ${ASAN_SPECS:-spec} >"$OUT/busted.log" 2>&1
+  lua5.4 /usr/bin/busted -o utfTerminal --cpath="./$OUT/?.so" --exclude-tags=openresty,memcheck_only,big,crash ${ASAN_SPECS:-spec} >"$OUT/busted.log" 2>&1
 code=$?
 cat "$OUT/busted.log"
 reports=$(ls "$OUT"/report.* 2>/dev/null)
