@@ -7,10 +7,10 @@
  *                                         ?1, ?2, ...: nil, boolean (0/1), number, string)
  *   db:changes()                       -> rows changed by the last statement
  *   db:close()                         -> true               (also __gc and __close)
- *   core.file_stat(path)               -> size, mtime | nil  (a regular file, symlinks not
- *                                         followed; mtime in seconds with nanoseconds: what
- *                                         the ledger compares a saved file with when it has
- *                                         no SHA-256)
+ *   core.file_stat(path)               -> size, mtime, abs | nil  (a regular file, not a
+ *                                         symlink; mtime in seconds with nanoseconds, abs its
+ *                                         absolute path: what the ledger records of a saved
+ *                                         file, and compares when it has no SHA-256)
  *
  * rows is an array of tables keyed by column name (a NULL column is absent); integers come
  * back as Lua integers on 5.4 (numbers on LuaJIT, exact below 2^53), text and blobs as
@@ -24,6 +24,7 @@
  * another process's transaction (WAL mode is set by the Lua layer) instead of failing. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -249,7 +250,16 @@ static int l_file_stat(lua_State *L)
   }
   tk_pushint(L, st.st_size);
   lua_pushnumber(L, (lua_Number)st.st_mtim.tv_sec + (lua_Number)st.st_mtim.tv_nsec / 1e9);
-  return 2;
+  {
+    char *abs = realpath(path, NULL); /* malloc'd by libc, freed here */
+    if (abs) {
+      lua_pushstring(L, abs);
+      free(abs);
+    } else {
+      lua_pushnil(L);
+    }
+  }
+  return 3;
 }
 
 static const luaL_Reg db_methods[] = {

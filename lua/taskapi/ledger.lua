@@ -335,12 +335,13 @@ function Ledger:task_seen(task)
   return ok, err
 end
 
--- size, sha256 | nil, mtime of a file on disk (nil when it is not a regular file).
+-- size, sha256 | nil, mtime, absolute path of a file on disk (nil when it is not a regular
+-- file).
 local function fingerprint(path)
-  local size, mtime = core.file_stat(path)
+  local size, mtime, abs = core.file_stat(path)
   if not size then return nil end
   local sha = core.sha256_file and core.sha256_file(path) or nil
-  return size, sha, mtime
+  return size, sha, mtime, abs
 end
 M.fingerprint = fingerprint
 
@@ -350,13 +351,13 @@ function Ledger:files_saved(task, files, adopted)
   local first_err
   for _, f in ipairs(files) do
     if f.path and f.name then
-      local size, sha, mtime = fingerprint(f.path)
+      local size, sha, mtime, abs = fingerprint(f.path)
       local ok, err = self:_tx("file", function(db)
         q(db, "INSERT INTO files (provider, task_id, name, path, bytes, sha256, mtime, adopted, at) " ..
           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (provider, task_id, name) DO UPDATE SET " ..
           "path = excluded.path, bytes = excluded.bytes, sha256 = excluded.sha256, mtime = excluded.mtime, " ..
           "saves = files.saves + (1 - excluded.adopted), at = excluded.at",
-          task.provider, task.id, f.name, f.path, size or f.bytes or 0, sha, sha == nil and mtime or nil,
+          task.provider, task.id, f.name, abs or f.path, size or f.bytes or 0, sha, sha == nil and mtime or nil,
           adopted and 1 or 0, now())
         return true
       end)
@@ -380,8 +381,9 @@ local function decode(text)
 end
 
 --- Is a recorded file still on disk as saved (same size; same SHA-256, or mtime without one)?
-function M.file_intact(row)
-  local size, sha, mtime = fingerprint(row.path)
+--- path: look there instead of the recorded path (the same file, moved).
+function M.file_intact(row, path)
+  local size, sha, mtime = fingerprint(path or row.path)
   if not size or size ~= row.bytes then return false end
   if row.sha256 then return sha == nil or sha == row.sha256 end
   return row.mtime == nil or math.abs((mtime or 0) - row.mtime) < 1e-6
@@ -599,7 +601,10 @@ function M.resume(client, opts)
         if f and f.intact then
           list[#list + 1] = { name = out.name, path = f.path, bytes = f.bytes, skipped = true }
         else
-          local path = not f and not o.overwrite and on_disk(client, task, out, o)
+          -- under its final name in dir: unrecorded (whole: renamed only once complete), or
+          -- the recorded file itself, moved there
+          local path = not o.overwrite and on_disk(client, task, out, o)
+          if path and f and not M.file_intact(f, path) then path = nil end
           if path then
             adopt[#adopt + 1] = { name = out.name, path = path, bytes = core.file_stat(path), adopted = true }
           else
