@@ -42,6 +42,7 @@ build = {
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
     ["taskapi.provider"] = "lua/taskapi/provider.lua",
     ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",
+    ["taskapi.providers.tripo_v2"] = "lua/taskapi/providers/tripo_v2.lua",
     ["taskapi.providers.sellerpic"] = "lua/taskapi/providers/sellerpic.lua",
     ["taskapi.scheduler"] = "lua/taskapi/scheduler.lua",
     ["taskapi.secret"] = "lua/taskapi/secret.lua",
