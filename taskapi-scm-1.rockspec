@@ -47,6 +47,7 @@ build = {
     ["taskapi.scheduler"] = "lua/taskapi/scheduler.lua",
     ["taskapi.secret"] = "lua/taskapi/secret.lua",
     ["taskapi.wait"] = "lua/taskapi/wait.lua",
+    ["taskapi.webhook"] = "lua/taskapi/webhook.lua",
     ["taskapi.upload"] = "lua/taskapi/upload.lua",
     ["taskapi.cli"] = "lua/taskapi/cli.lua",
     ["taskapi.fake"] = "lua/taskapi/fake/init.lua",
@@ -55,6 +56,7 @@ build = {
     ["taskapi.fake.nginx"] = "lua/taskapi/fake/nginx.lua",
     ["taskapi.fake.server"] = "lua/taskapi/fake/server.lua",
     ["taskapi.fake.cli"] = "lua/taskapi/fake/cli.lua",
+    ["taskapi.fake.webhook"] = "lua/taskapi/fake/webhook.lua",
   },
   install = {
     bin = { taskapi = "bin/taskapi" },
