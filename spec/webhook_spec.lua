@@ -351,6 +351,69 @@ describe("a delivery ends waits at once (nginx fake, real HTTP)", function()
   end)
 end)
 
+describe("webhook.hook (the wait hook)", function()
+  local heap = require "taskapi.heap"
+  local was
+  setup(function() was = webhook.enabled; webhook.enabled = true end)
+  teardown(function() webhook.enabled = was end)
+
+  it("moves a notified wait to the front of the heap, at once or when its poll is back", function()
+    local q = heap.new()
+    local now = core.now()
+    local w1, w2, w3 = { sid = "h-1", at = now + 100 }, { sid = "h-2", at = now + 200 }, { sid = "h-3", at = now + 300 }
+    heap.push(q, w1)
+    heap.push(q, w2)
+    local woken = 0
+    local hook = webhook.hook(nil, q, function() woken = woken + 1 end)
+    hook:watch(w1):watch(w2):watch(w3)
+    assert.are.equal(1, webhook.listening("h-2"))
+    webhook.notify({ id = "h-2" })
+    assert.are.equal(w2, q[1])
+    assert.is_true(w2.at <= core.now())
+    assert.are.equal(1, woken)
+    assert.are.equal("h-2", w2.delivered.id)
+    -- w3's poll is under way (not in the heap): it is moved once it is back, at the next sleep
+    webhook.notify({ id = "h-3" })
+    heap.pop(q)
+    heap.push(q, w3)
+    assert.are.equal(w1, q[1])
+    local t0 = core.now()
+    assert.is_true(hook:sleep(5))
+    assert.is_true(core.now() - t0 < 0.1)
+    assert.are.equal(w3, q[1])
+    hook:close()
+    assert.are.equal(0, webhook.listening("h-1") + webhook.listening("h-2") + webhook.listening("h-3"))
+  end)
+
+  it("ends a sleep in taskapi.run at a delivery, and leaves no timer behind", function()
+    local hook = webhook.hook(nil):watch({ sid = "h-4", at = 0 })
+    local t0 = core.now()
+    local early, slept
+    taskapi.run(function()
+      taskapi.spawn(function() taskapi.sleep(0.2); webhook.notify("h-4") end)
+      early = hook:sleep(10)
+      slept = core.now() - t0
+    end)
+    local total = core.now() - t0
+    hook:close()
+    assert.is_true(early)
+    assert.is_true(slept >= 0.2 and slept < 0.5, "slept " .. slept)
+    assert.is_true(total < 0.5, "taskapi.run lasted " .. total .. " s") -- not until the 10 s timer
+    -- a sleep nobody ends lasts its time and says so
+    taskapi.run(function() early = hook:sleep(0.1) end)
+    assert.is_false(early)
+  end)
+
+  it("skips the next sleep when the delivery came between two sleeps", function()
+    local hook = webhook.hook(nil):watch({ sid = "h-5", at = 0 })
+    webhook.notify("h-5")
+    local t0 = core.now()
+    assert.is_true(hook:sleep(3))
+    assert.is_true(core.now() - t0 < 0.1)
+    hook:close()
+  end)
+end)
+
 describe("taskapi.fake.webhook (in-process model)", function()
   local function new_model(clock)
     return model.new { clock = clock, base_url = "http://127.0.0.1:1" }
@@ -435,5 +498,12 @@ describe("taskapi.fake.webhook (in-process model)", function()
     assert.are.equal(200, (call("DELETE", "/_fake/webhook")))
     m:add_task { provider = "tripo", queue = 0, run = 0 }
     assert.are.equal(0, #fake_webhook.due(m))
+    -- /_fake/reset forgets the configuration and the list of deliveries
+    call("POST", "/_fake/webhook", { url = "http://127.0.0.1:9/all", secret = SECRET })
+    call("POST", "/_fake/reset")
+    m:add_task { provider = "tripo", queue = 0, run = 0 }
+    assert.are.equal(0, #fake_webhook.due(m))
+    status, res = call("GET", "/_fake/webhook")
+    assert.are.equal(0, #res.deliveries)
   end)
 end)

@@ -9,7 +9,8 @@
 -- POST /_fake/webhook {url=, secret=, ...} (DELETE turns it off). Knobs: duplicate = true (the
 -- same delivery, same id, sent twice), bad_signature = true (signed with another secret),
 -- stale = true (a timestamp 10 minutes old), delay = s (after the task's final time).
--- GET /_fake/webhook lists what was sent: {delivery=, task_id=, type=, fault=, status=, error=}.
+-- GET /_fake/webhook lists what was sent: {delivery=, task_id=, type=, fault=, at=, status=,
+-- error=}; POST /_fake/reset forgets the configuration and that list too.
 --
 -- Host-agnostic part: M.sign, M.envelope, M.due(model, now) (the deliveries now due, each
 -- once). The nginx host: one ngx.timer.every(M.PERIOD) scanning the tasks while webhooks are
@@ -195,6 +196,11 @@ function M.on_request(model, ctx)
     return json_resp(200, { ok = true })
   end
   if ctx.method ~= "POST" then return nil end
+  if ctx.path == "/_fake/reset" then -- the model forgets its tasks: forget the webhook too
+    local s = state(model)
+    s.config, s.log, s.sent = nil, {}, setmetatable({}, { __mode = "k" })
+    return nil
+  end
   if ctx.path == "/_fake/webhook" then
     local c, err = require("taskapi.fake.model").decode_json(ctx.body or "")
     local ok, cerr = check_config(c)
