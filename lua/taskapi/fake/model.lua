@@ -1649,6 +1649,9 @@ function Model:handle(req)
   local key, has_auth = bearer(headers)
   ctx.key = key
   ctx.owner = key and self.keys[key] or nil
+  -- [webhook] signed deliveries (taskapi.fake.webhook): /_fake/webhook, arming its sender
+  local wh = require("taskapi.fake.webhook").on_request(self, ctx)
+  if wh then return wh end
   local p = ctx.path
   if p:sub(1, 7) == "/_fake/" then return self:route_control(ctx) end
 
