@@ -24,6 +24,13 @@ function Error.__tostring(e)
   return (table.concat(parts):gsub("[\r\n]+", " "))
 end
 
+-- "failed: " .. err and err .. "!" read as tostring(err) does (Lua calls __concat when
+-- either operand is an error table).
+function Error.__concat(a, b)
+  return (getmetatable(a) == Error and Error.__tostring(a) or a) ..
+    (getmetatable(b) == Error and Error.__tostring(b) or b)
+end
+
 --- Makes an error. fields: any of status, code, retryable, trace_id, task_id, retry_after, task.
 function M.new(kind, message, fields)
   local e = {}
