@@ -18,7 +18,10 @@ function Error.__tostring(e)
   local extra = {}
   if e.status then extra[#extra + 1] = "HTTP " .. tostring(e.status) end
   if e.code ~= nil then extra[#extra + 1] = "code " .. tostring(e.code) end
-  if e.task_id then extra[#extra + 1] = "task " .. tostring(e.task_id) end
+  -- the task once: not again when the message already names it
+  if e.task_id and not tostring(e.message):find("task " .. tostring(e.task_id), 1, true) then
+    extra[#extra + 1] = "task " .. tostring(e.task_id)
+  end
   if e.trace_id then extra[#extra + 1] = "trace " .. tostring(e.trace_id) end
   if #extra > 0 then parts[#parts + 1] = " (" .. table.concat(extra, ", ") .. ")" end
   return (table.concat(parts):gsub("[\r\n]+", " "))
