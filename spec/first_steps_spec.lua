@@ -1,7 +1,8 @@
 -- What a new user writes first, run as they would run it (a script in a fresh folder, the
 -- real C module, the nginx fake): the README's five lines (the key from the environment, a
--- download folder that does not exist yet), taskapi.new without api_key, and
--- `print("failed: " .. err)`.
+-- download folder that does not exist yet), taskapi.new without api_key,
+-- `print("failed: " .. err)`, the README's busted example (twice in the same folder) and its
+-- shell workflow (examples/photo.png, a real PNG).
 local fe = require "support.fake_env"
 local errors = require "taskapi.errors"
 local q = fe.q
@@ -19,6 +20,14 @@ local function script(cwd, text, envs)
     " LUA_CPATH=" .. q(ROOT .. "/build/" .. LUA .. "/?.so;;") .. " " .. LUA .. " script.lua >stdout 2>stderr; echo $?"
   local code = tonumber(fe.sh(cmd))
   return code, fe.read(out) or "", fe.read(err) or ""
+end
+
+-- The code block of the README that follows the line holding marker.
+local function readme_block(marker, lang)
+  local text = assert(fe.read(ROOT .. "/README.md"))
+  local at = assert(text:find(marker, 1, true), "README lost: " .. marker)
+  local block = text:match("```" .. lang .. "\n(.-)\n```", at)
+  return assert(block, "no " .. lang .. " block after: " .. marker)
 end
 
 describe("first steps", function()
@@ -79,6 +88,41 @@ describe("first steps", function()
       assert.equal("new: taskapi invalid_argument: option 'api_key' is required (or set " .. var .. ")\n", out)
     end)
   end
+
+  it("the README's busted example passes, and again on a second run in the same folder", function()
+    local cwd = dir .. "/busted"
+    os.execute("mkdir " .. q(cwd))
+    fe.write(cwd .. "/my_spec.lua", readme_block("## Testing your own workflow with busted", "lua"))
+    for _ = 1, 2 do
+      local out = fe.sh("cd " .. q(cwd) .. " && " .. LUA .. " /usr/bin/busted --lpath=" .. q(ROOT .. "/lua/?.lua;" .. ROOT ..
+        "/lua/?/init.lua") .. " --cpath=" .. q(ROOT .. "/build/" .. LUA .. "/?.so") .. " my_spec.lua 2>&1; echo exit=$?")
+      assert.matches("1 success / 0 failures / 0 errors", out, 1, true)
+      assert.matches("exit=0$", out)
+    end
+  end)
+
+  it("the README's shell workflow runs as written from a checkout, with examples/photo.png", function()
+    local png = assert(fe.read(ROOT .. "/examples/photo.png"))
+    assert.equal("\137PNG\r\n\26\n", png:sub(1, 8))
+    assert.is_true(#png > 100 and #png < 2000)
+    assert.matches("^OK: .*64x64", fe.sh("pngcheck " .. q(ROOT .. "/examples/photo.png") .. " 2>&1 || true"))
+    -- a checkout of its own (the block writes ./out), and a TMPDIR of its own for the fake's state
+    local co = dir .. "/checkout"
+    os.execute("mkdir -p " .. q(co .. "/tmp") .. " && cp -r " .. q(ROOT .. "/bin") .. " " .. q(ROOT .. "/lua") .. " " ..
+      q(ROOT .. "/examples") .. " " .. q(co) .. " && ln -s " .. q(ROOT .. "/build") .. " " .. q(co .. "/build"))
+    fe.write(co .. "/workflow.sh", "set -e\n" .. readme_block("A whole workflow from the shell", "sh") .. "\n")
+    local envs = "env -u TASKAPI_API_KEY -u LUA_PATH -u LUA_CPATH TMPDIR=" .. q(co .. "/tmp")
+    local out = fe.sh("cd " .. q(co) .. " && " .. envs .. " sh workflow.sh 2>&1; echo exit=$?")
+    local left = fe.sh("ls " .. q(co .. "/tmp") .. "/taskapi-fake-*/")
+    fe.sh("cd " .. q(co) .. " && " .. envs .. " bin/taskapi fake stop 2>&1") -- should the block have stopped early
+    assert.matches("exit=0$", out)
+    assert.matches("saved out/", out, 1, true)
+    assert.matches("balance: %d+", out)
+    local saved = fe.sh("ls " .. q(co .. "/out"))
+    assert.matches("_model%.glb", saved)
+    -- the fake it started is stopped, and its state file gone
+    assert.equal("", left)
+  end)
 
   it("an error concatenates like a string on either side and prints as tostring does", function()
     local e = errors.new("auth", "tripo: wrong key", { status = 401, task_id = "abc" })
