@@ -12,6 +12,7 @@
 -- See doc/internals.md ("The fake provider's model") and the task spec below (M.new, add_task).
 local json = require "taskapi.json"
 local files = require "taskapi.files"
+local media = require "taskapi.fake.media"
 
 local M = {}
 
@@ -539,17 +540,28 @@ local function safe_name(s)
   return (tostring(s):gsub("[^%w%-_.]", "_"))
 end
 
--- Registers the file of task t under key; returns its record.
+-- Registers the file of task t under key; returns its record. A task whose spec gives no
+-- file_size gets the real media file of the output's type (taskapi.fake.media: png, jpg, webp,
+-- gif, glb, gltf, obj, mp4; a SellerPic video asked as webp gets the animated WebP):
+-- {media = name, size = its length}; one with a file_size, or of a type
+-- media has no file for (fbx, usdz, bin...), gets the deterministic filler of that size (2048
+-- by default): {seed =, size =}. M.record_bytes(rec) gives the bytes of either.
 function Model:file_record(t, key, filename, ext)
   local rec = t.files[key]
   if not rec then
+    ext = ext and tostring(ext):lower()
     rec = {
       key = key,
       filename = filename,
       content_type = t.content_type or CONTENT_TYPES[ext] or "application/octet-stream",
-      size = t.file_size,
-      seed = "taskapi-fake " .. t.id .. " " .. key,
     }
+    if is_null(t.spec and t.spec.file_size) and media.has(ext) then
+      rec.media = (t.video and ext == "webp") and "webp_animated" or ext -- a video as WebP moves
+      rec.size = #media.bytes(rec.media)
+    else
+      rec.size = t.file_size
+      rec.seed = "taskapi-fake " .. t.id .. " " .. key
+    end
     t.files[key] = rec
   end
   return rec
@@ -569,11 +581,37 @@ function Model:issue_link(t, ctx, key, filename, ext)
   return ctx.base .. "/files/" .. token .. "/" .. filename
 end
 
---- The path of a result file of a task, made on first need (64 KiB chunks).
+-- Writes bytes to path unless a file of that size is there (through a temporary name).
+local function write_once(path, bytes)
+  if file_size(path) == #bytes then return true end
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(bytes)
+  f:close()
+  if not ok then os.remove(tmp); return nil, werr end
+  return os.rename(tmp, path)
+end
+
+--- The path of a result file of a task, made on first need: the filler in 64 KiB chunks, one
+--- file per task and key; a media file once per type and files folder (media/result.<ext>).
 function Model:file_path(t, key)
   if type(t) ~= "table" then t = self.tasks[tostring(t)] end
   local rec = t and t.files[key]
   if not rec then return nil, "no such file" end
+  if rec.media then
+    self.media_paths = self.media_paths or {}
+    local path = self.media_paths[rec.media]
+    if not path then
+      local dir = self:get_files_dir() .. "/media"
+      mkdir_p(dir)
+      path = dir .. "/" .. media.file_name(rec.media)
+      local ok, err = write_once(path, media.bytes(rec.media))
+      if not ok then return nil, err end
+      self.media_paths[rec.media] = path
+    end
+    return path, rec
+  end
   local path = self:get_files_dir() .. "/" .. safe_name(t.id) .. "-" .. safe_name(key) .. "-" .. rec.size
   if file_size(path) ~= rec.size then
     local ok, err = M.generate_file(path, rec.seed, rec.size)
@@ -582,10 +620,23 @@ function Model:file_path(t, key)
   return path, rec
 end
 
---- The expected bytes of a result file (for specs): seed and size of its record.
+--- The record of a result file (for specs): {key=, filename=, content_type=, size=, and seed=
+--- (filler) or media= (a real file of that type)}; nil before its link was issued.
 function Model:file_info(task_id, key)
   local t = self.tasks[tostring(task_id)]
   return t and t.files[key]
+end
+
+--- The bytes a file record stands for, from offset (0-based), length bytes (the whole file by
+--- default): the media file or the filler. rec may be a decoded copy (GET /_fake/tasks/{id}
+--- lists a task's records under "files").
+function M.record_bytes(rec, offset, length)
+  if rec.media then
+    local b = media.bytes(rec.media)
+    offset = offset or 0
+    return b:sub(offset + 1, offset + (length or #b))
+  end
+  return M.file_bytes(rec.seed, rec.size, offset, length)
 end
 
 local EXPIRED_XML = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>' ..
@@ -943,7 +994,7 @@ function Model:route_control(ctx)
     if not t then return json_resp(404, { error = "no such task" }) end
     local phase = self:phase(t, ctx.now)
     return json_resp(200, { id = t.id, provider = t.provider, owner_key = t.owner_key, phase = phase,
-      polls = t.polls, spec = t.spec })
+      polls = t.polls, spec = t.spec, files = t.files })
   end
   return json_resp(404, { error = "no such control route: " .. m .. " " .. p })
 end
