@@ -409,3 +409,24 @@ describe("the nginx fake serves real media files to the client", function()
     assert.truthy(out:find("Content-Type: model/gltf-binary", 1, true), out)
   end)
 end)
+
+describe("the in-process fake serves the same media files", function()
+  it("to a client on its transport, with their content types", function()
+    local taskapi = require "taskapi"
+    local f = require("taskapi.fake").new()
+    local id = f:add_task { provider = "tripo", queue = 0, run = 0 }
+    local c = assert(taskapi.new { provider = "tripo", api_key = fe.KEY, base_url = f:base_url("tripo"),
+      transport = f:transport(), min_interval = 0 })
+    local dir = fe.tmpdir()
+    local files = assert(c:download(assert(c:status(id)), { dir = dir }))
+    assert.equal(2, #files)
+    local want = { model = "glb", rendered_image = "webp" }
+    for _, file in ipairs(files) do
+      local name = want[file.name]
+      assert.equal(media.bytes(name), fe.read(file.path))
+      assert.equal(KINDS[name].ct, file.content_type)
+      assert.equal(name, f.model:file_info(id, file.name).media)
+    end
+    fe.rmdir(dir)
+  end)
+end)
