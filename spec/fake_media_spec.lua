@@ -303,6 +303,11 @@ const v = require('gltf-validator'), fs = require('fs');
   end
 end)
 
+-- The fake's file records of a task (GET /_fake/tasks/{id}/files): key -> record.
+local function records(env, id)
+  return require("cjson").decode(sh("curl -s " .. q(env.url .. "/_fake/tasks/" .. id .. "/files")))
+end
+
 describe("the nginx fake serves real media files to the client", function()
   local env, dir
   setup(function() env = fe.start() end)
@@ -317,7 +322,7 @@ describe("the nginx fake serves real media files to the client", function()
     assert.equal(#data, f.bytes)
     assert.equal(kind.ct, f.content_type, f.path)
     -- the fake's own record says the same, and its bytes are those (the helper specs use)
-    local rec = env:task_info(id).files[key]
+    local rec = records(env, id)[key]
     assert.equal(name, rec.media)
     assert.equal(#data, rec.size)
     assert.equal(data, model.record_bytes(rec))
@@ -357,7 +362,7 @@ describe("the nginx fake serves real media files to the client", function()
       if f.name == "pbr_model" then
         assert.equal(2048, f.bytes)
         assert.equal(fe.expected_bytes(id, "pbr_model", 2048), fe.read(f.path))
-        assert.is_nil(env:task_info(id).files.pbr_model.media)
+        assert.is_nil(records(env, id).pbr_model.media)
       else
         check(id, f.name, f, ({ model = "gltf", base_model = "obj", generated_image = "jpg" })[f.name])
       end
@@ -389,8 +394,9 @@ describe("the nginx fake serves real media files to the client", function()
     local files = assert(c:download(assert(c:status(id)), { dir = dir }))
     assert.equal(5000, files[1].bytes)
     assert.equal(fe.expected_bytes(id, "model", 5000), fe.read(files[1].path))
-    local rec = env:task_info(id).files.model
+    local rec = records(env, id).model
     assert.is_nil(rec.media)
+    assert.equal("no such task", records(env, "no-such-task").error)
     assert.equal(fe.read(files[1].path), model.record_bytes(rec))
     assert.equal("model/gltf-binary", files[1].content_type)
   end)

@@ -71,7 +71,7 @@ describe("OpenResty example #openresty", function()
       assert.are.equal(2, #t.files)
       for _, f in ipairs(t.files) do
         -- no file_size: each file is the fake's media file of its type (its record says which)
-        local rec = env:task_info(ids[i]).files[f.name]
+        local rec = cjson.decode(curl(env.url .. "/_fake/tasks/" .. ids[i] .. "/files"))[f.name]
         assert.are.equal(f.bytes, rec.size)
         assert.are.equal(fe.sha256_string(model.record_bytes(rec)), fe.sha256(f.path))
       end

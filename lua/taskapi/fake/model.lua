@@ -627,9 +627,16 @@ function Model:file_info(task_id, key)
   return t and t.files[key]
 end
 
+-- GET /_fake/tasks/{id}/files: the task's file records, key -> record (see file_info).
+function Model:file_records(task_id)
+  local t = self.tasks[tostring(task_id)]
+  if not t then return json_resp(404, { error = "no such task" }) end
+  return json_resp(200, t.files)
+end
+
 --- The bytes a file record stands for, from offset (0-based), length bytes (the whole file by
---- default): the media file or the filler. rec may be a decoded copy (GET /_fake/tasks/{id}
---- lists a task's records under "files").
+--- default): the media file or the filler. rec may be a decoded copy (GET
+--- /_fake/tasks/{id}/files answers a task's records, key -> record).
 function M.record_bytes(rec, offset, length)
   if rec.media then
     local b = media.bytes(rec.media)
@@ -971,6 +978,7 @@ end
 
 function Model:route_control(ctx)
   local p, m = ctx.path, ctx.method
+  if m == "GET" and p:match("^/_fake/tasks/[^/]+/files$") then return self:file_records(p:match("^/_fake/tasks/([^/]+)")) end
   if p == "/_fake/tasks" and m == "POST" then
     local spec, err = decode_json(ctx.body or "")
     if type(spec) ~= "table" then
@@ -994,7 +1002,7 @@ function Model:route_control(ctx)
     if not t then return json_resp(404, { error = "no such task" }) end
     local phase = self:phase(t, ctx.now)
     return json_resp(200, { id = t.id, provider = t.provider, owner_key = t.owner_key, phase = phase,
-      polls = t.polls, spec = t.spec, files = t.files })
+      polls = t.polls, spec = t.spec })
   end
   return json_resp(404, { error = "no such control route: " .. m .. " " .. p })
 end
