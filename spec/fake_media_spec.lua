@@ -75,23 +75,45 @@ describe("taskapi.fake.media (pure Lua)", function()
     assert.is_false(media.has("bin"))
   end)
 
-  it("writes PNG chunks whose CRC-32 and zlib Adler-32 hold", function()
-    local b = media.bytes("png")
-    local pos, kinds, idat = 9, {}, ""
-    while pos <= #b do
-      local len, kind = u32be(b, pos), b:sub(pos + 4, pos + 7)
-      local data = b:sub(pos + 8, pos + 7 + len)
-      assert.equal(media.crc32(kind .. data), u32be(b, pos + 8 + len), "CRC of " .. kind)
-      kinds[#kinds + 1] = kind
-      if kind == "IDAT" then idat = idat .. data end
-      pos = pos + 12 + len
+  it("writes a tag into each type's comment or metadata, printable ASCII only", function()
+    for _, name in ipairs(NAMES) do
+      local plain, a, b = media.bytes(name), media.bytes(name, "task A model"), media.bytes(name, "task B model")
+      assert.truthy(a:find("task A model", 1, true), name)
+      assert.not_equal(a, b)
+      assert.equal(a, media.bytes(name, "task A model")) -- deterministic
+      assert.equal(plain, media.bytes(name))              -- the untagged file is unchanged
+      assert.is_true(#a > #plain, name)
+      assert.equal(plain:sub(1, 4), a:sub(1, 4), name)    -- the same kind of file
+      assert.truthy(media.bytes(name, "caf\195\169\n"):find("caf__", 1, true), name)
     end
+    assert.is_nil(media.bytes("fbx", "x"))
+  end)
+
+  it("writes PNG chunks whose CRC-32 and zlib Adler-32 hold (a tag in a tEXt chunk)", function()
+    local function chunks(b)
+      local pos, kinds, data = 9, {}, {}
+      while pos <= #b do
+        local len, kind = u32be(b, pos), b:sub(pos + 4, pos + 7)
+        local d = b:sub(pos + 8, pos + 7 + len)
+        assert.equal(media.crc32(kind .. d), u32be(b, pos + 8 + len), "CRC of " .. kind)
+        kinds[#kinds + 1] = kind
+        data[kind] = (data[kind] or "") .. d
+        pos = pos + 12 + len
+      end
+      assert.equal(#b + 1, pos)
+      return kinds, data
+    end
+    local kinds, data = chunks(media.bytes("png"))
     assert.same({ "IHDR", "IDAT", "IEND" }, kinds)
     -- zlib: header, one final stored block of 16 rows of (filter byte + 48 bytes), Adler-32
+    local idat = data.IDAT
     assert.equal("\120\1\1", idat:sub(1, 3))
     local raw = idat:sub(8, -5)
     assert.equal(16 * 49, #raw)
     assert.equal(media.adler32(raw), u32be(idat, #idat - 3))
+    kinds, data = chunks(media.bytes("png", "a tag"))
+    assert.same({ "IHDR", "IDAT", "tEXt", "IEND" }, kinds)
+    assert.equal("Comment\0a tag", data.tEXt)
   end)
 
   it("writes a GLB of 4-byte aligned JSON and BIN chunks whose accessor bounds hold", function()
@@ -115,17 +137,34 @@ describe("taskapi.fake.media (pure Lua)", function()
   end)
 end)
 
+-- A tag with what must not break a file: quotes, markup, a backslash, bytes outside ASCII, and
+-- more than one GIF sub-block (255 bytes).
+local TAG = 'taskapi-fake "7f3a" <a&b> \\ caf\195\169 ' .. string.rep("x", 300)
+
 describe("the media files open in the system's tools", function()
   local dir
-  local paths = {}
+  -- each file twice: as media.bytes makes it, and with TAG in its metadata
+  local variants = {}
   setup(function()
     dir = fe.tmpdir()
-    for _, name in ipairs(NAMES) do
-      paths[name] = dir .. "/" .. name .. "." .. KINDS[name].ext
-      fe.write(paths[name], media.bytes(name))
+    for _, v in ipairs({ { label = "plain" }, { label = "tagged", tag = TAG } }) do
+      v.dir = dir .. "/" .. v.label
+      os.execute("mkdir " .. q(v.dir))
+      v.paths = {}
+      for _, name in ipairs(NAMES) do
+        v.paths[name] = v.dir .. "/" .. name .. "." .. KINDS[name].ext
+        fe.write(v.paths[name], media.bytes(name, v.tag))
+      end
+      variants[#variants + 1] = v
     end
   end)
   teardown(function() fe.rmdir(dir) end)
+
+  -- fn(paths, label, folder) for the plain and the tagged files
+  local function each(fn)
+    assert.equal(2, #variants)
+    for _, v in ipairs(variants) do fn(v.paths, v.label, v.dir) end
+  end
 
   -- Runs a script (written to a file of the spec's folder) with interpreter and arguments.
   local function run_script(interp, file, args, text)
@@ -140,15 +179,18 @@ describe("the media files open in the system's tools", function()
   end
 
   tool_it("file", "file", "file(1) names each type", function()
-    for _, name in ipairs(NAMES) do
-      local out = sh("file -b " .. q(paths[name]))
-      assert.truthy(out:match(KINDS[name].file), name .. ": " .. out)
-    end
+    each(function(paths)
+      for _, name in ipairs(NAMES) do
+        local out = sh("file -b " .. q(paths[name]))
+        assert.truthy(out:match(KINDS[name].file), name .. ": " .. out)
+      end
+    end)
   end)
 
   if PIL_PY then
     it("PIL opens each image: format, 16 x 16, frames, pixel colours", function()
-      local ok, out = run_script(PIL_PY, "pil.py", { dir }, [==[
+      each(function(_, _, folder)
+        local ok, out = run_script(PIL_PY, "pil.py", { folder }, [==[
 import sys
 from PIL import Image
 d = sys.argv[1]
@@ -159,93 +201,107 @@ for name, ext in [("png","png"),("jpg","jpg"),("webp","webp"),("webp_animated","
     px = im.convert("RGB").getpixel((0, 0))
     print(name, im.format, im.size[0], im.size[1], frames, px[0], px[1], px[2])
 ]==])
-      assert.is_true(ok, out)
-      local want_px = { png = { 8, 8, 160 }, jpg = { 220, 40, 40 }, webp = { 230, 90, 20 }, webp_animated = { 230, 90, 20 },
-        gif = { 200, 30, 30 } }
-      local seen = 0
-      for line in out:gmatch("[^\n]+") do
-        local name, fmt, w, h, frames, r, g, b = line:match("^(%S+) (%S+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$")
-        assert.truthy(name, line)
-        assert.equal(KINDS[name].pil, fmt)
-        assert.equal("16x16", w .. "x" .. h)
-        assert.equal(KINDS[name].frames, tonumber(frames), name)
-        local want = want_px[name]
-        for i, v in ipairs({ tonumber(r), tonumber(g), tonumber(b) }) do
-          assert.is_true(math.abs(v - want[i]) <= 3, name .. " pixel: " .. line) -- JPEG rounds
+        assert.is_true(ok, out)
+        local want_px = { png = { 8, 8, 160 }, jpg = { 220, 40, 40 }, webp = { 230, 90, 20 }, webp_animated = { 230, 90, 20 },
+          gif = { 200, 30, 30 } }
+        local seen = 0
+        for line in out:gmatch("[^\n]+") do
+          local name, fmt, w, h, frames, r, g, b = line:match("^(%S+) (%S+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$")
+          assert.truthy(name, line)
+          assert.equal(KINDS[name].pil, fmt)
+          assert.equal("16x16", w .. "x" .. h)
+          assert.equal(KINDS[name].frames, tonumber(frames), name)
+          local want = want_px[name]
+          for i, v in ipairs({ tonumber(r), tonumber(g), tonumber(b) }) do
+            assert.is_true(math.abs(v - want[i]) <= 3, name .. " pixel: " .. line) -- JPEG rounds
+          end
+          seen = seen + 1
         end
-        seen = seen + 1
-      end
-      assert.equal(5, seen)
+        assert.equal(5, seen)
+      end)
     end)
   else
     pending("PIL opens each image (needs python3 with PIL: apt-get install -y python3-pil)")
   end
 
   tool_it("gifsicle", "gifsicle", "gifsicle reads the GIF: 4 frames, looping", function()
-    local ok, out = run("gifsicle --info " .. q(paths.gif))
-    assert.is_true(ok, out)
-    assert.truthy(out:find("4 images", 1, true), out)
-    assert.truthy(out:find("loop forever", 1, true), out)
-    assert.truthy(out:find("delay 0.25s", 1, true), out)
+    each(function(paths)
+      local ok, out = run("gifsicle --info " .. q(paths.gif))
+      assert.is_true(ok, out)
+      assert.truthy(out:find("4 images", 1, true), out)
+      assert.truthy(out:find("loop forever", 1, true), out)
+      assert.truthy(out:find("delay 0.25s", 1, true), out)
+    end)
   end)
 
   tool_it("identify", "imagemagick", "ImageMagick identifies every image and its frames", function()
-    local want = { png = "PNG 16x16", jpg = "JPEG 16x16", webp = "WEBP 16x16", webp_animated = "WEBP 16x16", gif = "GIF 16x16" }
-    for name, w in pairs(want) do
-      local ok, out = run("identify " .. q(paths[name]))
-      assert.is_true(ok, out)
-      local n = 0
-      for line in out:gmatch("[^\n]+") do
-        assert.truthy(line:find(w, 1, true), line)
-        n = n + 1
+    each(function(paths)
+      local want = { png = "PNG 16x16", jpg = "JPEG 16x16", webp = "WEBP 16x16", webp_animated = "WEBP 16x16", gif = "GIF 16x16" }
+      for name, w in pairs(want) do
+        local ok, out = run("identify " .. q(paths[name]))
+        assert.is_true(ok, out)
+        local n = 0
+        for line in out:gmatch("[^\n]+") do
+          assert.truthy(line:find(w, 1, true), line)
+          n = n + 1
+        end
+        assert.equal(KINDS[name].frames, n, name .. ": " .. out)
       end
-      assert.equal(KINDS[name].frames, n, name .. ": " .. out)
-    end
+    end)
   end)
 
   tool_it("ffprobe", "ffmpeg", "ffprobe and ffmpeg read the MP4 (H.264, 4 frames) and the GIF", function()
-    local ok, out = run("ffprobe -v error -count_frames -select_streams v:0 -show_entries " ..
-      "stream=codec_name,profile,width,height,pix_fmt,nb_read_frames -show_entries format=duration -of default=nw=1 " .. q(paths.mp4))
-    assert.is_true(ok, out)
-    for _, w in ipairs({ "codec_name=h264", "profile=Constrained Baseline", "width=32", "height=32", "pix_fmt=yuv420p",
-      "nb_read_frames=4", "duration=1.000000" }) do
-      assert.truthy(out:find(w, 1, true), w .. " not in: " .. out)
-    end
-    -- every frame decodes without a word from the decoder
-    ok, out = run("ffmpeg -nostdin -v error -i " .. q(paths.mp4) .. " -f null -")
-    assert.is_true(ok, out)
-    assert.equal("", out)
-    ok, out = run("ffprobe -v error -count_frames -show_entries stream=codec_name,nb_read_frames -of default=nw=1 " .. q(paths.gif))
-    assert.is_true(ok, out)
-    assert.truthy(out:find("codec_name=gif", 1, true) and out:find("nb_read_frames=4", 1, true), out)
+    each(function(paths)
+      local ok, out = run("ffprobe -v error -count_frames -select_streams v:0 -show_entries " ..
+        "stream=codec_name,profile,width,height,pix_fmt,nb_read_frames -show_entries format=duration -of default=nw=1 " .. q(paths.mp4))
+      assert.is_true(ok, out)
+      for _, w in ipairs({ "codec_name=h264", "profile=Constrained Baseline", "width=32", "height=32", "pix_fmt=yuv420p",
+        "nb_read_frames=4", "duration=1.000000" }) do
+        assert.truthy(out:find(w, 1, true), w .. " not in: " .. out)
+      end
+      -- every frame decodes without a word from the decoder
+      ok, out = run("ffmpeg -nostdin -v error -i " .. q(paths.mp4) .. " -f null -")
+      assert.is_true(ok, out)
+      assert.equal("", out)
+      ok, out = run("ffprobe -v error -count_frames -show_entries stream=codec_name,nb_read_frames -of default=nw=1 " .. q(paths.gif))
+      assert.is_true(ok, out)
+      assert.truthy(out:find("codec_name=gif", 1, true) and out:find("nb_read_frames=4", 1, true), out)
+    end)
   end)
 
   tool_it("pngcheck", "pngcheck", "pngcheck finds no error in the PNG", function()
-    local ok, out = run("pngcheck -v " .. q(paths.png))
-    assert.is_true(ok, out)
-    assert.truthy(out:find("No errors detected", 1, true), out)
+    each(function(paths)
+      local ok, out = run("pngcheck -v " .. q(paths.png))
+      assert.is_true(ok, out)
+      assert.truthy(out:find("No errors detected", 1, true), out)
+    end)
   end)
 
   tool_it("djpeg", "libjpeg-turbo-progs", "libjpeg decodes the JPEG to 16 x 16 colour pixels", function()
-    local ok, out = run("djpeg -pnm " .. q(paths.jpg) .. " | head -c 15")
-    assert.is_true(ok, out)
-    assert.truthy(out:match("^P6\n16 16\n255\n"), out)
+    each(function(paths)
+      local ok, out = run("djpeg -pnm " .. q(paths.jpg) .. " | head -c 15")
+      assert.is_true(ok, out)
+      assert.truthy(out:match("^P6\n16 16\n255\n"), out)
+    end)
   end)
 
   tool_it("dwebp", "webp", "libwebp decodes the WebP (lossless) and webpmux reads the animation", function()
-    local ok, out = run("dwebp " .. q(paths.webp) .. " -o /dev/null")
-    assert.is_true(ok, out)
-    assert.truthy(out:find("Format: lossless", 1, true), out)
-    if have("webpmux") then
-      ok, out = run("webpmux -info " .. q(paths.webp_animated))
+    each(function(paths)
+      local ok, out = run("dwebp " .. q(paths.webp) .. " -o /dev/null")
       assert.is_true(ok, out)
-      assert.truthy(out:find("Number of frames: 4", 1, true), out)
-    end
+      assert.truthy(out:find("Format: lossless", 1, true), out)
+      if have("webpmux") then
+        ok, out = run("webpmux -info " .. q(paths.webp_animated))
+        assert.is_true(ok, out)
+        assert.truthy(out:find("Number of frames: 4", 1, true), out)
+      end
+    end)
   end)
 
   if PY then
     it("the glTF files hold a valid glTF 2.0 triangle (python3 struct check)", function()
-      local ok, out = run_script(PY, "gltf.py", { paths.glb, paths.gltf }, [==[
+      each(function(paths)
+        local ok, out = run_script(PY, "gltf.py", { paths.glb, paths.gltf }, [==[
 import base64, json, struct, sys
 glb = open(sys.argv[1], "rb").read()
 magic, version, length = struct.unpack_from("<4sII", glb, 0)
@@ -273,10 +329,11 @@ g = json.load(open(sys.argv[2]))
 uri = g["buffers"][0]["uri"]
 check(g, base64.b64decode(uri.split(",", 1)[1]))
 ]==])
-      assert.is_true(ok, out)
-      local n = 0
-      for _ in out:gmatch("triangle %[%(0%.0, 0%.0, 0%.0%), %(1%.0, 0%.0, 0%.0%), %(0%.0, 1%.0, 0%.0%)%]") do n = n + 1 end
-      assert.equal(2, n, out)
+        assert.is_true(ok, out)
+        local n = 0
+        for _ in out:gmatch("triangle %[%(0%.0, 0%.0, 0%.0%), %(1%.0, 0%.0, 0%.0%), %(0%.0, 1%.0, 0%.0%)%]") do n = n + 1 end
+        assert.equal(2, n, out)
+      end)
     end)
   else
     pending("the glTF structure check (needs python3)")
@@ -286,17 +343,19 @@ check(g, base64.b64decode(uri.split(",", 1)[1]))
   local has_validator = have("node") and run("node -e \"require.resolve('gltf-validator')\"")
   if has_validator then
     it("the Khronos glTF validator finds no error, warning or info", function()
-      local ok, out = run_script("node", "validate.js", { paths.glb, paths.gltf }, [==[
+      each(function(paths)
+        local ok, out = run_script("node", "validate.js", { paths.glb, paths.gltf }, [==[
 const v = require('gltf-validator'), fs = require('fs');
 (async () => { for (const f of process.argv.slice(2)) {
   const r = await v.validateBytes(new Uint8Array(fs.readFileSync(f)));
   console.log('issues', r.issues.numErrors, r.issues.numWarnings, r.issues.numInfos, 'triangles', r.info.totalTriangleCount);
 }})().catch(e => { console.log(String(e)); process.exit(1); });
 ]==])
-      assert.is_true(ok, out)
-      local n = 0
-      for _ in out:gmatch("issues 0 0 0 triangles 1") do n = n + 1 end
-      assert.equal(2, n, out)
+        assert.is_true(ok, out)
+        local n = 0
+        for _ in out:gmatch("issues 0 0 0 triangles 1") do n = n + 1 end
+        assert.equal(2, n, out)
+      end)
     end)
   else
     pending("the Khronos glTF validator (needs node and npm's gltf-validator on NODE_PATH)")
@@ -318,12 +377,14 @@ describe("the nginx fake serves real media files to the client", function()
   local function check(id, key, f, name)
     local kind = KINDS[name]
     local data = fe.read(f.path)
-    assert.equal(media.bytes(name), data, f.path .. " is not the " .. name .. " file")
+    local tag = "taskapi-fake " .. id .. " " .. key
+    assert.equal(media.bytes(name, tag), data, f.path .. " is not the " .. name .. " file of " .. tag)
     assert.equal(#data, f.bytes)
     assert.equal(kind.ct, f.content_type, f.path)
     -- the fake's own record says the same, and its bytes are those (the helper specs use)
     local rec = records(env, id)[key]
     assert.equal(name, rec.media)
+    assert.equal(tag, rec.tag)
     assert.equal(#data, rec.size)
     assert.equal(data, model.record_bytes(rec))
     assert.equal(data:sub(11, 30), model.record_bytes(rec, 10, 20))
@@ -405,7 +466,8 @@ describe("the nginx fake serves real media files to the client", function()
     local id = env:add { provider = "tripo", queue = 0, run = 0, outputs = { "model" } }
     local task = assert(env:client("tripo"):status(id))
     local url = task.outputs[1].url
-    local glb = media.bytes("glb")
+    local glb = model.record_bytes(records(env, id).model)
+    assert.equal(media.bytes("glb", "taskapi-fake " .. id .. " model"), glb)
     local out = sh("curl -s -i -r 10-29 " .. q(url))
     assert.truthy(out:match("^HTTP/1%.1 206"), out)
     assert.truthy(out:find("Content-Range: bytes 10-29/" .. #glb, 1, true), out)
@@ -429,7 +491,7 @@ describe("the in-process fake serves the same media files", function()
     local want = { model = "glb", rendered_image = "webp" }
     for _, file in ipairs(files) do
       local name = want[file.name]
-      assert.equal(media.bytes(name), fe.read(file.path))
+      assert.equal(media.bytes(name, "taskapi-fake " .. id .. " " .. file.name), fe.read(file.path))
       assert.equal(KINDS[name].ct, file.content_type)
       assert.equal(name, f.model:file_info(id, file.name).media)
     end

@@ -14,6 +14,8 @@
 --   local media = require "taskapi.fake.media"
 --   media.bytes("png")   -> the file's bytes (made once, then cached), or nil for other types;
 --                           "webp_animated" is the WebP animation (4 frames)
+--   media.bytes("png", "task 42 model") -> the same file with that text in its comment or
+--                           metadata field (each task's files differ, as a real API's do)
 --   media.TYPES          -> ext -> content type, for the types media.bytes makes
 local M = {}
 
@@ -374,7 +376,11 @@ local function triangle_buffer()
   return concat(parts)
 end
 
-local function gltf_json(buffer_len, uri)
+local function json_string(str)
+  return '"' .. str:gsub('[%c"\\]', function(c) return string.format("\\u%04x", byte(c)) end) .. '"'
+end
+
+local function gltf_json(buffer_len, uri, tag)
   local min, max = { math.huge, math.huge, math.huge }, { -math.huge, -math.huge, -math.huge }
   for _, v in ipairs(M.TRIANGLE) do
     for i = 1, 3 do
@@ -384,7 +390,8 @@ local function gltf_json(buffer_len, uri)
   end
   local function vec(t) return "[" .. concat({ string.format("%g", t[1]), string.format("%g", t[2]), string.format("%g", t[3]) }, ",") .. "]" end
   return concat({
-    '{"asset":{"version":"2.0","generator":"taskapi fake provider"},',
+    '{"asset":{"version":"2.0","generator":"taskapi fake provider"',
+    tag and (',"extras":{"source":' .. json_string(tag) .. '}') or "", '},',
     '"scene":0,"scenes":[{"nodes":[0]}],"nodes":[{"mesh":0,"name":"triangle"}],',
     '"meshes":[{"primitives":[{"attributes":{"POSITION":0},"mode":4}]}],',
     '"accessors":[{"bufferView":0,"byteOffset":0,"componentType":5126,"count":3,"type":"VEC3",',
@@ -394,9 +401,9 @@ local function gltf_json(buffer_len, uri)
   })
 end
 
-local function make_glb()
+local function make_glb(tag)
   local bin = triangle_buffer()
-  local js = gltf_json(#bin)
+  local js = gltf_json(#bin, nil, tag)
   js = js .. rep(" ", (4 - #js % 4) % 4)          -- JSON chunk padded with spaces
   bin = bin .. rep("\0", (4 - #bin % 4) % 4)      -- BIN chunk padded with zeros
   local body = le32(#js) .. "JSON" .. js .. le32(#bin) .. "BIN\0" .. bin
@@ -416,9 +423,9 @@ local function base64(s)
   return concat(out)
 end
 
-local function make_gltf()
+local function make_gltf(tag)
   local bin = triangle_buffer()
-  return gltf_json(#bin, "data:application/octet-stream;base64," .. base64(bin)) .. "\n"
+  return gltf_json(#bin, "data:application/octet-stream;base64," .. base64(bin), tag) .. "\n"
 end
 
 local function make_obj()
@@ -595,20 +602,71 @@ local MAKERS = {
   webp_animated = make_webp_animated, glb = make_glb, gltf = make_gltf, obj = make_obj, mp4 = make_mp4,
 }
 
+----------------------------------------------------------------------------------------------
+-- tags: a text (printable ASCII) written into a file's own comment or metadata field, so that
+-- each task's file is its own while staying a valid file of its type
+
+-- EXIF for WebP: a little-endian TIFF header and one IFD holding ImageDescription (ASCII).
+local function exif(tag)
+  local text = tag .. "\0"
+  return "II" .. le16(42) .. le32(8) .. le16(1) .. le16(0x010E) .. le16(2) .. le32(#text) .. le32(26) ..
+    le32(0) .. text
+end
+
+-- base: the untagged file of the type
+local TAGGERS = {
+  -- a tEXt chunk (keyword Comment) before IEND (the last 12 bytes)
+  png = function(base, tag) return base:sub(1, -13) .. png_chunk("tEXt", "Comment\0" .. tag) .. base:sub(-12) end,
+  -- a COM segment right after SOI and the JFIF APP0 segment (2 + 18 bytes)
+  jpg = function(base, tag) return base:sub(1, 20) .. jpeg_segment(0xFE, tag) .. base:sub(21) end,
+  -- a comment extension before the trailer
+  gif = function(base, tag)
+    local out = { base:sub(1, -2), "\33\254" }
+    for i = 1, #tag, 255 do
+      local piece = tag:sub(i, i + 254)
+      out[#out + 1] = char(#piece) .. piece
+    end
+    out[#out + 1] = "\0;"
+    return concat(out)
+  end,
+  -- the extended format: VP8X (EXIF flag), the VP8L chunk, an EXIF chunk
+  webp = function(base, tag)
+    local body = riff_chunk("VP8X", char(0x08, 0, 0, 0) .. le24(15) .. le24(15)) .. base:sub(13) ..
+      riff_chunk("EXIF", exif(tag))
+    return "RIFF" .. le32(4 + #body) .. "WEBP" .. body
+  end,
+  -- the VP8X flags gain EXIF; an EXIF chunk after the frames
+  webp_animated = function(base, tag)
+    local body = base:sub(13, 20) .. char(byte(base, 21) + 0x08) .. base:sub(22) .. riff_chunk("EXIF", exif(tag))
+    return "RIFF" .. le32(4 + #body) .. "WEBP" .. body
+  end,
+  glb = function(_, tag) return make_glb(tag) end,
+  gltf = function(_, tag) return make_gltf(tag) end,
+  obj = function(base, tag) return base .. "# " .. tag .. "\n" end,
+  -- a top-level free box after mdat (readers skip it)
+  mp4 = function(base, tag) return base .. box("free", tag) end,
+}
+TAGGERS.jpeg = TAGGERS.jpg
+
 local cache = {}
 
---- The bytes of the file of type ext (a file name extension, lower case), or nil when the
---- fake has no real file of that type.
-function M.bytes(ext)
-  ext = ext and tostring(ext):lower()
-  local make = MAKERS[ext]
+--- The bytes of the file of type name (a file name extension, lower case, or "webp_animated"),
+--- or nil when the fake has no real file of that type. tag (optional): a text written into
+--- the file's comment or metadata (PNG tEXt, JPEG COM, GIF comment, WebP EXIF, glTF
+--- asset.extras.source, an OBJ comment, an MP4 free box); bytes outside printable ASCII become
+--- "_". The untagged files are made once and cached; a tagged one is made from them.
+function M.bytes(name, tag)
+  name = name and tostring(name):lower()
+  local make = MAKERS[name]
   if not make then return nil end
-  local b = cache[ext]
+  local b = cache[name]
   if not b then
     b = make()
-    cache[ext] = b
+    cache[name] = b
   end
-  return b
+  if tag == nil then return b end
+  tag = tostring(tag):gsub("[^\32-\126]", "_")
+  return TAGGERS[name](b, tag)
 end
 
 --- A file name for the file of media.bytes(name): result.<ext> (result-animated.webp).

@@ -542,8 +542,9 @@ end
 
 -- Registers the file of task t under key; returns its record. A task whose spec gives no
 -- file_size gets the real media file of the output's type (taskapi.fake.media: png, jpg, webp,
--- gif, glb, gltf, obj, mp4; a SellerPic video asked as webp gets the animated WebP):
--- {media = name, size = its length}; one with a file_size, or of a type
+-- gif, glb, gltf, obj, mp4; a SellerPic video asked as webp gets the animated WebP), with
+-- "taskapi-fake <id> <key>" in its metadata: {media = name, tag =, size = its length}; one
+-- with a file_size, or of a type
 -- media has no file for (fbx, usdz, bin...), gets the deterministic filler of that size (2048
 -- by default): {seed =, size =}. M.record_bytes(rec) gives the bytes of either.
 function Model:file_record(t, key, filename, ext)
@@ -555,12 +556,14 @@ function Model:file_record(t, key, filename, ext)
       filename = filename,
       content_type = t.content_type or CONTENT_TYPES[ext] or "application/octet-stream",
     }
+    local seed = "taskapi-fake " .. t.id .. " " .. key
     if is_null(t.spec and t.spec.file_size) and media.has(ext) then
       rec.media = (t.video and ext == "webp") and "webp_animated" or ext -- a video as WebP moves
-      rec.size = #media.bytes(rec.media)
+      rec.tag = seed -- in the file's comment or metadata: each task's file is its own
+      rec.size = #media.bytes(rec.media, rec.tag)
     else
       rec.size = t.file_size
-      rec.seed = "taskapi-fake " .. t.id .. " " .. key
+      rec.seed = seed
     end
     t.files[key] = rec
   end
@@ -593,23 +596,17 @@ local function write_once(path, bytes)
   return os.rename(tmp, path)
 end
 
---- The path of a result file of a task, made on first need: the filler in 64 KiB chunks, one
---- file per task and key; a media file once per type and files folder (media/result.<ext>).
+--- The path of a result file of a task, made on first need (one file per task and key): the
+--- filler in 64 KiB chunks, or the media file with the record's tag.
 function Model:file_path(t, key)
   if type(t) ~= "table" then t = self.tasks[tostring(t)] end
   local rec = t and t.files[key]
   if not rec then return nil, "no such file" end
   if rec.media then
-    self.media_paths = self.media_paths or {}
-    local path = self.media_paths[rec.media]
-    if not path then
-      local dir = self:get_files_dir() .. "/media"
-      mkdir_p(dir)
-      path = dir .. "/" .. media.file_name(rec.media)
-      local ok, err = write_once(path, media.bytes(rec.media))
-      if not ok then return nil, err end
-      self.media_paths[rec.media] = path
-    end
+    local path = self:get_files_dir() .. "/" .. safe_name(t.id) .. "-" .. safe_name(key) .. "-" ..
+      media.file_name(rec.media)
+    local ok, err = write_once(path, media.bytes(rec.media, rec.tag))
+    if not ok then return nil, err end
     return path, rec
   end
   local path = self:get_files_dir() .. "/" .. safe_name(t.id) .. "-" .. safe_name(key) .. "-" .. rec.size
@@ -621,7 +618,8 @@ function Model:file_path(t, key)
 end
 
 --- The record of a result file (for specs): {key=, filename=, content_type=, size=, and seed=
---- (filler) or media= (a real file of that type)}; nil before its link was issued.
+--- (filler) or media= and tag= (a real file of that type, the tag in its metadata)}; nil
+--- before its link was issued.
 function Model:file_info(task_id, key)
   local t = self.tasks[tostring(task_id)]
   return t and t.files[key]
@@ -639,7 +637,7 @@ end
 --- /_fake/tasks/{id}/files answers a task's records, key -> record).
 function M.record_bytes(rec, offset, length)
   if rec.media then
-    local b = media.bytes(rec.media)
+    local b = media.bytes(rec.media, rec.tag)
     offset = offset or 0
     return b:sub(offset + 1, offset + (length or #b))
   end
