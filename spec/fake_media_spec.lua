@@ -11,6 +11,11 @@ local fe = require "support.fake_env"
 
 local q, sh = fe.q, fe.sh
 
+-- The client of Tripo's V2 API (the outputs model, pbr_model, ... these specs name): "tripo"
+-- here, "tripo-v2" where the library also speaks V3 as "tripo".
+local TRIPO = "tripo"
+for _, p in ipairs(fe.PROVIDERS) do if p == "tripo-v2" then TRIPO = p end end
+
 -- name -> {ext=, content type=, what `file -b` says, PIL's format and frame count}
 local KINDS = {
   png = { ext = "png", ct = "image/png", file = "^PNG image data, 16 x 16, 8%-bit/color RGB", pil = "PNG", frames = 1 },
@@ -395,7 +400,7 @@ describe("the nginx fake serves real media files to the client", function()
   end
 
   it("Tripo: a GLB model, a WebP rendering, PNG images and views", function()
-    local c = env:client("tripo")
+    local c = env:client(TRIPO)
     local id = env:add { provider = "tripo", queue = 0, run = 0, multiview = true,
       outputs = { "model", "pbr_model", "rendered_image", "generated_image" } }
     local task = assert(c:status(id))
@@ -413,7 +418,7 @@ describe("the nginx fake serves real media files to the client", function()
   end)
 
   it("Tripo: an output named for another type gets that type (gltf, obj, jpg); unknown ones the filler", function()
-    local c = env:client("tripo")
+    local c = env:client(TRIPO)
     local id = env:add { provider = "tripo", queue = 0, run = 0,
       outputs = { model = "gltf", base_model = "obj", generated_image = "jpg", pbr_model = "fbx" } }
     local task = assert(c:status(id))
@@ -450,7 +455,7 @@ describe("the nginx fake serves real media files to the client", function()
   end)
 
   it("a task with a file_size keeps the deterministic filler of that size", function()
-    local c = env:client("tripo")
+    local c = env:client(TRIPO)
     local id = env:add { provider = "tripo", queue = 0, run = 0, file_size = 5000, outputs = { "model" } }
     local files = assert(c:download(assert(c:status(id)), { dir = dir }))
     assert.equal(5000, files[1].bytes)
@@ -464,7 +469,7 @@ describe("the nginx fake serves real media files to the client", function()
 
   it("answers Range and HEAD on a media file", function()
     local id = env:add { provider = "tripo", queue = 0, run = 0, outputs = { "model" } }
-    local task = assert(env:client("tripo"):status(id))
+    local task = assert(env:client(TRIPO):status(id))
     local url = task.outputs[1].url
     local glb = model.record_bytes(records(env, id).model)
     assert.equal(media.bytes("glb", "taskapi-fake " .. id .. " model"), glb)

@@ -129,7 +129,8 @@ describe("fake server (nginx)", function()
     local f = http("GET", d.fileUrl)
     assert.equal(200, f.status)
     assert.equal("image/webp", f.headers["content-type"])
-    assert.equal(require("taskapi.fake.media").bytes("webp"), f.body) -- no file_size: the real WebP
+    -- no file_size: the real WebP, tagged with the task and its file
+    assert.equal(require("taskapi.fake.media").bytes("webp", "taskapi-fake " .. id .. " " .. d.name), f.body)
     r = http("GET", url .. "/sellerpic/v1/api/download?id=" .. rids[2] .. "&downloadFormat=mp4", { key = "test-key" })
     assert.equal(400, r.status)
     r = http("GET", url .. "/sellerpic/v1/api/usage")
