@@ -486,12 +486,13 @@ end)
 describe("the in-process fake serves the same media files", function()
   it("to a client on its transport, with their content types", function()
     local taskapi = require "taskapi"
-    local f = require("taskapi.fake").new()
+    local dir = fe.tmpdir()
+    local f = require("taskapi.fake").new { files_dir = dir .. "/files" }
     local id = f:add_task { provider = "tripo", queue = 0, run = 0 }
     local c = assert(taskapi.new { provider = "tripo", api_key = fe.KEY, base_url = f:base_url("tripo"),
       transport = f:transport(), min_interval = 0 })
-    local dir = fe.tmpdir()
-    local files = assert(c:download(assert(c:status(id)), { dir = dir }))
+    os.execute("mkdir " .. q(dir .. "/out"))
+    local files = assert(c:download(assert(c:status(id)), { dir = dir .. "/out" }))
     assert.equal(2, #files)
     local want = { model = "glb", rendered_image = "webp" }
     for _, file in ipairs(files) do
