@@ -56,6 +56,7 @@ build = {
     ["taskapi.cli"] = "lua/taskapi/cli.lua",
     ["taskapi.fake"] = "lua/taskapi/fake/init.lua",
     ["taskapi.fake.model"] = "lua/taskapi/fake/model.lua",
+    ["taskapi.fake.media"] = "lua/taskapi/fake/media.lua",
     ["taskapi.fake.inprocess"] = "lua/taskapi/fake/inprocess.lua",
     ["taskapi.fake.nginx"] = "lua/taskapi/fake/nginx.lua",
     ["taskapi.fake.server"] = "lua/taskapi/fake/server.lua",
