@@ -160,6 +160,14 @@ describe("bin/taskapi", function()
     assert.matches("key=value", err)
   end)
 
+  it("--region picks Tripo's region and a wrong one is a usage error naming the known ones", function()
+    local code, _, err = run("balance --region mars " .. base())
+    assert.equal(2, code)
+    assert.matches("option 'region' must be one of cn, global, got 'mars'", err)
+    code = run("balance --region cn " .. base()) -- --base-url still wins: the fake answers
+    assert.equal(0, code)
+  end)
+
   it("--api-key works but warns that it lands in shell history", function()
     local code, out, err = run("balance --api-key test-key " .. base(), { key = false })
     assert.equal(0, code)

@@ -320,8 +320,10 @@ local function provider_names()
 end
 
 local GLOBAL = {
-  provider = { arg = "NAME", help = table.concat(provider_names(), ", ") .. " (default tripo; any case)" },
-  ["base-url"] = { arg = "URL", help = "another API root (a region, the fake provider)" },
+  provider = { arg = "NAME", help = table.concat(provider_names(), ", ") ..
+    " (default tripo: Tripo's current V3 API; any case)" },
+  region = { arg = "NAME", help = "Tripo: cn for Tripo's China hosts (a key works in its own region)" },
+  ["base-url"] = { arg = "URL", help = "another API root (the fake provider, a proxy)" },
   ["api-key"] = { arg = "KEY", help = "the key (lands in your shell history: prefer the environment)" },
   json = { help = "one JSON object per task or file per line" },
   help = { help = "this text" },
@@ -418,7 +420,7 @@ COMMANDS.create = {
 
 COMMANDS.upload = {
   usage = "upload FILE",
-  about = "upload an image (jpg, jpeg, png, webp); prints the token to pass to create",
+  about = "upload an image (jpg, jpeg, png, webp; Tripo V3 also bmp, tiff and models: glb obj fbx stl 3mf usdz); prints the token to pass to create",
   min_args = 1, max_args = 1,
   run = function(ctx, args)
     local ref, err = ctx.client:upload(args[1])
@@ -619,7 +621,8 @@ local function make_client(o, env)
     return nil, require("taskapi.errors").new("invalid_argument",
       "no API key: set TASKAPI_API_KEY (or " .. tostring(def.key_env) .. ")")
   end
-  return taskapi.new({ provider = provider, api_key = key, base_url = o["base-url"], min_interval = o["min-interval"] })
+  return taskapi.new({ provider = provider, api_key = key, base_url = o["base-url"], region = o.region,
+    min_interval = o["min-interval"] })
 end
 
 --- Runs the command line args (arg of the script); returns the exit code.
