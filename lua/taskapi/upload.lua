@@ -6,16 +6,29 @@ local errors = require "taskapi.errors"
 
 local M = {}
 
--- The image types both providers take, by extension and by magic bytes.
-local CONTENT_TYPES = { jpg = "image/jpeg", jpeg = "image/jpeg", png = "image/png", webp = "image/webp" }
+-- The file types an upload may be, by extension, with their content types. A definition's
+-- upload_types lists the ones its provider takes (jpg, png and webp when it says nothing).
+local CONTENT_TYPES = {
+  jpg = "image/jpeg", jpeg = "image/jpeg", png = "image/png", webp = "image/webp",
+  bmp = "image/bmp", tiff = "image/tiff", tif = "image/tiff",
+  glb = "model/gltf-binary", obj = "model/obj", fbx = "application/octet-stream", stl = "model/stl",
+  ["3mf"] = "model/3mf", usdz = "model/vnd.usdz+zip",
+}
 M.CONTENT_TYPES = CONTENT_TYPES
+local ALIAS = { jpeg = "jpg", tif = "tiff" }
+local DEFAULT_TYPES = { "jpg", "png", "webp" }
 
---- The image type of a file's first bytes: "png", "jpg", "webp", or nil.
+--- The type of a file's first bytes: "png", "jpg", "webp", "bmp", "tiff", "glb", "fbx", or
+--- nil (obj, stl, 3mf and usdz are known by their names only).
 function M.sniff(head)
   if type(head) ~= "string" then return nil end
   if head:sub(1, 8) == "\137PNG\r\n\26\n" then return "png" end
   if head:sub(1, 3) == "\255\216\255" then return "jpg" end
   if head:sub(1, 4) == "RIFF" and head:sub(9, 12) == "WEBP" then return "webp" end
+  if head:sub(1, 2) == "BM" then return "bmp" end
+  if head:sub(1, 4) == "II*\0" or head:sub(1, 4) == "MM\0*" then return "tiff" end
+  if head:sub(1, 4) == "glTF" then return "glb" end
+  if head:sub(1, 18) == "Kaydara FBX Binary" then return "fbx" end
   return nil
 end
 
@@ -64,9 +77,15 @@ function M.parts(def, arg)
   end
   local ext = path:match("%.([%w]+)$")
   ext = ext and ext:lower()
-  local kind = M.sniff(head) or (ext and CONTENT_TYPES[ext] and ext)
+  local allowed = {}
+  for _, k in ipairs(def.upload_types or DEFAULT_TYPES) do allowed[k] = true end
+  local sniffed = M.sniff(head)
+  local by_name = ext and (ALIAS[ext] or ext)
+  local kind = (sniffed and allowed[sniffed] and sniffed) or (by_name and allowed[by_name] and CONTENT_TYPES[by_name] and by_name)
   if not kind then
-    return errors.invalid("upload: " .. shown .. " is not a jpg, jpeg, png or webp image (by its name or its first bytes)")
+    local names = table.concat(def.upload_types or DEFAULT_TYPES, ", ")
+    return errors.invalid("upload: " .. shown .. " is not a file " .. def.name .. " takes (" .. names ..
+      ", by its name or its first bytes)")
   end
   local ctype = o.type
   if ctype ~= nil then
