@@ -3,7 +3,8 @@
 --
 --   local server = require "taskapi.fake.server"
 --   local s = assert(server.start{ttl = 600})   -- {url=, dir=, port=, stop=, log=}
---   -- Tripo base URL: s.url .. "/tripo/v2/openapi"; SellerPic: s.url .. "/sellerpic"
+--   -- Tripo base URLs: s.url .. "/tripo/v3" (V3), s.url .. "/tripo/v2/openapi" (V2);
+--   -- SellerPic: s.url .. "/sellerpic"
 --   s.stop()
 --
 -- One worker process holds the model in this module's state (worker_processes 1). Plain file
@@ -41,6 +42,11 @@ function M.init(conf)
       link_ttl = conf.link_ttl,
       balance = conf.balance,
       sellerpic_total = conf.sellerpic_total,
+      v3_statuses = conf.v3_statuses,
+      v3_eta = conf.v3_eta,
+      list_shape = conf.list_shape,
+      credits = conf.credits,
+      presign_ttl = conf.presign_ttl,
     }),
   }
 end
@@ -179,8 +185,10 @@ local TYPES = [[
       }
 ]]
 
---- Starts the fake: opts ttl (600), workers (1; the model lives in one worker), keys
---- ({["test-key"]=true, ["other-key"]=true}), link_ttl (300), balance, sellerpic_total,
+--- Starts the fake: opts ttl (600), workers (1; the model lives in one worker), keys (more
+--- API keys besides test-key, tsk_test-key, other-key, tsk_other-key: a list {"k1", ...}, a
+--- set {k1 = true} or {key = "owner"}), link_ttl (300), balance, sellerpic_total,
+--- v3_statuses, v3_eta, list_shape, credits, presign_ttl (see taskapi.fake.model's new),
 --- log_level, port; for HTTPS (the TLS specs) listen_opts (" ssl") and server
 --- ("ssl_certificate ...; ssl_certificate_key ...;"), passed to the launcher, and locations
 --- (extra server-block config placed before the fake's own). File links use the scheme the
@@ -196,7 +204,8 @@ function M.start(opts)
   os.execute("mkdir -p '" .. files .. "'")
   local conf = {
     files_dir = files, keys = opts.keys, link_ttl = opts.link_ttl, balance = opts.balance,
-    sellerpic_total = opts.sellerpic_total,
+    sellerpic_total = opts.sellerpic_total, v3_statuses = opts.v3_statuses, v3_eta = opts.v3_eta,
+    list_shape = opts.list_shape, credits = opts.credits, presign_ttl = opts.presign_ttl,
   }
   local http = "  init_worker_by_lua_block { require('taskapi.fake.server').init(" .. lua_literal(conf) .. ") }\n" ..
     "  lua_socket_log_errors off;\n"
