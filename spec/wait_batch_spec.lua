@@ -374,3 +374,216 @@ describe("batched waits (in-process transport, virtual clock)", function()
   end)
 end)
 
+
+--------------------------------------------------------------------------------------------
+-- Over real HTTP against the nginx fake (Tripo V3 at /tripo/v3, V2 at /tripo/v2/openapi).
+
+-- Adds many tasks in one curl process (one connection; a curl per task would spread their
+-- start times over seconds). Returns their ids in order.
+local function add_many(env, specs)
+  local cjson = require "cjson"
+  local parts = {}
+  for i, spec in ipairs(specs) do
+    parts[#parts + 1] = (i > 1 and "--next " or "") .. "-s -H 'Content-Type: application/json' --data-binary " ..
+      fe.q(cjson.encode(spec)) .. " " .. fe.q(env.url .. "/_fake/tasks")
+  end
+  local out = fe.sh("curl " .. table.concat(parts, " "))
+  local ids = {}
+  for id in out:gmatch('"id"%s*:%s*"([^"]+)"') do ids[#ids + 1] = id end
+  assert(#ids == #specs, "the fake made " .. #ids .. " of " .. #specs .. " tasks: " .. out:sub(1, 200))
+  return ids
+end
+
+-- Runs fn() while recording every request the library sends: {time=, method=, path=, ids=}
+-- (ids: a batch's task_ids, or the one id of a status GET). Returns the records, then fn's
+-- results.
+local function recording(fn)
+  local engine = require "taskapi.engine"
+  local orig, rec = engine.request, {}
+  engine.request = function(client, req, ...)
+    local e = { time = core.now(), method = req.method or "GET", path = req.url:match("^https?://[^/]+(.*)$") }
+    if e.method == "POST" and req.body then e.ids = core.json_decode(req.body).task_ids
+    else e.ids = { e.path:match("/tasks?/([^/?]+)$") } end
+    rec[#rec + 1] = e
+    return orig(client, req, ...)
+  end
+  local res = { pcall(fn) }
+  engine.request = orig
+  if not res[1] then error(res[2], 0) end
+  return rec, res[2], res[3]
+end
+
+describe("batched waits over HTTP against the fake", function()
+  local env
+  setup(function() env = fe.start() end)
+  teardown(function() if env then env:stop() end end)
+
+  it("waits for 250 Tripo V3 tasks in ceil(due/100) requests per round, each finalized with its state", function()
+    -- no ETA (v3_eta false) and a backoff below the minimum interval: every live task is due
+    -- once a second, so the rounds are clear; the tasks finish over 5 rounds
+    local specs, want = {}, {}
+    for i = 1, 250 do
+      local final = (i % 20 == 0) and "failed" or (i % 33 == 0) and "cancelled" or "success"
+      specs[i] = { provider = "tripo", queue = 0, run = 0.5 + (i % 5), final = final, v3_eta = false }
+    end
+    local ids = add_many(env, specs)
+    for i, id in ipairs(ids) do
+      want[id] = specs[i].final == "success" and "succeeded" or specs[i].final == "failed" and "failed" or "cancelled"
+    end
+    local c = env:client("tripo", { min_interval = 1 })
+    local mark = env:mark()
+    local rec, tasks, errs = recording(function()
+      return c:wait_all(ids, { interval = 0.1, max_interval = 0.2, timeout = 60 })
+    end)
+    assert.is_nil(next(errs))
+    assert.equal(250, count(tasks))
+    for id, t in pairs(tasks) do
+      assert.equal(want[id], t.state, id)
+      assert.is_true(t.done)
+    end
+    -- the fake saw what the library sent: batch reads of V3's /tasks/list
+    local log = env:log(mark)
+    local lists = fe.matching(log, "/tripo/v3/tasks/list")
+    local batches, gets = 0, 0
+    for _, e in ipairs(rec) do
+      if e.method == "POST" then batches = batches + 1 else gets = gets + 1 end
+    end
+    assert.equal(batches, #lists)
+    assert.equal(#rec, #log)
+    local rs = rounds(rec, 0.5)
+    assert.is_true(#rs >= 6 and #rs <= 8, #rs .. " rounds")
+    assert.equal(3, #rs[1])
+    for k, r in ipairs(rs) do
+      local due = 0
+      for _, e in ipairs(r) do
+        assert.is_true(#e.ids <= 100)
+        due = due + #e.ids
+      end
+      assert.equal(math.ceil(due / 100), #r, "round " .. k .. ": " .. #r .. " requests for " .. due .. " due polls")
+    end
+    check_min_interval(rec, 1)
+  end)
+
+  it("keeps each task's minimum interval with ETA-driven polls of tasks finishing at different times", function()
+    local specs = {}
+    for i = 1, 120 do specs[i] = { provider = "tripo", queue = (i % 4) * 0.3, run = 0.4 + (i % 9) * 0.25 } end
+    local ids = add_many(env, specs)
+    local c = env:client("tripo", { min_interval = 0.6 })
+    local rec, tasks, errs = recording(function()
+      return c:wait_all(ids, { interval = 0.1, max_interval = 2, timeout = 30 })
+    end)
+    assert.is_nil(next(errs))
+    assert.equal(120, count(tasks))
+    for _, t in pairs(tasks) do assert.equal("succeeded", t.state) end
+    assert.is_true(check_min_interval(rec, 0.6) >= 0.6)
+    local polls = 0
+    for _, e in ipairs(rec) do polls = polls + #e.ids end
+    assert.is_true(#rec * 4 < polls, #rec .. " requests for " .. polls .. " polls")
+  end)
+
+  it("ends ids the fake does not know (or another key's) as not_found, err.task_id set", function()
+    local ids = add_many(env, {
+      { provider = "tripo", queue = 0, run = 0.3 }, { provider = "tripo", queue = 0, run = 0.6 },
+      { provider = "tripo", queue = 0, run = 0.3, owner_key = "someone-else" },
+    })
+    local ghost = "7f3a9c1e-ffff-4fff-afff-ffffffffffff"
+    local c = env:client("tripo", { min_interval = 0.2 })
+    local mark = env:mark()
+    local tasks, errs = c:wait_all({ ids[1], ghost, ids[2], ids[3] }, { interval = 0.2 })
+    assert.equal(2, count(tasks))
+    for _, id in ipairs({ ghost, ids[3] }) do
+      fe.check_err(errs[id], "not_found")
+      assert.equal(id, errs[id].task_id)
+    end
+    assert.equal(0, #fe.status_requests(env:log(mark), ghost))
+  end)
+
+  it("falls back to one GET per task when the batch endpoint answers 404, and remembers it", function()
+    local def = {}
+    for k, v in pairs(require("taskapi.providers.tripo")) do def[k] = v end
+    def.batch = { path = "/tasks/no-such-batch", max = 100, field = "task_ids", read = def.batch.read }
+    local specs = {}
+    for i = 1, 20 do specs[i] = { provider = "tripo", queue = 0, run = 0.3 + (i % 3) * 0.3 } end
+    local ids = add_many(env, specs)
+    local c = env:client("tripo", { provider = def, min_interval = 0.3 })
+    local mark = env:mark()
+    local tasks, errs = c:wait_all(ids, { interval = 0.1 })
+    assert.is_nil(next(errs))
+    assert.equal(20, count(tasks))
+    local log = env:log(mark)
+    assert.equal(1, #fe.matching(log, "/no-such-batch"))
+    for _, id in ipairs(ids) do assert.is_true(#fe.status_requests(log, id) >= 1) end
+    assert.equal(#log, #fe.matching(log, "/tripo/v3/tasks/"))
+    assert.is_true(c.no_batch)
+    -- remembered: the next wait_all of the client sends GETs only
+    mark = env:mark()
+    local more = add_many(env, { { provider = "tripo", queue = 0, run = 0.2 }, { provider = "tripo", queue = 0, run = 0.2 } })
+    assert(c:wait_all(more, { interval = 0.1 }))
+    assert.equal(0, #fe.matching(env:log(mark), "/no-such-batch"))
+  end)
+
+  it("reads V2 tasks through POST /task/batch", function()
+    local ids = add_many(env, { { provider = "tripo", queue = 0, run = 0.3 }, { provider = "tripo", queue = 0, run = 0.5, final = "failed" } })
+    local c = env:client("tripo-v2", { min_interval = 0.2 })
+    local mark = env:mark()
+    local tasks, errs = c:wait_all(ids, { interval = 0.2 })
+    assert.is_nil(next(errs))
+    assert.equal("succeeded", tasks[ids[1]].state)
+    assert.equal("failed", tasks[ids[2]].state)
+    assert.equal("tripo-v2", tasks[ids[1]].provider)
+    assert.is_true(#fe.matching(env:log(mark), "/tripo/v2/openapi/task/batch") >= 1)
+    local now, e2 = c:status_many(ids)
+    assert.is_nil(next(e2))
+    assert.equal(2, count(now))
+  end)
+
+  it("applies a 429 with Retry-After that answers a whole batch to each of its tasks", function()
+    local specs = {}
+    for i = 1, 10 do specs[i] = { provider = "tripo", queue = 0, run = 0.2 } end
+    specs[1].faults = { rate_limit = { count = 1, retry_after = 1 } }
+    local ids = add_many(env, specs)
+    core.sleep(0.3)
+    local c = env:client("tripo", { min_interval = 0 })
+    local rec, tasks, errs = recording(function() return c:wait_all(ids, { interval = 0.05 }) end)
+    assert.is_nil(next(errs))
+    assert.equal(10, count(tasks))
+    assert.equal(2, #rec) -- the 429, then one read of all ten, done
+    assert.equal(10, #rec[2].ids)
+    assert.is_true(rec[2].time - rec[1].time >= 1, "again after " .. (rec[2].time - rec[1].time) .. " s")
+  end)
+
+  it("keeps one GET per task and poll for SellerPic", function()
+    local specs = {}
+    for i = 1, 6 do specs[i] = { provider = "sellerpic", queue = 0, run = 0.3 + i * 0.1 } end
+    local ids = add_many(env, specs)
+    local c = env:client("sellerpic")
+    local mark = env:mark()
+    local tasks, errs = c:wait_all(ids, { interval = 0.2 })
+    assert.is_nil(next(errs))
+    assert.equal(6, count(tasks))
+    local log = env:log(mark)
+    local per = 0
+    for _, id in ipairs(ids) do per = per + #fe.status_requests(log, id) end
+    assert.equal(#log, per)
+    for _, e in ipairs(log) do assert.equal("GET", e.method) end
+  end)
+
+  it("yields each_completed in the order the tasks finish, batched", function()
+    local runs = { 1.6, 0.2, 0.9, 1.25, 0.55 }
+    local specs = {}
+    for i, r in ipairs(runs) do specs[i] = { provider = "tripo", queue = 0, run = r } end
+    local ids = add_many(env, specs)
+    local c = env:client("tripo", { min_interval = 0.1 })
+    local seen = {}
+    local rec = recording(function()
+      for task, err in c:each_completed(ids, { interval = 0.1, max_interval = 0.1, timeout = 10 }) do
+        assert.is_nil(err)
+        seen[#seen + 1] = task.id
+      end
+    end)
+    assert.same({ ids[2], ids[5], ids[3], ids[4], ids[1] }, seen)
+    local batched = 0
+    for _, e in ipairs(rec) do if e.method == "POST" then batched = batched + 1 end end
+    assert.is_true(batched >= 3, batched .. " batch requests")
+  end)
+end)
