@@ -469,9 +469,17 @@ describe("batched waits over HTTP against the fake", function()
     for i = 1, 120 do specs[i] = { provider = "tripo", queue = (i % 4) * 0.3, run = 0.4 + (i % 9) * 0.25 } end
     local ids = add_many(env, specs)
     local c = env:client("tripo", { min_interval = 0.6 })
-    local rec, tasks, errs = recording(function()
+    local resumes, resume = 0, coroutine.resume
+    coroutine.resume = function(...) resumes = resumes + 1 return resume(...) end
+    local ok, rec, tasks, errs = pcall(recording, function()
       return c:wait_all(ids, { interval = 0.1, max_interval = 2, timeout = 30 })
     end)
+    coroutine.resume = resume
+    assert(ok, rec)
+    -- a due batch wakes one worker: each worker starts and ends once, plus a few resumes
+    -- per request (its transfer, a sleep), not dozens
+    local wait = require "taskapi.wait"
+    assert.is_true(resumes <= 2 * wait.WORKERS + 4 * #rec, resumes .. " resumes for " .. #rec .. " requests")
     assert.is_nil(next(errs))
     assert.equal(120, count(tasks))
     for _, t in pairs(tasks) do assert.equal("succeeded", t.state) end
