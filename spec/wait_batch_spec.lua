@@ -321,6 +321,21 @@ describe("batched waits (in-process transport, virtual clock)", function()
     for _, id in ipairs(ids) do assert.is_true(changes[id] >= 2, id) end
   end)
 
+  it("raises an on_progress error out of wait_all, batched, without hanging the other workers", function()
+    local api = fake_api()
+    local ids = api.add(150, function() return { queue = 0, run = 5 } end)
+    local calls = 0
+    local ok, err = pcall(function()
+      return api.client():wait_all(ids, { on_progress = function()
+        calls = calls + 1
+        if calls == 120 then error("stop here") end
+      end })
+    end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("stop here", 1, true))
+    assert.equal(120, calls)
+  end)
+
   it("status_many reads 250 ids in chunks of 100, missed ones as not_found", function()
     local api = fake_api()
     local ids = api.add(249, function() return { queue = 0, run = 10 } end)
