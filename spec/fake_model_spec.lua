@@ -3,6 +3,15 @@ local model = require "taskapi.fake.model"
 local json = require "taskapi.json"
 local cjson = require "cjson"
 local files = require "taskapi.files"
+
+-- POST /tasks/list answers tasks as an array (the default list_shape, as Tripo's SDKs read it):
+-- keyed by task_id here for the checks
+local function by_id(tasks)
+  local out = {}
+  for k, t in pairs(tasks) do out[type(k) == "number" and t.task_id or k] = t end
+  return out
+end
+
 local tmpdir, read_all = files.tmpdir, files.read
 
 local TRIPO = "/tripo/v2/openapi"
@@ -662,14 +671,15 @@ describe("fake model", function()
       assert.equal(200, r.status, r.body)
       return decode(r).data.task_id, decode(r)
     end
-    local function multipart(name, data, field)
+    local function multipart(name, data, field, ctype)
       return "--XyZ\r\nContent-Disposition: form-data; name=\"" .. (field or "file") .. "\"; filename=\"" .. name ..
-        "\"\r\nContent-Type: application/octet-stream\r\n\r\n" .. data .. "\r\n--XyZ--\r\n"
+        "\"\r\nContent-Type: " .. (ctype or "application/octet-stream") .. "\r\n\r\n" .. data .. "\r\n--XyZ--\r\n"
     end
-    local function upload(name, data, headers)
+    local function upload(name, data, headers, ctype)
       local h = { ["content-type"] = "multipart/form-data; boundary=XyZ" }
       for k, v in pairs(headers or TSK) do h[k] = v end
-      return m:handle({ method = "POST", path = V3 .. "/files", query = {}, headers = h, body = multipart(name, data) })
+      return m:handle({ method = "POST", path = V3 .. "/files", query = {}, headers = h,
+        body = multipart(name, data, nil, ctype) })
     end
 
     it("goes queued -> running -> success in V3's shape, and the same task reads through V2", function()
@@ -914,7 +924,8 @@ describe("fake model", function()
 
     it("maps a spec's V2 output names to V3 keys", function()
       local id = m:add_task({ provider = "tripo", queue = 0, run = 0,
-        outputs = { "base_model", "pbr_model", "model", "generated_image", "rendered_image", "rendered_video", "extra_thing" },
+        outputs = { "base_model", "pbr_model", "model", "generated_image", "rendered_image", "rendered_video", "extra_thing",
+          "multiview_basecolor" },
         multiview = true })
       local out = select(2, v3status(id)).data.output
       assert.matches("/pbr_model%.glb$", out.model_url)
@@ -923,6 +934,7 @@ describe("fake model", function()
       assert.matches("/rendered_video%.mp4$", out.rendered_video_url)
       assert.matches("/extra_thing%.bin$", out.extra_thing)
       assert.matches("/front%.png$", out.front_view_url)
+      assert.matches("/multiview_basecolor%.png$", out.multiview_basecolor_url)
       assert.is_nil(out.model)
       assert.is_nil(out.pbr_model)
       assert.is_nil(out.generate_multiview_image)
@@ -1059,6 +1071,9 @@ describe("fake model", function()
         local d = decode(r)
         assert.equal(0, d.code)
         assert.equal("success", d.status)
+        assert.equal(a, d.data.tasks[1].task_id) -- an array in request order
+        assert.equal(b, d.data.tasks[2].task_id)
+        d.data.tasks = by_id(d.data.tasks)
         assert.equal("success", d.data.tasks[a].status)
         assert.matches("/model%.glb$", d.data.tasks[a].output.model_url)
         assert.equal(12.5, d.data.tasks[a].credits_consumed)
@@ -1074,13 +1089,14 @@ describe("fake model", function()
         d = decode(r)
         assert.equal(0, d.code)
         assert.is_nil(d.status)
+        d.data.tasks = by_id(d.data.tasks)
         assert.equal("success", d.data.tasks[a].status)
         assert.matches("/model%.glb$", d.data.tasks[a].output.model)
         assert.equal(-1, d.data.tasks[a].queuing_num)
         assert.same({ "no-such", theirs }, d.data.missed)
-        -- none found: an empty object and an empty list
+        -- none found: an empty array and an empty list
         r = v3post("/tasks/list", '{"task_ids":["x"]}')
-        assert.truthy(r.body:find('"tasks":{}', 1, true))
+        assert.truthy(r.body:find('"tasks":[]', 1, true))
         r = v3post("/tasks/list", '{"task_ids":["' .. a .. '"]}')
         assert.truthy(r.body:find('"missed":[]', 1, true))
         assert.equal(0, m.stats.creates.tripo)
@@ -1167,12 +1183,16 @@ describe("fake model", function()
         assert.equal("A.USDZ", e.filename)
         assert.equal(#"bytes of A.USDZ", e.size)
         assert.equal(model.adler32("bytes of A.USDZ"), e.adler32)
-        for _, name in ipairs({ "a.gif", "a.exe", "noext" }) do
+        for _, name in ipairs({ "a.gif", "a.exe", "noext", "upload.bin" }) do
           local r = upload(name, "x")
           assert.equal(400, r.status, name)
           assert.equal(2004, decode(r).code)
           assert.equal("error", decode(r).status)
         end
+        -- a name without a known extension (the SDKs' default "upload.bin"): the part's type decides
+        assert.equal(200, upload("upload.bin", "x", nil, "image/png").status)
+        assert.equal(200, upload("upload.bin", "x", nil, "model/gltf-binary; charset=binary").status)
+        assert.equal(400, upload("upload.bin", "x", nil, "image/gif").status)
         local r = m:handle({ method = "POST", path = V3 .. "/files", query = {},
           headers = { authorization = "Bearer test-key", ["content-type"] = "multipart/form-data; boundary=XyZ" },
           body = multipart("a.png", "x", "image") })

@@ -283,9 +283,13 @@ function Fake:request(req)
     local limit = tonumber(req.timeout) or 30
     if resp.delay >= limit then
       self.sleep(limit)
-      return nil, terr("timeout", string.format("Operation timed out after %d milliseconds", floor(limit * 1000)), true)
+      return nil, terr("timeout", string.format("Operation timed out after %d milliseconds", floor(limit * 1000)), true,
+        { sent = true })
     end
     self.sleep(resp.delay)
+  end
+  if resp.reset then -- a scripted fault: the server closed the connection without an answer
+    return nil, terr("transport", "Server returned nothing (no headers, no data)", true, { sent = true })
   end
 
   local res = { status = resp.status, headers = {}, effective_url = req.url, redirects = 0 }

@@ -10,8 +10,9 @@
 -- One worker process holds the model in this module's state (worker_processes 1). Plain file
 -- answers go through nginx's static module (an internal location, Range handled natively);
 -- faulted ones (drop, ignore_range, lie_length, stall, filename) stream from Lua.
--- /static/tripo-status (and /static/task/<any id>, so a Tripo client with base_url
--- url .. "/static" reaches it) answers a constant Tripo status body with no model work, and
+-- /static/tripo-status (and /static/task/<any id>, so a Tripo V2 client with base_url
+-- url .. "/static" reaches it) answers a constant Tripo status body with no model work,
+-- /static/tasks/<any id> the same for a V3 client, and
 -- /static/files/<name> serves <files_dir>/static/<name> (a folder the caller makes) by nginx
 -- alone (benchmarks).
 local M = {}
@@ -23,6 +24,14 @@ local STATIC_TRIPO_STATUS = '{"code":0,"data":{"consumed_credit":20,"create_time
   '"progress":100,"queuing_num":-1,"running_left_time":-1,"status":"success",' ..
   '"task_id":"7f3a9c1e-0000-4000-a000-000000000000","type":"text_to_model"}}'
 M.STATIC_TRIPO_STATUS = STATIC_TRIPO_STATUS
+
+-- The same for Tripo V3 (/static/tasks/<any id>: a V3 client with base_url url .. "/static").
+local STATIC_TRIPO3_STATUS = '{"code":0,"data":{"completed_at":"2023-11-14T22:13:23Z","created_at":"2023-11-14T22:13:20Z",' ..
+  '"credits_consumed":12.5,"error_code":null,"error_message":null,"input":{},' ..
+  '"output":{"model_url":"http://127.0.0.1/files/static/model.glb","rendered_image_url":"http://127.0.0.1/files/static/rendered_image.webp"},' ..
+  '"progress":100,"status":"success","task_id":"7f3a9c1e-0000-4000-a000-000000000000","type":"text_to_model"},' ..
+  '"status":"success"}'
+M.STATIC_TRIPO3_STATUS = STATIC_TRIPO3_STATUS
 
 ----------------------------------------------------------------------------------------------
 -- inside nginx
@@ -129,6 +138,7 @@ function M.handle()
     headers = headers,
     body = read_body(ngx),
     base_url = (ngx.var.scheme or "http") .. "://" .. host,
+    connection = tonumber(ngx.var.connection), -- nginx's connection serial number, for the log
   })
   if not ok then
     ngx.log(ngx.ERR, "fake model: ", tostring(resp))
@@ -138,6 +148,7 @@ function M.handle()
     return
   end
   if resp.delay then ngx.sleep(resp.delay) end
+  if resp.reset then return ngx.exit(444) end -- a scripted fault: close without an answer
   if resp.file and resp.plain then
     -- nginx's static module serves it (Range, HEAD); the header filter sets the type
     local rel = resp.file:sub(#state.files_dir + 2)
@@ -221,6 +232,11 @@ function M.start(opts)
     "      default_type application/json;",
     "      add_header X-Tripo-Trace-ID fake-static-trace;",
     "      return 200 '" .. STATIC_TRIPO_STATUS .. "';",
+    "    }",
+    "    location /static/tasks/ {",
+    "      default_type application/json;",
+    "      add_header X-Tripo-Trace-ID fake-static-trace;",
+    "      return 200 '" .. STATIC_TRIPO3_STATUS .. "';",
     "    }",
     -- plain files from <files_dir>/static/, served by nginx alone (benchmarks)
     "    location /static/files/ {",
