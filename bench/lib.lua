@@ -137,11 +137,10 @@ function L.start_fake(ttl)
   return assert(require("taskapi.fake.server").start { ttl = ttl or 900 })
 end
 
--- A Tripo client of the fake's constant status (`/static/task/<id>`, V2's status path):
--- min_interval 0.
+-- A Tripo V3 client of the fake's constant status (`/static/tasks/<id>`): min_interval 0.
 function L.static_client(url)
   return assert(require("taskapi").new {
-    provider = "tripo-v2", api_key = L.KEY, base_url = url .. "/static", min_interval = 0,
+    provider = "tripo", api_key = L.KEY, base_url = url .. "/static", min_interval = 0,
   })
 end
 
