@@ -1088,6 +1088,19 @@ function Model:created(ctx, api, id)
   if ctx.log and ctx.log.create then ctx.log.create.task_id = id end
 end
 
+-- The task spec a create's body makes: its `fake` field scripts the task, the rest is the
+-- task's input; the key that created it owns it.
+local function create_spec(body, provider, typ, key)
+  local spec = type(body.fake) == "table" and copy(body.fake) or {}
+  spec.provider = provider
+  spec.type = typ
+  if is_null(spec.owner_key) then spec.owner_key = key end
+  local input = {}
+  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
+  spec.input = input
+  return spec
+end
+
 function Model:tripo_create(ctx)
   self:count_create(ctx, "tripo-v2")
   local body, err = decode_json(ctx.body or "")
@@ -1097,13 +1110,7 @@ function Model:tripo_create(ctx)
   if type(body.type) ~= "string" or body.type == "" then
     return self:tripo(400, 1004, "invalid parameter: type is required", "Set the task type")
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "tripo"
-  spec.type = body.type
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "tripo", body.type, ctx.key)
   local id, aerr = self:add_task(spec)
   if not id then return self:tripo(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo-v2", id)
@@ -1144,13 +1151,7 @@ function Model:tripo3_create(ctx, path, typ)
         "PUT the file to its upload_url first")
     end
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "tripo"
-  spec.type = typ
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "tripo", typ, ctx.key)
   local id, aerr = self:add_task(spec)
   if not id then return self:tripo3(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo", id)
@@ -1419,13 +1420,7 @@ function Model:sellerpic_create(ctx, typ)
     if type(b) ~= "table" then return self:sellerpic(400, nil, 400, "malformed request body: " .. tostring(err)) end
     body = b
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "sellerpic"
-  spec.type = typ
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "sellerpic", typ, ctx.key)
   local id, err = self:add_task(spec)
   if not id then return self:sellerpic(400, nil, 400, "invalid parameter: " .. err) end
   self.sellerpic_used = self.sellerpic_used + 1
@@ -1649,6 +1644,9 @@ function Model:handle(req)
   local key, has_auth = bearer(headers)
   ctx.key = key
   ctx.owner = key and self.keys[key] or nil
+  -- [webhook] signed deliveries (taskapi.fake.webhook): /_fake/webhook, arming its sender
+  local wh = require("taskapi.fake.webhook").on_request(self, ctx)
+  if wh then return wh end
   local p = ctx.path
   if p:sub(1, 7) == "/_fake/" then return self:route_control(ctx) end
 
