@@ -305,6 +305,20 @@ describe("batched waits (in-process transport, virtual clock)", function()
     assert.is_nil(next(e2))
   end)
 
+  it("falls back to GETs too when the batch endpoint refuses the request (400, 422)", function()
+    for _, status in ipairs({ 400, 422 }) do
+      local api = fake_api()
+      api.batch = function() return { status = status, json = { code = 1004, message = "invalid parameter" }, headers = {} } end
+      local ids = api.add(5, function() return { queue = 0, run = 3 } end)
+      local c = api.client()
+      local tasks, errs = c:wait_all(ids)
+      assert.is_nil(next(errs))
+      assert.equal(5, count(tasks))
+      assert.equal(1, #api.requests("batch"))
+      assert.is_true(c.no_batch)
+    end
+  end)
+
   it("calls on_progress per task and yields each_completed in order of completion", function()
     local api = fake_api()
     local runs = { 9, 3, 6, 1.5, 12 }

@@ -152,9 +152,11 @@ end
 
 -- Batch reads -------------------------------------------------------------------------------
 -- def.batch = {path=, max=, field=, read=function(data, null) -> by_id, missed}: many tasks
--- in one POST {[field] = {ids...}}. A client that got 404 (405, 501) from it remembers that
--- its API has none, and reads one task per request from then on.
-local NO_ENDPOINT = { [404] = true, [405] = true, [501] = true }
+-- in one POST {[field] = {ids...}}. A client that got 404, 405 or 501 from it (no such
+-- endpoint), or 400 or 422 (an endpoint that does not take the request as sent: each task's
+-- own GET then says which id is at fault, if one is), remembers that it cannot batch, and
+-- reads one task per request from then on.
+local NO_ENDPOINT = { [400] = true, [404] = true, [405] = true, [422] = true, [501] = true }
 
 -- The client's batch read (def.batch), or nil when its provider has none or it proved missing.
 function Client:_batch()
