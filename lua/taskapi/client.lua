@@ -54,7 +54,15 @@ function M.new(opts)
   local def, err = provider.load(opts.provider)
   if not def then return nil, err end
   local key = opts.api_key
-  if key == nil then return errors.invalid("option 'api_key' is required") end
+  -- newuser: no api_key: the provider's own variable (TRIPO_API_KEY, SELLERPIC_API_KEY), as the CLI
+  if key == nil and type(def.key_env) == "string" then
+    key = os.getenv(def.key_env)
+    if key == "" then key = nil end
+  end
+  if key == nil then
+    return errors.invalid("option 'api_key' is required" ..
+      (type(def.key_env) == "string" and " (or set " .. def.key_env .. ")" or ""))
+  end
   if type(key) ~= "string" or key == "" then return errors.invalid("option 'api_key' must be a non-empty string") end
   if key:find("[%c%s]") then return errors.invalid("option 'api_key' contains white space or control characters") end
   if #key > 4096 then return errors.invalid("option 'api_key' is " .. #key .. " bytes long (at most 4096)") end
@@ -156,6 +164,60 @@ function Client:_status(sid, retries)
   local task, err = provider.task(self.def, data, sid, trace, core.null)
   if task and self.ledger then self.ledger:task_seen(task) end -- ledger: a change of state
   return task, err
+end
+
+-- Batch reads -------------------------------------------------------------------------------
+-- def.batch = {path=, max=, field=, read=function(data, null) -> by_id, missed}: many tasks
+-- in one POST {[field] = {ids...}}. A client that got 404, 405 or 501 from it (no such
+-- endpoint), or 400 or 422 (an endpoint that does not take the request as sent: each task's
+-- own GET then says which id is at fault, if one is), remembers that it cannot batch, and
+-- reads one task per request from then on.
+local NO_ENDPOINT = { [400] = true, [404] = true, [405] = true, [422] = true, [501] = true }
+
+-- The client's batch read (def.batch), or nil when its provider has none or it proved missing.
+function Client:_batch()
+  if self.no_batch then return nil end
+  return self.def.batch
+end
+
+--- One batch read of checked ids (at most def.batch.max); retries as in _status. Returns
+--- tasks_by_id, errs_by_id (every id in one of them: an id the answer says it missed ends as
+--- not_found, one it left out as a retryable bad_response), or nil, err when the whole
+--- request failed.
+function Client:_status_many(sids, retries)
+  local def = self.def
+  local b = def.batch
+  -- checked ids (URL-safe characters) and a plain field name need no JSON escaping: the
+  -- body is joined as it is (json.encode costs 2 us per id)
+  local body = { [b.field] = sids }
+  if type(b.field) == "string" and b.field:match("^[%w_]+$") then
+    body = '{"' .. b.field .. '":["' .. table.concat(sids, '","') .. '"]}'
+  end
+  local data, trace = http.call(self, "POST", b.path, nil, body, nil, retries)
+  if not data then
+    if trace.status and NO_ENDPOINT[trace.status] then self.no_batch = true end
+    return nil, trace
+  end
+  local by, missed = b.read(data, core.null)
+  local tasks, errs = {}, {}
+  local gone = {}
+  for i = 1, #(missed or {}) do gone[missed[i]] = true end
+  for i = 1, #sids do
+    local sid = sids[i]
+    local payload = by[sid]
+    if payload ~= nil then
+      local t, e = provider.task(def, payload, sid, trace, core.null)
+      if t then tasks[sid] = t else errs[sid] = e end
+      if t and self.ledger then self.ledger:task_seen(t) end -- ledger: a change of state
+    elseif gone[sid] then
+      errs[sid] = errors.new("not_found", def.name .. ": task not found (the batch read missed it)",
+        { task_id = sid, trace_id = trace })
+    else
+      errs[sid] = errors.new("bad_response", def.name .. ": the batch read's answer left the task out",
+        { task_id = sid, trace_id = trace, retryable = true })
+    end
+  end
+  return tasks, errs
 end
 
 local function is_task(v, def)
@@ -334,6 +396,42 @@ local function check_ids(def, ids)
     end
   end
   return out
+end
+
+--- One read of many tasks: batch requests of up to def.batch.max ids where the provider has
+--- them, one status request per id where it has none. Returns two tables keyed by task id:
+--- the tasks, and the errors of those not read (a failed request's error under each of its
+--- ids, err.task_id set). Bad ids: nil, err before any request.
+function Client:status_many(ids)
+  local list, err = check_ids(self.def, ids)
+  if not list then return nil, err end
+  local tasks, errs = {}, {}
+  local i = 1
+  while i <= #list do
+    local b = self:_batch()
+    if not b then
+      local sid = list[i]
+      tasks[sid], errs[sid] = self:_status(sid)
+      i = i + 1
+    else
+      local chunk = {}
+      for j = i, math.min(i + b.max - 1, #list) do chunk[#chunk + 1] = list[j] end
+      local t, e = self:_status_many(chunk)
+      if t then
+        for sid, task in pairs(t) do tasks[sid] = task end
+        for sid, x in pairs(e) do errs[sid] = x end
+        i = i + #chunk
+      elseif self:_batch() then
+        for _, sid in ipairs(chunk) do
+          local x = errors.new(e.kind, e.message, e)
+          x.task_id = sid
+          errs[sid] = x
+        end
+        i = i + #chunk
+      end -- else: no batch endpoint after all; the same ids again, one request each
+    end
+  end
+  return tasks, errs
 end
 
 --- Waits for many tasks at once (coroutines on one multi handle); returns two tables keyed
