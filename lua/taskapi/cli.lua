@@ -514,7 +514,6 @@ COMMANDS.resume = {
       ctx:emit({ intent = it.rid, provider = it.provider, type = it.type, outcome = it.outcome },
         "intent " .. it.rid .. " (" .. it.type .. ", " .. it.outcome .. "): the task may exist; not found")
     end
-    mkdir_p(o.dir)
     local tasks, errs, files = c:resume { dir = o.dir, timeout = o.timeout, interval = o.interval,
       min_interval = o["min-interval"] }
     if not tasks then return ctx:fail(errs) end

@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS files (
   path TEXT NOT NULL,
   bytes INTEGER NOT NULL,
   sha256 TEXT,                     -- when taskapi.core has sha256_file
-  mtime REAL,                      -- else the file's mtime
+  mtime REAL,                      -- the file's mtime when saved
   saves INTEGER NOT NULL DEFAULT 1,-- times a download saved it (resume skips a complete one)
   adopted INTEGER NOT NULL DEFAULT 0, -- found complete on disk by resume, unrecorded
   at INTEGER NOT NULL,
@@ -336,11 +336,11 @@ function Ledger:task_seen(task)
 end
 
 -- size, sha256 | nil, mtime, absolute path of a file on disk (nil when it is not a regular
--- file).
-local function fingerprint(path)
+-- file). no_digest: leave the SHA-256 out.
+local function fingerprint(path, no_digest)
   local size, mtime, abs = core.file_stat(path)
   if not size then return nil end
-  local sha = core.sha256_file and core.sha256_file(path) or nil
+  local sha = not no_digest and core.sha256_file and core.sha256_file(path) or nil
   return size, sha, mtime, abs
 end
 M.fingerprint = fingerprint
@@ -357,7 +357,7 @@ function Ledger:files_saved(task, files, adopted)
           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (provider, task_id, name) DO UPDATE SET " ..
           "path = excluded.path, bytes = excluded.bytes, sha256 = excluded.sha256, mtime = excluded.mtime, " ..
           "saves = files.saves + (1 - excluded.adopted), at = excluded.at",
-          task.provider, task.id, f.name, abs or f.path, size or f.bytes or 0, sha, sha == nil and mtime or nil,
+          task.provider, task.id, f.name, abs or f.path, size or f.bytes or 0, sha, mtime,
           adopted and 1 or 0, now())
         return true
       end)
@@ -380,13 +380,16 @@ local function decode(text)
   return type(v) == "table" and v or nil
 end
 
---- Is a recorded file still on disk as saved (same size; same SHA-256, or mtime without one)?
+--- Is a recorded file still on disk as saved? The same size and mtime; or, the mtime
+--- changed, the same SHA-256 (read only then, so that listing a ledger hashes nothing).
 --- path: look there instead of the recorded path (the same file, moved).
 function M.file_intact(row, path)
-  local size, sha, mtime = fingerprint(path or row.path)
+  path = path or row.path
+  local size, _, mtime = fingerprint(path, true)
   if not size or size ~= row.bytes then return false end
-  if row.sha256 then return sha == nil or sha == row.sha256 end
-  return row.mtime == nil or math.abs((mtime or 0) - row.mtime) < 1e-6
+  if row.mtime and mtime and math.abs(mtime - row.mtime) < 1e-6 then return true end
+  if row.sha256 and core.sha256_file then return core.sha256_file(path) == row.sha256 end
+  return false
 end
 
 function Ledger:files(id, provider)
