@@ -108,7 +108,7 @@ function Ledger:_tx(what, fn)
   local pok, r, e = pcall(fn, db)
   if not pok or r == nil then
     db:exec("ROLLBACK")
-    if not pok then return nil, db_err(tostring(r), what) end
+    if not pok then return nil, db_err(r, what) end
     return nil, db_err(e, what)
   end
   ok, err = db:exec("COMMIT")
@@ -471,7 +471,13 @@ end
 --- without an id: outcome 'indeterminate', or open (no outcome recorded: the process died
 --- during the create, or is still in it), outcome ("open" or a recorded one).
 function Ledger:intents(filter)
+  if filter ~= nil and type(filter) ~= "table" then return errors.invalid("ledger:intents expects a filter table") end
   filter = filter or {}
+  for k in pairs(filter) do
+    if k ~= "provider" and k ~= "indeterminate" and k ~= "outcome" then
+      return errors.invalid("ledger:intents: unknown filter '" .. tostring(k):sub(1, 40) .. "'")
+    end
+  end
   local rows, err = self.db:query("SELECT * FROM intents ORDER BY at, rowid")
   if not rows then return nil, db_err(err, "intents") end
   local out = {}
