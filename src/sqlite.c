@@ -82,7 +82,8 @@ static int l_open(lua_State *L)
   s = (tk_sqlite *)lua_newuserdata(L, sizeof *s);
   s->db = NULL;
   s->stmt = NULL;
-  luaL_setmetatable(L, TK_SQLITE_MT);
+  luaL_getmetatable(L, TK_SQLITE_MT); /* luaL_setmetatable is 5.2+ (plain 5.1 lacks it) */
+  lua_setmetatable(L, -2);
   rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW, NULL);
   if (rc != SQLITE_OK) {
     int r = fail_sqlite(L, s->db, rc, path);
