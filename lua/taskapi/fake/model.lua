@@ -949,16 +949,17 @@ function Model:tripo3_output(t, ctx)
 end
 
 --- The V3 task object of t: task_id, type, status, progress, input, output, credits_consumed,
---- created_at, completed_at (null until final), error_code, error_message (null unless the
---- task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- created_at, completed_at (left out until final), error_code, error_message (left out unless
+--- the task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- Left out, not null: Tripo's JS SDK types them optional ("absent until the task reaches a
+--- terminal status") and its TripoTaskError tests error_code against undefined.
 function Model:tripo3_data(t, ctx)
   local phase, progress, queuing, left = self:tripo_progress(t, ctx)
   local eta = t.v3_eta
   if eta == nil then eta = self.v3_eta end
   local data = {
     task_id = t.id, type = t.type, status = "queued", progress = progress, input = t.input,
-    output = {}, credits_consumed = 0, created_at = iso8601(t.created), completed_at = json.null,
-    error_code = json.null, error_message = json.null,
+    output = {}, credits_consumed = 0, created_at = iso8601(t.created),
   }
   if phase == "queued" then
     if eta then data.queuing_num = queuing end
