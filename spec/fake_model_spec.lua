@@ -1195,6 +1195,21 @@ describe("fake model", function()
         assert.equal(200, upload("upload.bin", "x", nil, "image/png").status)
         assert.equal(200, upload("upload.bin", "x", nil, "model/gltf-binary; charset=binary").status)
         assert.equal(400, upload("upload.bin", "x", nil, "image/gif").status)
+        -- neither name nor type tells (the JS SDK's uploadFile(buffer) without options sends
+        -- "upload.bin" as application/octet-stream): the leading bytes decide
+        local png = "\137PNG\r\n\26\n\0\0\0\rIHDR"
+        for _, c in ipairs({ { "upload.bin", "application/octet-stream", png, "png" }, { "blob", nil, png, "png" },
+          { "upload.bin", "application/octet-stream", "\255\216\255\224..JFIF", "jpeg" },
+          { "upload.bin", "application/octet-stream", "RIFF\0\0\0\0WEBPVP8 ", "webp" },
+          { "upload.bin", "application/octet-stream", "glTF\2\0\0\0", "glb" } }) do
+          local r = upload(c[1], c[3], nil, c[2])
+          assert.equal(200, r.status, c[4])
+          assert.equal(c[4], m.file_tokens[decode(r).data.file_token].format)
+        end
+        -- a name or a type that says otherwise still refuses, whatever the bytes
+        assert.equal(2004, decode(upload("hero.gif", png, nil, "application/octet-stream")).code)
+        assert.equal(2004, decode(upload("upload.bin", png, nil, "image/gif")).code)
+        assert.equal(2004, decode(upload("upload.bin", "plain text", nil, "application/octet-stream")).code)
         local r = m:handle({ method = "POST", path = V3 .. "/files", query = {},
           headers = { authorization = "Bearer test-key", ["content-type"] = "multipart/form-data; boundary=XyZ" },
           body = multipart("a.png", "x", "image") })

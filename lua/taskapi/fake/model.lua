@@ -1182,12 +1182,33 @@ local V3_FORMAT_OF_TYPE = {
   ["model/3mf"] = "3mf", ["model/vnd.usdz+zip"] = "usdz",
 }
 
-local function v3_format(name, content_type)
+-- Leading bytes -> format, for a part whose name and type tell nothing: Tripo's JS SDK
+-- sends uploadFile(buffer) without options as "upload.bin", application/octet-stream.
+local V3_MAGIC = {
+  { "\137PNG\r\n\26\n", "png" }, { "\255\216\255", "jpeg" }, { "glTF", "glb" }, { "BM", "bmp" },
+  { "II*\0", "tiff" }, { "MM\0*", "tiff" }, { "Kaydara FBX Binary", "fbx" },
+}
+local function sniff_format(data)
+  data = data or ""
+  if data:sub(1, 4) == "RIFF" and data:sub(9, 12) == "WEBP" then return "webp" end
+  for _, magic in ipairs(V3_MAGIC) do
+    if data:sub(1, #magic[1]) == magic[1] then return magic[2] end
+  end
+  return nil
+end
+
+local function v3_format(name, content_type, data)
   local ext = tostring(name or ""):match("%.([%w]+)$")
   ext = ext and ext:lower()
   if ext and M.V3_FILE_FORMATS[ext] then return ext end
   local ct = type(content_type) == "string" and content_type:match("^%s*([^;%s]+)")
-  return ct and V3_FORMAT_OF_TYPE[ct:lower()] or nil
+  ct = ct and ct:lower()
+  if ct and V3_FORMAT_OF_TYPE[ct] then return V3_FORMAT_OF_TYPE[ct] end
+  -- no extension (or .bin) and no type (or octet-stream): the bytes decide
+  if (ext == nil or ext == "bin") and (ct == nil or ct == "application/octet-stream") then
+    return sniff_format(data)
+  end
+  return nil
 end
 
 local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, stl, 3mf, usdz (models)"
@@ -1195,7 +1216,7 @@ local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, 
 function Model:tripo3_upload(ctx)
   local part, err = self:upload_part(ctx)
   if not part then return self:tripo3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
-  local fmt = v3_format(part.filename, part.content_type)
+  local fmt = v3_format(part.filename, part.content_type, part.data)
   if not fmt then
     return self:tripo3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
   end
