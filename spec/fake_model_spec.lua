@@ -947,6 +947,39 @@ describe("fake model", function()
       assert.matches("/model%.fbx$", select(2, v3status(id)).data.output.model_url)
     end)
 
+    it("makes the model file in the format the create asked for (format, out_format, quad)", function()
+      -- Tripo's SDKs: convertModel emits the requested format, quad forces FBX; downloads are
+      -- named by the URL's extension
+      local function model_url(path, body)
+        local id = create(path, body)
+        now = now + 10
+        return select(2, v3status(id)).data.output.model_url
+      end
+      assert.matches("/model%.fbx$", model_url("/models/convert", '{"input":"t1","format":"FBX"}'))
+      assert.matches("/model%.obj$", model_url("/models/convert", '{"input":"t1","format":"obj"}'))
+      assert.matches("/model%.fbx$", model_url("/animations/rig", '{"input":"t1","out_format":"fbx"}'))
+      assert.matches("/model%.fbx$", model_url("/generation/text-to-model",
+        '{"prompt":"p","model":"P2-20260801","quad":true}'))
+      assert.matches("/model%.glb$", model_url("/generation/text-to-model", '{"prompt":"p","model":"v3.1-20260211"}'))
+      assert.matches("/model%.glb$", model_url("/models/convert", '{"input":"t1","format":"GLB"}'))
+      assert.matches("/model%.glb$", model_url("/models/convert", '{"input":"t1","format":"WAV"}'))
+      local rid = create("/animations/retarget", '{"input":"t1","animations":["preset:idle","preset:walk"],"out_format":"fbx"}')
+      now = now + 10
+      local urls = select(2, v3status(rid)).data.output.model_urls
+      assert.equal(2, #urls)
+      for _, u in ipairs(urls) do assert.matches("%.fbx$", u) end
+      -- V2 the same (the Python SDK's convert_model sends format "FBX")
+      local r = post(TRIPO .. "/task", '{"type":"convert_model","original_model_task_id":"t1","format":"FBX"}')
+      local id = decode(r).data.task_id
+      now = now + 10
+      local d = select(2, tstatus(id)).data
+      assert.matches("/model%.fbx$", d.output.model)
+      assert.matches("/rendered_image%.webp$", d.output.rendered_image)
+      -- a spec's own outputs win
+      id = m:add_task({ provider = "tripo", queue = 0, run = 0, input = { format = "FBX" }, outputs = { "model" } })
+      assert.matches("/model%.glb$", select(2, v3status(id)).data.output.model_url)
+    end)
+
     it("sends the five-value status list by default, banned and expired as failed with their codes", function()
       local want = {
         success = { "success" }, cancelled = { "cancelled" }, failed = { "failed", 1001 },

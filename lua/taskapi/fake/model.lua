@@ -114,6 +114,20 @@ local TRIPO_OUTPUT_EXT = {
   generated_image = "png", rendered_image = "webp", rendered_video = "mp4", multiview_basecolor = "png",
 }
 
+-- The model file format a create asked for, when its spec names no outputs: convert's
+-- `format`, rig and retarget's `out_format`, or `quad = true` (FBX), as Tripo's SDKs say
+-- ("quad forces FBX", "convertModel emits whichever format was requested"); nil: glb.
+local MODEL_FORMATS = { glb = true, gltf = true, fbx = true, obj = true, stl = true, usdz = true, ["3mf"] = true }
+local function requested_model_format(input)
+  if type(input) ~= "table" then return nil end
+  for _, k in ipairs({ "format", "out_format" }) do
+    local v = type(input[k]) == "string" and input[k]:lower()
+    if v and MODEL_FORMATS[v] then return v end
+  end
+  if input.quad == true then return "fbx" end
+  return nil
+end
+
 local CONTENT_TYPES = {
   glb = "model/gltf-binary", gltf = "model/gltf+json", fbx = "application/octet-stream",
   obj = "text/plain", usdz = "model/vnd.usdz+zip",
@@ -526,6 +540,12 @@ function Model:add_task(spec)
       table.sort(names)
       for _, name in ipairs(names) do
         outputs[#outputs + 1] = { name = name, ext = tostring(so[name]) }
+      end
+    end
+    local fmt = is_null(spec.outputs) and requested_model_format(t.input)
+    if fmt then
+      for _, o in ipairs(outputs) do
+        if TRIPO_OUTPUT_EXT[o.name] == "glb" then o.ext = fmt end
       end
     end
     t.outputs = outputs
