@@ -115,6 +115,20 @@ local TRIPO_OUTPUT_EXT = {
   generated_image = "png", rendered_image = "webp", rendered_video = "mp4", multiview_basecolor = "png",
 }
 
+-- The model file format a create asked for, when its spec names no outputs: convert's
+-- `format`, rig and retarget's `out_format`, or `quad = true` (FBX), as Tripo's SDKs say
+-- ("quad forces FBX", "convertModel emits whichever format was requested"); nil: glb.
+local MODEL_FORMATS = { glb = true, gltf = true, fbx = true, obj = true, stl = true, usdz = true, ["3mf"] = true }
+local function requested_model_format(input)
+  if type(input) ~= "table" then return nil end
+  for _, k in ipairs({ "format", "out_format" }) do
+    local v = type(input[k]) == "string" and input[k]:lower()
+    if v and MODEL_FORMATS[v] then return v end
+  end
+  if input.quad == true then return "fbx" end
+  return nil
+end
+
 local CONTENT_TYPES = {
   glb = "model/gltf-binary", gltf = "model/gltf+json", fbx = "application/octet-stream",
   obj = "text/plain", usdz = "model/vnd.usdz+zip",
@@ -527,6 +541,12 @@ function Model:add_task(spec)
       table.sort(names)
       for _, name in ipairs(names) do
         outputs[#outputs + 1] = { name = name, ext = tostring(so[name]) }
+      end
+    end
+    local fmt = is_null(spec.outputs) and requested_model_format(t.input)
+    if fmt then
+      for _, o in ipairs(outputs) do
+        if TRIPO_OUTPUT_EXT[o.name] == "glb" then o.ext = fmt end
       end
     end
     t.outputs = outputs
@@ -1005,16 +1025,17 @@ function Model:tripo3_output(t, ctx)
 end
 
 --- The V3 task object of t: task_id, type, status, progress, input, output, credits_consumed,
---- created_at, completed_at (null until final), error_code, error_message (null unless the
---- task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- created_at, completed_at (left out until final), error_code, error_message (left out unless
+--- the task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- Left out, not null: Tripo's JS SDK types them optional ("absent until the task reaches a
+--- terminal status") and its TripoTaskError tests error_code against undefined.
 function Model:tripo3_data(t, ctx)
   local phase, progress, queuing, left = self:tripo_progress(t, ctx)
   local eta = t.v3_eta
   if eta == nil then eta = self.v3_eta end
   local data = {
     task_id = t.id, type = t.type, status = "queued", progress = progress, input = t.input,
-    output = {}, credits_consumed = 0, created_at = iso8601(t.created), completed_at = json.null,
-    error_code = json.null, error_message = json.null,
+    output = {}, credits_consumed = 0, created_at = iso8601(t.created),
   }
   if phase == "queued" then
     if eta then data.queuing_num = queuing end
@@ -1238,12 +1259,33 @@ local V3_FORMAT_OF_TYPE = {
   ["model/3mf"] = "3mf", ["model/vnd.usdz+zip"] = "usdz",
 }
 
-local function v3_format(name, content_type)
+-- Leading bytes -> format, for a part whose name and type tell nothing: Tripo's JS SDK
+-- sends uploadFile(buffer) without options as "upload.bin", application/octet-stream.
+local V3_MAGIC = {
+  { "\137PNG\r\n\26\n", "png" }, { "\255\216\255", "jpeg" }, { "glTF", "glb" }, { "BM", "bmp" },
+  { "II*\0", "tiff" }, { "MM\0*", "tiff" }, { "Kaydara FBX Binary", "fbx" },
+}
+local function sniff_format(data)
+  data = data or ""
+  if data:sub(1, 4) == "RIFF" and data:sub(9, 12) == "WEBP" then return "webp" end
+  for _, magic in ipairs(V3_MAGIC) do
+    if data:sub(1, #magic[1]) == magic[1] then return magic[2] end
+  end
+  return nil
+end
+
+local function v3_format(name, content_type, data)
   local ext = tostring(name or ""):match("%.([%w]+)$")
   ext = ext and ext:lower()
   if ext and M.V3_FILE_FORMATS[ext] then return ext end
   local ct = type(content_type) == "string" and content_type:match("^%s*([^;%s]+)")
-  return ct and V3_FORMAT_OF_TYPE[ct:lower()] or nil
+  ct = ct and ct:lower()
+  if ct and V3_FORMAT_OF_TYPE[ct] then return V3_FORMAT_OF_TYPE[ct] end
+  -- no extension (or .bin) and no type (or octet-stream): the bytes decide
+  if (ext == nil or ext == "bin") and (ct == nil or ct == "application/octet-stream") then
+    return sniff_format(data)
+  end
+  return nil
 end
 
 local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, stl, 3mf, usdz (models)"
@@ -1251,7 +1293,7 @@ local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, 
 function Model:tripo3_upload(ctx)
   local part, err = self:upload_part(ctx)
   if not part then return self:tripo3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
-  local fmt = v3_format(part.filename, part.content_type)
+  local fmt = v3_format(part.filename, part.content_type, part.data)
   if not fmt then
     return self:tripo3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
   end

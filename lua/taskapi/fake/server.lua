@@ -27,7 +27,7 @@ M.STATIC_TRIPO_STATUS = STATIC_TRIPO_STATUS
 
 -- The same for Tripo V3 (/static/tasks/<any id>: a V3 client with base_url url .. "/static").
 local STATIC_TRIPO3_STATUS = '{"code":0,"data":{"completed_at":"2023-11-14T22:13:23Z","created_at":"2023-11-14T22:13:20Z",' ..
-  '"credits_consumed":12.5,"error_code":null,"error_message":null,"input":{},' ..
+  '"credits_consumed":12.5,"input":{},' ..
   '"output":{"model_url":"http://127.0.0.1/files/static/model.glb","rendered_image_url":"http://127.0.0.1/files/static/rendered_image.webp"},' ..
   '"progress":100,"status":"success","task_id":"7f3a9c1e-0000-4000-a000-000000000000","type":"text_to_model"},' ..
   '"status":"success"}'
