@@ -23,7 +23,12 @@ describe("fake in-process transport", function()
 
   it("gives base URLs and a log", function()
     assert.equal("http://fake.invalid", f.url)
-    assert.equal("http://fake.invalid/tripo/v2/openapi", f:base_url("tripo"))
+    assert.equal("http://fake.invalid/tripo/v2/openapi", f:base_url("tripo-v2"))
+    assert.equal("http://fake.invalid/tripo/v3", f:base_url("tripo-v3"))
+    -- "tripo": the API the built-in provider speaks (its default base URL's version)
+    local def = require "taskapi.providers.tripo"
+    local v3 = def.base_url:match("/v3/?$") ~= nil
+    assert.equal(v3 and "http://fake.invalid/tripo/v3" or "http://fake.invalid/tripo/v2/openapi", f:base_url("tripo"))
     assert.equal("http://fake.invalid/sellerpic", f:base_url("sellerpic"))
     local id = f:add_task({ provider = "tripo" })
     status_req(id)
@@ -44,6 +49,47 @@ describe("fake in-process transport", function()
     res = assert(status_req(id, "other-key"))
     assert.equal(404, res.status)
     assert.equal(2001, res.json.code)
+  end)
+
+  it("serves Tripo V3: a create, a status, a list, and a presigned PUT without the key", function()
+    local base = f:base_url("tripo-v3")
+    local auth = { "Authorization: Bearer tsk_test-key", "X-Request-ID: rq-1" }
+    local res = assert(tr:request({ method = "POST", url = base .. "/generation/text-to-model", json = true,
+      headers = { auth[1], auth[2], "Content-Type: application/json" },
+      body = '{"prompt":"a cat","model_version":"v3.1-20260211","fake":{"queue":0,"run":0}}' }))
+    assert.equal(200, res.status)
+    assert.equal("rq-1", res.headers["x-request-id"])
+    assert.equal("queued", res.json.data.status)
+    local id = res.json.data.task_id
+    res = assert(tr:request({ url = base .. "/tasks/" .. id, json = true, headers = auth }))
+    assert.equal("success", res.json.status)
+    assert.equal("success", res.json.data.status)
+    assert.equal(12.5, res.json.data.credits_consumed)
+    assert.is_string(res.trace_id)
+    local dl = dir .. "/v3-model.glb"
+    res = assert(tr:request({ url = res.json.data.output.model_url, path = dl }))
+    assert.equal(200, res.status)
+    assert.equal(2048, res.bytes)
+    res = assert(tr:request({ method = "POST", url = base .. "/tasks/list", json = true,
+      headers = { auth[1], "Content-Type: application/json" }, body = '{"task_ids":["' .. id .. '","gone"]}' }))
+    assert.equal("success", res.json.data.tasks[id].status)
+    assert.equal("gone", res.json.data.missed[1])
+    res = assert(tr:request({ method = "POST", url = base .. "/files/presign", json = true,
+      headers = { auth[1], "Content-Type: application/json" }, body = '{"format":"png"}' }))
+    local up = res.json.data
+    res = assert(tr:request({ method = "PUT", url = up.upload_url, headers = { "Content-Type: image/png" }, body = "PNGDATA" }))
+    assert.equal(200, res.status)
+    local e = f.log[#f.log]
+    assert.equal("PUT", e.method)
+    assert.is_false(e.authorization)
+    assert.equal(7, e.upload.size)
+    res = assert(tr:request({ method = "POST", url = base .. "/generation/image-to-model", json = true,
+      headers = { auth[1], "Content-Type: application/json" },
+      body = '{"input":{"file_token":"' .. up.file_token .. '"},"model_version":"v3.1-20260211"}' }))
+    assert.equal(200, res.status)
+    res = assert(tr:request({ url = base .. "/tasks/" .. id, json = true, headers = { "Authorization: Bearer nope" } }))
+    assert.equal(401, res.status)
+    assert.equal(2, res.json.code)
   end)
 
   it("decodes 19-digit numeric ids exactly when taskapi.core is there, and posts bodies", function()

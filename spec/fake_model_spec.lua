@@ -642,6 +642,732 @@ describe("fake model", function()
     end)
   end)
 
+  describe("Tripo V3", function()
+    local V3 = "/tripo/v3"
+    local TSK = { authorization = "Bearer tsk_test-key" }
+
+    local function v3get(path, query, headers)
+      return get(V3 .. path, query, headers or TSK)
+    end
+    local function v3post(path, body, headers)
+      return post(V3 .. path, body, headers or TSK)
+    end
+    local function v3status(id, headers)
+      local r = v3get("/tasks/" .. id, nil, headers)
+      return r, r.status == 200 and decode(r) or nil
+    end
+    local function is_iso(s) return type(s) == "string" and s:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$") ~= nil end
+    local function create(path, body, headers)
+      local r = v3post(path, body, headers)
+      assert.equal(200, r.status, r.body)
+      return decode(r).data.task_id, decode(r)
+    end
+    local function multipart(name, data, field, ctype)
+      return "--XyZ\r\nContent-Disposition: form-data; name=\"" .. (field or "file") .. "\"; filename=\"" .. name ..
+        "\"\r\nContent-Type: " .. (ctype or "application/octet-stream") .. "\r\n\r\n" .. data .. "\r\n--XyZ--\r\n"
+    end
+    local function upload(name, data, headers, ctype)
+      local h = { ["content-type"] = "multipart/form-data; boundary=XyZ" }
+      for k, v in pairs(headers or TSK) do h[k] = v end
+      return m:handle({ method = "POST", path = V3 .. "/files", query = {}, headers = h,
+        body = multipart(name, data, nil, ctype) })
+    end
+
+    it("goes queued -> running -> success in V3's shape, and the same task reads through V2", function()
+      local id = m:add_task({ provider = "tripo", queue = 3, run = 4 })
+      local r, b = v3status(id)
+      assert.equal(200, r.status)
+      assert.equal("application/json", r.headers["Content-Type"])
+      assert.is_string(r.headers["X-Tripo-Trace-ID"])
+      assert.equal(0, b.code)
+      assert.equal("success", b.status)
+      local d = b.data
+      assert.equal(id, d.task_id)
+      assert.equal("text_to_model", d.type)
+      assert.equal("queued", d.status)
+      assert.equal(0, d.progress)
+      assert.equal(3, d.queuing_num)
+      assert.is_nil(d.running_left_time)
+      assert.equal(0, d.credits_consumed)
+      assert.equal("2023-11-14T22:13:20Z", d.created_at)
+      assert.equal(cjson.null, d.completed_at)
+      assert.equal(cjson.null, d.error_code)
+      assert.equal(cjson.null, d.error_message)
+      assert.same({}, d.output)
+      assert.same({}, d.input)
+      assert.is_nil(d.create_time)
+      assert.is_nil(d.consumed_credit)
+      now = now + 5
+      d = select(2, v3status(id)).data
+      assert.equal("running", d.status)
+      assert.equal(50, d.progress)
+      assert.equal(2, d.running_left_time)
+      assert.is_nil(d.queuing_num)
+      assert.equal(cjson.null, d.completed_at)
+      now = now + 2
+      d = select(2, v3status(id)).data
+      assert.equal("success", d.status)
+      assert.equal(100, d.progress)
+      assert.equal(12.5, d.credits_consumed)
+      assert.truthy(r.body:find('"credits_consumed":0', 1, true))
+      assert.truthy(get(V3 .. "/tasks/" .. id, nil, TSK).body:find('"credits_consumed":12.5', 1, true))
+      assert.equal("2023-11-14T22:13:27Z", d.completed_at)
+      assert.is_true(is_iso(d.created_at))
+      assert.is_nil(d.queuing_num)
+      assert.is_nil(d.running_left_time)
+      assert.equal(cjson.null, d.error_code)
+      assert.matches("^http://fake%.invalid/files/%w+/model%.glb$", d.output.model_url)
+      assert.matches("^http://fake%.invalid/files/%w+/rendered_image%.webp$", d.output.rendered_image_url)
+      assert.is_nil(d.output.model)
+      assert.is_nil(d.output.generated_image_url)
+      local f = file_get(d.output.model_url)
+      assert.equal(200, f.status)
+      assert.equal("model/gltf-binary", f.headers["Content-Type"])
+      -- the V2 API renders the same record in V2's shape, with the same file
+      local _, v2 = tstatus(id)
+      assert.equal("success", v2.data.status)
+      assert.equal(20, v2.data.consumed_credit)
+      assert.equal(body_of(f), body_of(file_get(v2.data.output.model)))
+      assert.is_nil(v2.data.output.model_url)
+      assert.is_nil(v2.status)
+    end)
+
+    it("echoes X-Request-ID, or makes one, on answers and errors", function()
+      local id = m:add_task({ provider = "tripo" })
+      local r = v3get("/tasks/" .. id, nil, { authorization = "Bearer test-key", ["x-request-id"] = "my-req-7" })
+      assert.equal("my-req-7", r.headers["X-Request-ID"])
+      r = v3get("/tasks/nope", nil, { authorization = "Bearer test-key", ["x-request-id"] = "my-req-8" })
+      assert.equal(404, r.status)
+      assert.equal("my-req-8", decode(r).request_id)
+      assert.equal("my-req-8", r.headers["X-Request-ID"])
+      r = v3get("/tasks/nope")
+      assert.matches("^req_%x+$", r.headers["X-Request-ID"])
+      assert.equal(r.headers["X-Request-ID"], decode(r).request_id)
+      assert.not_equal(r.headers["X-Request-ID"], v3get("/tasks/nope").headers["X-Request-ID"])
+      assert.is_nil(get(TRIPO .. "/task/" .. id).headers["X-Request-ID"])
+    end)
+
+    it("answers 401 code 2 to a missing or unknown key, in the error envelope", function()
+      local id = m:add_task({ provider = "tripo" })
+      for _, h in ipairs({ {}, { authorization = "Bearer nope" }, { authorization = "Basic dGVzdA==" } }) do
+        local r = v3get("/tasks/" .. id, nil, h)
+        assert.equal(401, r.status)
+        local b = decode(r)
+        assert.equal(2, b.code)
+        assert.equal("error", b.status)
+        assert.is_string(b.message)
+        assert.is_string(b.suggestion)
+        assert.is_string(b.request_id)
+        assert.is_nil(b.data)
+        assert.is_string(r.headers["X-Tripo-Trace-ID"])
+      end
+      assert.equal(401, v3post("/generation/text-to-model", '{"model_version":"v3.1-20260211"}', {}).status)
+      assert.equal(401, v3get("/account/balance", nil, {}).status)
+      assert.equal(0, m.stats.created.tripo)
+    end)
+
+    it("hides another account's task (404, code 2001); tsk_ keys are their plain name's account", function()
+      local id = m:add_task({ provider = "tripo", queue = 0, run = 0 })
+      assert.equal(200, v3status(id, { authorization = "Bearer test-key" }).status)
+      assert.equal(200, v3status(id, TSK).status)
+      assert.equal(200, tstatus(id, TSK).status)
+      for _, k in ipairs({ "other-key", "tsk_other-key" }) do
+        local r = v3status(id, { authorization = "Bearer " .. k })
+        assert.equal(404, r.status)
+        local b = decode(r)
+        assert.equal(2001, b.code)
+        assert.equal("error", b.status)
+        assert.equal("task not found", b.message)
+      end
+      local theirs = m:add_task({ provider = "tripo", owner_key = "tsk_other-key" })
+      assert.equal(200, v3status(theirs, { authorization = "Bearer other-key" }).status)
+      assert.equal(404, v3status(theirs).status)
+      local sp = m:add_task({ provider = "sellerpic" })
+      assert.equal(404, v3status(sp).status) -- not a Tripo task
+    end)
+
+    it("takes more keys from new{keys = ...} and add_key", function()
+      m = new_model({ keys = { "extra-key", ["alias-key"] = "test-key", ["own-key"] = true } })
+      local id = m:add_task({ provider = "tripo" })
+      assert.equal(200, v3status(id, { authorization = "Bearer alias-key" }).status)
+      assert.equal(200, tstatus(id, { authorization = "Bearer alias-key" }).status)
+      assert.equal(200, v3status(id, { authorization = "Bearer tsk_test-key" }).status)
+      assert.equal(404, v3status(id, { authorization = "Bearer extra-key" }).status)
+      assert.equal(404, v3status(id, { authorization = "Bearer own-key" }).status)
+      assert.equal(401, v3status(id, { authorization = "Bearer other-extra" }).status)
+      assert.is_true(m:add_key("other-extra"))
+      assert.equal(404, v3status(id, { authorization = "Bearer other-extra" }).status)
+      assert.is_nil(m:add_key(""))
+      local mine = m:add_task({ provider = "tripo", owner_key = "extra-key" })
+      assert.equal(200, v3status(mine, { authorization = "Bearer extra-key" }).status)
+      assert.equal(200, get(SP .. "/usage", nil, { authorization = "Bearer extra-key" }).status)
+    end)
+
+    it("creates a task per capability endpoint, typed, queued, without a type field", function()
+      local n = 0
+      for path, typ in pairs(model.V3_CREATES) do
+        n = n + 1
+        local body = model.V3_NEED_MODEL[path] and '{"prompt":"x","model_version":"v3.1-20260211","type":"bogus"}'
+          or '{"input":"7f3a9c1e-0000-4000-a000-000000000000"}'
+        local r = v3post(path, body)
+        assert.equal(200, r.status, path)
+        local b = decode(r)
+        assert.equal(0, b.code)
+        assert.equal("success", b.status)
+        assert.equal(typ, b.data.type)
+        assert.equal("queued", b.data.status)
+        assert.is_string(b.data.task_id)
+        local d = select(2, v3status(b.data.task_id)).data
+        assert.equal(typ, d.type)
+        assert.is_nil(d.input.fake)
+      end
+      assert.equal(18, n)
+      assert.equal(18, m.stats.creates.tripo)
+      assert.equal(18, m.stats.created.tripo)
+      assert.equal(0, m.stats.creates["tripo-v2"])
+    end)
+
+    it("needs model_version (or model) on the three to-model endpoints: 400 code 1004", function()
+      for _, path in ipairs({ "/generation/text-to-model", "/generation/image-to-model", "/generation/multiview-to-model" }) do
+        local r = v3post(path, '{"prompt":"x"}')
+        assert.equal(400, r.status)
+        local b = decode(r)
+        assert.equal(1004, b.code)
+        assert.equal("error", b.status)
+        assert.matches("model_version", b.message)
+        assert.is_string(b.request_id)
+        assert.equal(400, v3post(path, '{"prompt":"x","model_version":""}').status)
+        assert.equal(200, v3post(path, '{"prompt":"x","model":"P1-20260311"}').status)
+        assert.equal(200, v3post(path, '{"prompt":"x","model_version":"v2.5-20250123"}').status)
+      end
+      assert.equal(200, v3post("/generation/text-to-image", '{"prompt":"x"}').status)
+      local r = v3post("/generation/text-to-model", '{"prompt":')
+      assert.equal(400, r.status)
+      assert.equal(1003, decode(r).code)
+      assert.equal(400, v3post("/models/texture", "[1,2]").status)
+      assert.equal(15, m.stats.creates.tripo)
+      assert.equal(7, m.stats.created.tripo)
+    end)
+
+    it("scripts a created task by its fake field and gives it to the creating key", function()
+      local id = create("/generation/image-to-model",
+        '{"input":"https://example.com/a.png","model_version":"v3.1-20260211","fake":{"queue":0,"run":0,"final":"failed"}}',
+        { authorization = "Bearer other-key" })
+      assert.equal(404, v3status(id).status)
+      local d = select(2, v3status(id, { authorization = "Bearer tsk_other-key" })).data
+      assert.equal("failed", d.status)
+      assert.equal("https://example.com/a.png", d.input.input)
+      assert.is_nil(d.input.fake)
+    end)
+
+    it("gives outputs by task type when the spec names none", function()
+      local function out_of(path, body)
+        local id = create(path, body or '{"input":"x","fake":{"queue":0,"run":0}}')
+        local d = select(2, v3status(id)).data
+        assert.equal("success", d.status)
+        return d.output, id
+      end
+      local function keys(t)
+        local k = {}
+        for name in pairs(t) do k[#k + 1] = name end
+        table.sort(k)
+        return table.concat(k, " ")
+      end
+      for _, path in ipairs({ "/generation/text-to-model", "/generation/image-to-model", "/generation/multiview-to-model" }) do
+        assert.equal("model_url rendered_image_url", keys(out_of(path, '{"model_version":"v3.1-20260211","fake":{"queue":0,"run":0}}')))
+      end
+      for _, path in ipairs({ "/models/texture", "/models/convert", "/models/stylize", "/models/refine", "/models/import",
+        "/mesh/segment", "/mesh/complete", "/mesh/decimate" }) do
+        assert.equal("model_url rendered_image_url", keys(out_of(path)), path)
+      end
+      for _, path in ipairs({ "/generation/text-to-image", "/generation/image-to-image" }) do
+        local out = out_of(path)
+        assert.equal("generated_image_url", keys(out))
+        assert.matches("/generated_image%.png$", out.generated_image_url)
+        assert.equal("image/png", file_get(out.generated_image_url).headers["Content-Type"])
+      end
+      for _, path in ipairs({ "/generation/image-to-multiview", "/generation/edit-multiview" }) do
+        local out = out_of(path)
+        assert.equal("back_view_url front_view_url left_view_url right_view_url", keys(out))
+        for _, v in ipairs({ "front", "left", "back", "right" }) do
+          assert.matches("/" .. v .. "%.png$", out[v .. "_view_url"])
+          assert.equal(200, file_get(out[v .. "_view_url"]).status)
+        end
+      end
+      local out, id = out_of("/animations/rig-check")
+      assert.equal("rig_type riggable", keys(out))
+      assert.is_true(out.riggable)
+      assert.equal("biped", out.rig_type)
+      assert.is_true(select(2, tstatus(id)).data.output.riggable) -- V2 shows it too
+      out = out_of("/animations/rig-check", '{"input":"x","fake":{"queue":0,"run":0,"riggable":false,"rig_type":"quadruped"}}')
+      assert.is_false(out.riggable)
+      assert.equal("quadruped", out.rig_type)
+      out = out_of("/animations/rig")
+      assert.equal("model_url", keys(out))
+      out = out_of("/animations/retarget", '{"input":"x","animations":["preset:idle","preset:walk","preset:run"],"fake":{"queue":0,"run":0}}')
+      assert.equal("model_url model_urls", keys(out))
+      assert.equal(3, #out.model_urls)
+      assert.equal(out.model_url, out.model_urls[1])
+      assert.not_equal(body_of(file_get(out.model_urls[2])), body_of(file_get(out.model_urls[3])))
+      out = out_of("/animations/retarget", '{"input":"x","animation":"preset:idle","fake":{"queue":0,"run":0}}')
+      assert.equal(1, #out.model_urls)
+    end)
+
+    it("maps a spec's V2 output names to V3 keys", function()
+      local id = m:add_task({ provider = "tripo", queue = 0, run = 0,
+        outputs = { "base_model", "pbr_model", "model", "generated_image", "rendered_image", "rendered_video", "extra_thing",
+          "multiview_basecolor" },
+        multiview = true })
+      local out = select(2, v3status(id)).data.output
+      assert.matches("/pbr_model%.glb$", out.model_url)
+      assert.matches("/generated_image%.png$", out.generated_image_url)
+      assert.matches("/rendered_image%.webp$", out.rendered_image_url)
+      assert.matches("/rendered_video%.mp4$", out.rendered_video_url)
+      assert.matches("/extra_thing%.bin$", out.extra_thing)
+      assert.matches("/front%.png$", out.front_view_url)
+      assert.matches("/multiview_basecolor%.png$", out.multiview_basecolor_url)
+      assert.is_nil(out.model)
+      assert.is_nil(out.pbr_model)
+      assert.is_nil(out.generate_multiview_image)
+      assert.equal("video/mp4", file_get(out.rendered_video_url).headers["Content-Type"])
+      id = m:add_task({ provider = "tripo", queue = 0, run = 0, outputs = { "base_model", "model" } })
+      assert.matches("/model%.glb$", select(2, v3status(id)).data.output.model_url)
+      id = m:add_task({ provider = "tripo", queue = 0, run = 0, outputs = { model = "fbx" } })
+      assert.matches("/model%.fbx$", select(2, v3status(id)).data.output.model_url)
+    end)
+
+    it("sends the five-value status list by default, banned and expired as failed with their codes", function()
+      local want = {
+        success = { "success" }, cancelled = { "cancelled" }, failed = { "failed", 1001 },
+        banned = { "failed", 2008 }, expired = { "failed", 2018 },
+      }
+      for final, w in pairs(want) do
+        local id = m:add_task({ provider = "tripo", queue = 0, run = 0, final = final })
+        local d = select(2, v3status(id)).data
+        assert.equal(w[1], d.status, final)
+        assert.is_true(is_iso(d.completed_at))
+        if w[2] then
+          assert.equal(w[2], d.error_code, final)
+          assert.is_string(d.error_message)
+          assert.equal(0, d.credits_consumed)
+          assert.same({}, d.output)
+        else
+          assert.equal(cjson.null, d.error_code)
+          assert.equal(cjson.null, d.error_message)
+        end
+        assert.equal(final, select(2, tstatus(id)).data.status) -- V2 keeps its own list
+      end
+      local id = m:add_task({ provider = "tripo", queue = 0, run = 0, final = "failed", error_code = 2006 })
+      assert.equal(2006, select(2, v3status(id)).data.error_code)
+      id = m:add_task({ provider = "tripo", queue = 0, run = 0, final = "banned", v3_statuses = 8 })
+      local d = select(2, v3status(id)).data
+      assert.equal("banned", d.status)
+      assert.equal(2008, d.error_code)
+    end)
+
+    it("sends the eight-value list when the model or the task says so", function()
+      m = new_model({ v3_statuses = 8 })
+      for _, final in ipairs({ "banned", "expired", "unknown", "failed", "cancelled" }) do
+        local id = m:add_task({ provider = "tripo", queue = 0, run = 0, final = final })
+        assert.equal(final, select(2, v3status(id)).data.status)
+      end
+      local id = m:add_task({ provider = "tripo", queue = 0, run = 0, final = "expired", v3_statuses = 5 })
+      local d = select(2, v3status(id)).data
+      assert.equal("failed", d.status)
+      assert.equal(2018, d.error_code)
+    end)
+
+    it("leaves out queuing_num and running_left_time when v3_eta is false", function()
+      m = new_model({ v3_eta = false })
+      local id = m:add_task({ provider = "tripo", queue = 1, run = 2 })
+      local d = select(2, v3status(id)).data
+      assert.equal("queued", d.status)
+      assert.is_nil(d.queuing_num)
+      now = now + 2
+      d = select(2, v3status(id)).data
+      assert.equal("running", d.status)
+      assert.is_nil(d.running_left_time)
+      assert.equal(-1, select(2, tstatus(id)).data.queuing_num) -- V2 keeps its fields
+      local eta = m:add_task({ provider = "tripo", queue = 0, run = 10, v3_eta = true })
+      assert.equal(10, select(2, v3status(eta)).data.running_left_time)
+      m = new_model()
+      local no = m:add_task({ provider = "tripo", queue = 5, v3_eta = false })
+      assert.is_nil(select(2, v3status(no)).data.queuing_num)
+    end)
+
+    it("takes credits from the model or the task spec", function()
+      m = new_model({ credits = 48 })
+      local id = m:add_task({ provider = "tripo", queue = 0, run = 0 })
+      assert.equal(48, select(2, v3status(id)).data.credits_consumed)
+      id = m:add_task({ provider = "tripo", queue = 0, run = 0, credits = 7.25 })
+      assert.equal(7.25, select(2, v3status(id)).data.credits_consumed)
+    end)
+
+    it("applies the status faults to V3 reads, in V3's error shape", function()
+      local id = m:add_task({ provider = "tripo", faults = { server_errors = 1, rate_limit = { count = 1, retry_after = 7 },
+        html_error = 1, malformed_json = 1, code_under_200 = { count = 1, code = 1001 } } })
+      local r = v3status(id)
+      assert.equal(500, r.status)
+      local b = decode(r)
+      assert.equal(1000, b.code)
+      assert.equal("error", b.status)
+      assert.is_string(b.request_id)
+      r = v3status(id)
+      assert.equal(429, r.status)
+      assert.equal(2000, decode(r).code)
+      assert.equal("error", decode(r).status)
+      assert.equal("7", r.headers["Retry-After"])
+      r = v3status(id)
+      assert.equal(502, r.status)
+      assert.equal("text/html", r.headers["Content-Type"])
+      r = v3get("/tasks/" .. id)
+      assert.equal(200, r.status)
+      assert.is_false(pcall(cjson.decode, r.body))
+      r = v3get("/tasks/" .. id)
+      assert.equal(200, r.status)
+      b = decode(r)
+      assert.equal(1001, b.code)
+      assert.equal("error", b.status)
+      assert.equal(0, decode(v3get("/tasks/" .. id)).code)
+      local d = m:add_task({ provider = "tripo", delay = 2.5 })
+      assert.equal(2.5, v3get("/tasks/" .. d).delay)
+      local w = m:add_task({ provider = "tripo", wrong_shape = "missing" })
+      b = decode(v3get("/tasks/" .. w))
+      assert.same({ code = 0, status = "success" }, b)
+      w = m:add_task({ provider = "tripo", wrong_shape = "null" })
+      assert.equal(cjson.null, decode(v3get("/tasks/" .. w)).data)
+      assert.equal(1, m:task(w).polls)
+    end)
+
+    it("answers 404 code 1004 to an unknown endpoint and 405 to a wrong method", function()
+      local r = v3get("/nothing")
+      assert.equal(404, r.status)
+      assert.equal(1004, decode(r).code)
+      assert.equal("error", decode(r).status)
+      assert.equal(405, v3get("/generation/text-to-model").status)
+      assert.equal(405, v3get("/tasks/list").status)
+      assert.equal(405, v3post("/account/balance", "{}").status)
+      assert.equal(405, v3post("/tasks/some-id", "{}").status)
+      assert.equal(0, m.stats.creates.tripo)
+    end)
+
+    describe("POST /tasks/list and V2's POST /task/batch", function()
+      it("answers found tasks by id and the missed ids (unknown or another account's)", function()
+        local a = m:add_task({ provider = "tripo", queue = 0, run = 0 })
+        local b = m:add_task({ provider = "tripo", queue = 5 })
+        local theirs = m:add_task({ provider = "tripo", owner_key = "other-key" })
+        local body = cjson.encode({ task_ids = { a, "no-such", b, theirs, a } })
+        local r = v3post("/tasks/list", body)
+        assert.equal(200, r.status)
+        local d = decode(r)
+        assert.equal(0, d.code)
+        assert.equal("success", d.status)
+        assert.equal("success", d.data.tasks[a].status)
+        assert.matches("/model%.glb$", d.data.tasks[a].output.model_url)
+        assert.equal(12.5, d.data.tasks[a].credits_consumed)
+        assert.equal("queued", d.data.tasks[b].status)
+        assert.equal(b, d.data.tasks[b].task_id)
+        assert.is_nil(d.data.tasks[theirs])
+        assert.same({ "no-such", theirs }, d.data.missed)
+        assert.equal(1, m:task(a).polls)
+        assert.equal(0, m:task(theirs).polls)
+        -- V2: the same in V2's envelope and task shape
+        r = post(TRIPO .. "/task/batch", body)
+        assert.equal(200, r.status)
+        d = decode(r)
+        assert.equal(0, d.code)
+        assert.is_nil(d.status)
+        assert.equal("success", d.data.tasks[a].status)
+        assert.matches("/model%.glb$", d.data.tasks[a].output.model)
+        assert.equal(-1, d.data.tasks[a].queuing_num)
+        assert.same({ "no-such", theirs }, d.data.missed)
+        -- none found: an empty object and an empty list
+        r = v3post("/tasks/list", '{"task_ids":["x"]}')
+        assert.truthy(r.body:find('"tasks":{}', 1, true))
+        r = v3post("/tasks/list", '{"task_ids":["' .. a .. '"]}')
+        assert.truthy(r.body:find('"missed":[]', 1, true))
+        assert.equal(0, m.stats.creates.tripo)
+      end)
+
+      it("takes at most 100 ids, and refuses a bad body", function()
+        local ids = {}
+        for i = 1, 100 do ids[i] = "id-" .. i end
+        assert.equal(100, #decode(v3post("/tasks/list", cjson.encode({ task_ids = ids }))).data.missed)
+        assert.equal(100, #decode(post(TRIPO .. "/task/batch", cjson.encode({ task_ids = ids }))).data.missed)
+        ids[101] = "id-101"
+        for _, r in ipairs({ v3post("/tasks/list", cjson.encode({ task_ids = ids })),
+          post(TRIPO .. "/task/batch", cjson.encode({ task_ids = ids })) }) do
+          assert.equal(400, r.status)
+          assert.equal(1004, decode(r).code)
+          assert.matches("100", decode(r).message)
+        end
+        assert.equal("error", decode(v3post("/tasks/list", cjson.encode({ task_ids = ids }))).status)
+        for _, body in ipairs({ '{"task_ids":[]}', "{}", '{"task_ids":"a"}', '{"task_ids":[1.5e300,{}]}' }) do
+          local r = v3post("/tasks/list", body)
+          assert.equal(400, r.status, body)
+          assert.equal(1004, decode(r).code, body)
+        end
+        local r = v3post("/tasks/list", "{oops")
+        assert.equal(400, r.status)
+        assert.equal(1003, decode(r).code)
+        r = post(TRIPO .. "/task/batch", "{oops")
+        assert.equal(1003, decode(r).code)
+        assert.is_nil(decode(r).status)
+        assert.equal(401, v3post("/tasks/list", '{"task_ids":["a"]}', {}).status)
+        assert.equal(401, post(TRIPO .. "/task/batch", '{"task_ids":["a"]}', {}).status)
+      end)
+
+      it("answers an array of tasks in request order with list_shape = array", function()
+        m = new_model({ list_shape = "array" })
+        local a = m:add_task({ provider = "tripo" })
+        local b = m:add_task({ provider = "tripo" })
+        local d = decode(v3post("/tasks/list", cjson.encode({ task_ids = { b, "zz", a } }))).data
+        assert.equal(2, #d.tasks)
+        assert.equal(b, d.tasks[1].task_id)
+        assert.equal(a, d.tasks[2].task_id)
+        assert.same({ "zz" }, d.missed)
+        d = decode(post(TRIPO .. "/task/batch", cjson.encode({ task_ids = { a } }))).data
+        assert.equal(a, d.tasks[1].task_id)
+        local r = v3post("/tasks/list", '{"task_ids":["zz"]}')
+        assert.truthy(r.body:find('"tasks":[]', 1, true))
+      end)
+
+      it("lets the listed tasks' faults answer the request", function()
+        local a = m:add_task({ provider = "tripo" })
+        local b = m:add_task({ provider = "tripo", faults = { server_errors = 1, malformed_json = 1, delay = 1.5 } })
+        local body = cjson.encode({ task_ids = { a, b } })
+        local r = v3post("/tasks/list", body)
+        assert.equal(500, r.status)
+        assert.equal("error", decode(r).status)
+        r = v3post("/tasks/list", body)
+        assert.equal(200, r.status)
+        assert.is_false(pcall(cjson.decode, r.body))
+        assert.equal(1.5, r.delay)
+        r = post(TRIPO .. "/task/batch", body)
+        assert.equal(200, r.status)
+        assert.equal(1.5, r.delay)
+        assert.equal(2, m:task(a).polls)
+        local c = m:add_task({ provider = "tripo", rate_limit = { count = 1, retry_after = 3 } })
+        r = post(TRIPO .. "/task/batch", cjson.encode({ task_ids = { c } }))
+        assert.equal(429, r.status)
+        assert.equal("3", r.headers["Retry-After"])
+        assert.is_nil(decode(r).status)
+      end)
+    end)
+
+    describe("files", function()
+      it("takes images and models by extension and answers a file_token", function()
+        for _, name in ipairs({ "a.webp", "a.png", "a.jpeg", "a.jpg", "a.bmp", "a.tiff", "a.glb", "a.obj", "a.fbx",
+          "a.stl", "a.3mf", "A.USDZ" }) do
+          local r = upload(name, "bytes of " .. name)
+          assert.equal(200, r.status, name)
+          local b = decode(r)
+          assert.equal(0, b.code)
+          assert.equal("success", b.status)
+          assert.matches("^file_%x+%-%x+%-%x+%-%x+%-%x+$", b.data.file_token)
+        end
+        local e = m.log[#m.log].upload
+        assert.equal("A.USDZ", e.filename)
+        assert.equal(#"bytes of A.USDZ", e.size)
+        assert.equal(model.adler32("bytes of A.USDZ"), e.adler32)
+        for _, name in ipairs({ "a.gif", "a.exe", "noext", "upload.bin" }) do
+          local r = upload(name, "x")
+          assert.equal(400, r.status, name)
+          assert.equal(2004, decode(r).code)
+          assert.equal("error", decode(r).status)
+        end
+        -- a name without a known extension (the SDKs' default "upload.bin"): the part's type decides
+        assert.equal(200, upload("upload.bin", "x", nil, "image/png").status)
+        assert.equal(200, upload("upload.bin", "x", nil, "model/gltf-binary; charset=binary").status)
+        assert.equal(400, upload("upload.bin", "x", nil, "image/gif").status)
+        local r = m:handle({ method = "POST", path = V3 .. "/files", query = {},
+          headers = { authorization = "Bearer test-key", ["content-type"] = "multipart/form-data; boundary=XyZ" },
+          body = multipart("a.png", "x", "image") })
+        assert.equal(400, r.status)
+        assert.equal(1003, decode(r).code)
+        r = m:handle({ method = "POST", path = V3 .. "/files", query = {},
+          headers = { authorization = "Bearer test-key", ["content-type"] = "image/png" }, body = "x" })
+        assert.equal(400, r.status)
+        assert.equal(401, upload("a.png", "x", {}).status)
+      end)
+
+      it("makes a token valid for creates of its account only; unknown tokens are 400 code 1004", function()
+        local tok = decode(upload("shoe.png", "PNG")).data.file_token
+        local path = "/generation/image-to-model"
+        local function body(input) return cjson.encode({ input = input, model_version = "v3.1-20260211" }) end
+        assert.equal(200, v3post(path, body(tok)).status)
+        assert.equal(200, v3post(path, body({ file_token = tok })).status)
+        assert.equal(200, v3post("/generation/multiview-to-model",
+          cjson.encode({ inputs = { { file_token = tok }, "", tok, "" }, model = "P1-20260311" })).status)
+        local r = v3post(path, body(tok), { authorization = "Bearer other-key" })
+        assert.equal(400, r.status)
+        assert.equal(1004, decode(r).code)
+        r = v3post(path, body({ file_token = "not-a-token" }))
+        assert.equal(400, r.status)
+        assert.matches("file token", decode(r).message)
+        r = v3post(path, body("file_00000000-0000-4000-a000-000000000000"))
+        assert.equal(400, r.status)
+        assert.equal(200, v3post(path, body("https://example.com/file_a.png")).status)
+        assert.equal(4, m.stats.created.tripo)
+        assert.equal(7, m.stats.creates.tripo)
+      end)
+
+      it("presigns an upload: PUT the bytes without a key, then the token is valid", function()
+        local r = v3post("/files/presign", '{"format":"png"}')
+        assert.equal(200, r.status)
+        local d = decode(r).data
+        assert.matches("^file_%x+%-", d.file_token)
+        assert.equal(900, d.expires_in)
+        local p = d.upload_url:match("^http://fake%.invalid(/storage/.+)$")
+        assert.is_string(p, d.upload_url)
+        local create_body = cjson.encode({ input = { file_token = d.file_token }, model_version = "v3.1-20260211" })
+        r = v3post("/generation/image-to-model", create_body)
+        assert.equal(400, r.status) -- nothing uploaded yet
+        assert.equal(1004, decode(r).code)
+        local bytes = "\137PNG presigned bytes"
+        r = m:handle({ method = "PUT", path = p, query = {}, headers = { ["content-type"] = "image/png" }, body = bytes })
+        assert.equal(200, r.status)
+        assert.equal('"' .. model.adler32(bytes) .. '"', r.headers.ETag)
+        local e = m.log[#m.log]
+        assert.equal("PUT", e.method)
+        assert.is_false(e.authorization)
+        assert.is_nil(e.key)
+        assert.equal(#bytes, e.upload.size)
+        assert.equal(model.adler32(bytes), e.upload.adler32)
+        assert.equal("image/png", e.upload.content_type)
+        assert.equal(200, v3post("/generation/image-to-model", create_body).status)
+        assert.equal(400, v3post("/generation/image-to-model", create_body, { authorization = "Bearer other-key" }).status)
+        -- a PUT that carries the key anyway is logged as such
+        r = m:handle({ method = "PUT", path = p, query = {}, headers = { authorization = "Bearer test-key" }, body = "again" })
+        assert.equal(200, r.status)
+        assert.is_true(m.log[#m.log].authorization)
+        assert.equal(5, m.log[#m.log].upload.size)
+        -- wrong method, unknown URL, expiry
+        assert.equal(405, m:handle({ method = "GET", path = p, query = {}, headers = {} }).status)
+        r = m:handle({ method = "PUT", path = "/storage/uploads/deadbeef/x.png", query = {}, headers = {}, body = "x" })
+        assert.equal(403, r.status)
+        assert.equal("application/xml", r.headers["Content-Type"])
+        now = now + 900
+        r = m:handle({ method = "PUT", path = p, query = {}, headers = {}, body = "late" })
+        assert.equal(403, r.status)
+        assert.matches("expired", r.body)
+      end)
+
+      it("refuses a presign without a known format", function()
+        local r = v3post("/files/presign", '{"format":"gif"}')
+        assert.equal(400, r.status)
+        assert.equal(2004, decode(r).code)
+        r = v3post("/files/presign", "{}")
+        assert.equal(400, r.status)
+        assert.equal(1004, decode(r).code)
+        assert.equal(1003, decode(v3post("/files/presign", "nope")).code)
+        for _, f in ipairs({ "GLB", "3mf", "jpeg", "tiff", "usdz" }) do
+          assert.equal(200, v3post("/files/presign", cjson.encode({ format = f })).status, f)
+        end
+        assert.matches("/storage/uploads/%x+/file_[%x%-]+%.glb$", decode(v3post("/files/presign", '{"format":"GLB"}')).data.upload_url)
+        m = new_model({ presign_ttl = 60 })
+        assert.equal(60, decode(v3post("/files/presign", '{"format":"png"}')).data.expires_in)
+      end)
+    end)
+
+    describe("account", function()
+      it("answers the balance as decimals", function()
+        local r = v3get("/account/balance")
+        assert.equal(200, r.status)
+        local b = decode(r)
+        assert.equal("success", b.status)
+        assert.equal(2987.5, b.data.balance)
+        assert.equal(0, b.data.frozen)
+        assert.truthy(r.body:find('"balance":2987.5', 1, true))
+        assert.equal(3000, decode(get(TRIPO .. "/user/balance")).data.balance) -- V2 unchanged
+        m = new_model({ balance = 120.25 })
+        assert.equal(120.25, decode(v3get("/account/balance")).data.balance)
+        assert.equal(120.25, decode(get(TRIPO .. "/user/balance")).data.balance)
+      end)
+
+      it("answers usage rows of the key's tasks, newest first, paged", function()
+        local ids = {}
+        for i = 1, 5 do
+          ids[i] = m:add_task({ provider = "tripo", queue = 0, run = i <= 2 and 0 or 100, final = i == 2 and "banned" or nil })
+          now = now + 1
+        end
+        m:add_task({ provider = "tripo", owner_key = "other-key" })
+        m:add_task({ provider = "sellerpic" })
+        local r = v3get("/account/usage", { limit = "3" })
+        assert.equal(200, r.status)
+        local rows = decode(r).data
+        assert.equal(3, #rows)
+        assert.equal(ids[5], rows[1].task_id)
+        assert.equal(ids[4], rows[2].task_id)
+        assert.equal(ids[3], rows[3].task_id)
+        assert.equal("text_to_model", rows[1].type)
+        assert.equal("running", rows[1].status)
+        assert.equal(0, rows[1].credits_consumed)
+        assert.is_true(is_iso(rows[1].created_at))
+        rows = decode(v3get("/account/usage", { limit = "3", offset = "3" })).data
+        assert.equal(2, #rows)
+        assert.equal(ids[2], rows[1].task_id)
+        assert.equal("failed", rows[1].status)
+        assert.equal(ids[1], rows[2].task_id)
+        assert.equal("success", rows[2].status)
+        assert.equal(12.5, rows[2].credits_consumed)
+        assert.equal(5, #decode(v3get("/account/usage")).data)
+        assert.equal(5, #decode(v3get("/account/usage", { limit = "200" })).data)
+        assert.equal(1, #decode(v3get("/account/usage", nil, { authorization = "Bearer other-key" })).data)
+        r = v3get("/account/usage", { offset = "9" })
+        assert.truthy(r.body:find('"data":[]', 1, true))
+        for _, q in ipairs({ { limit = "201" }, { limit = "0" }, { limit = "x" }, { offset = "-1" }, { limit = "2.5" } }) do
+          r = v3get("/account/usage", q)
+          assert.equal(400, r.status)
+          assert.equal(1004, decode(r).code)
+        end
+      end)
+    end)
+  end)
+
+  describe("creation counts", function()
+    it("counts every request that can create a task, per provider, in the log and /_fake/stats", function()
+      post("/tripo/v3/generation/text-to-model", '{"model_version":"v3.1-20260211"}')
+      post("/tripo/v3/generation/text-to-model", '{}')
+      post(TRIPO .. "/task", '{"type":"text_to_model"}')
+      post(TRIPO .. "/task", '{"prompt":"no type"}')
+      post(SP .. "/generate/instructEdit", "{}")
+      post(TRIPO .. "/task", '{"type":"text_to_model"}', {}) -- no key: not counted
+      get(TRIPO .. "/user/balance")
+      local st = decode(get("/_fake/stats", nil, {}))
+      assert.same({ tripo = 2, ["tripo-v2"] = 2, sellerpic = 1 }, st.creates)
+      assert.same({ tripo = 1, ["tripo-v2"] = 1, sellerpic = 1 }, st.created)
+      local log = decode(get("/_fake/log", nil, {}))
+      assert.equal("tripo", log[1].create.provider)
+      assert.is_string(log[1].create.task_id)
+      assert.equal("tripo", log[2].create.provider)
+      assert.is_nil(log[2].create.task_id)
+      assert.equal("tripo-v2", log[3].create.provider)
+      assert.equal("sellerpic", log[5].create.provider)
+      assert.is_nil(log[6].create)
+      assert.is_nil(log[7].create)
+      m:add_task({ provider = "tripo" }) -- scripted tasks are not API creates
+      post("/_fake/tasks", '{"provider":"tripo"}', {})
+      assert.equal(1, decode(get("/_fake/stats", nil, {})).created.tripo)
+      post("/_fake/reset", "", {})
+      assert.same({ tripo = 0, ["tripo-v2"] = 0, sellerpic = 0 }, decode(get("/_fake/stats", nil, {})).creates)
+    end)
+
+    it("accepts tripo-v2 and tripo-v3 as names of the one Tripo provider", function()
+      local a = m:add_task({ provider = "tripo-v2", queue = 0, run = 0 })
+      local b = m:add_task({ provider = "tripo-v3", queue = 0, run = 0 })
+      assert.equal("tripo", m:task(a).provider)
+      assert.equal(200, tstatus(b).status)
+      assert.equal(200, get("/tripo/v3/tasks/" .. a).status)
+    end)
+
+    it("says when a task is final", function()
+      local id = m:add_task({ provider = "tripo", queue = 2, run = 3 })
+      assert.equal(1700000005, m:final_time(m:task(id)))
+      assert.equal(1700000005, decode(get("/_fake/tasks/" .. id, nil, {})).final_time)
+    end)
+  end)
+
   describe("control routes", function()
     it("make tasks, show the log, move the clock and reset", function()
       local r = post("/_fake/tasks", json.encode({ provider = "sellerpic", id = "1869254713398571011", queue = 0, run = 10 }), {})

@@ -196,10 +196,22 @@ function Fake:advance(s) return self.model:advance(s) end
 function Fake:task(id) return self.model:task(id) end
 function Fake:handle(req) return self.model:handle(req) end
 
---- The base URL a client of `provider` uses against this fake.
+-- The Tripo API the built-in "tripo" provider speaks: V3 when its default base URL says so.
+local function tripo_prefix()
+  local ok, def = pcall(require, "taskapi.providers.tripo")
+  if ok and type(def) == "table" and type(def.base_url) == "string" and def.base_url:match("/v3/?$") then
+    return model.TRIPO_V3_PREFIX
+  end
+  return model.TRIPO_V2_PREFIX
+end
+
+--- The base URL a client of `provider` uses against this fake: "sellerpic", "tripo-v2" (V2),
+--- "tripo-v3" (V3), "tripo" (the API the built-in tripo provider speaks).
 function Fake:base_url(provider)
   if provider == "sellerpic" then return self.url .. model.SELLERPIC_PREFIX end
-  return self.url .. model.TRIPO_PREFIX
+  if provider == "tripo-v2" then return self.url .. model.TRIPO_V2_PREFIX end
+  if provider == "tripo-v3" then return self.url .. model.TRIPO_V3_PREFIX end
+  return self.url .. tripo_prefix()
 end
 
 --- The transport for a client (taskapi.new's transport option). When the fake was made with

@@ -27,10 +27,78 @@ local format, concat = string.format, table.concat
 local tostring, tonumber, type, pairs, ipairs = tostring, tonumber, type, pairs, ipairs
 
 local TRIPO = "/tripo/v2/openapi"
+local TRIPO3 = "/tripo/v3"
 local SP = "/sellerpic/v1/api"
 
 M.TRIPO_PREFIX = TRIPO
+M.TRIPO_V2_PREFIX = TRIPO
+M.TRIPO_V3_PREFIX = TRIPO3
 M.SELLERPIC_PREFIX = "/sellerpic"
+
+-- Tripo V3: one create endpoint per capability (under /tripo/v3) -> the task type it makes.
+-- Tripo's SDKs show only "text_to_model" for V3; the others are the V2 type names of the
+-- same capability (see doc/internals.md), so one task reads the same through both APIs.
+M.V3_CREATES = {
+  ["/generation/text-to-model"] = "text_to_model",
+  ["/generation/image-to-model"] = "image_to_model",
+  ["/generation/multiview-to-model"] = "multiview_to_model",
+  ["/generation/text-to-image"] = "text_to_image",
+  ["/generation/image-to-image"] = "generate_image",
+  ["/generation/image-to-multiview"] = "generate_multiview_image",
+  ["/generation/edit-multiview"] = "edit_multiview_image",
+  ["/models/texture"] = "texture_model",
+  ["/models/convert"] = "convert_model",
+  ["/models/stylize"] = "stylize_model",
+  ["/models/refine"] = "refine_model",
+  ["/models/import"] = "import_model",
+  ["/mesh/segment"] = "mesh_segmentation",
+  ["/mesh/complete"] = "mesh_completion",
+  ["/mesh/decimate"] = "highpoly_to_lowpoly",
+  ["/animations/rig-check"] = "animate_prerigcheck",
+  ["/animations/rig"] = "animate_rig",
+  ["/animations/retarget"] = "animate_retarget",
+}
+
+-- The V3 endpoints that answer 400 / 1004 without model_version (or model).
+M.V3_NEED_MODEL = {
+  ["/generation/text-to-model"] = true,
+  ["/generation/image-to-model"] = true,
+  ["/generation/multiview-to-model"] = true,
+}
+
+-- What a Tripo task of a type makes when its spec names no outputs: "model" (a model file
+-- and a rendered preview), "image" (one generated image), "multiview" (four views),
+-- "rigcheck" (riggable + rig_type, no file), "rig" (a rigged model), "retarget" (animated
+-- models: model_url and, in V3, model_urls).
+local TRIPO_KIND = {
+  text_to_image = "image", generate_image = "image", image_to_image = "image",
+  generate_multiview_image = "multiview", edit_multiview_image = "multiview",
+  image_to_multiview = "multiview", edit_multiview = "multiview",
+  animate_prerigcheck = "rigcheck", rig_check = "rigcheck",
+  animate_rig = "rig", rig = "rig",
+  animate_retarget = "retarget", retarget = "retarget",
+}
+M.TRIPO_KIND = TRIPO_KIND
+
+local KIND_OUTPUTS = {
+  model = { "model", "rendered_image" }, image = { "generated_image" }, multiview = {}, rigcheck = {},
+  rig = { "model" }, retarget = { "model" },
+}
+
+-- Files a V3 upload (POST /files, /files/presign) takes, by extension.
+M.V3_FILE_FORMATS = {
+  webp = "image", png = "image", jpeg = "image", jpg = "image", bmp = "image", tiff = "image", tif = "image",
+  glb = "model", obj = "model", fbx = "model", stl = "model", ["3mf"] = "model", usdz = "model",
+}
+
+-- The keys every model knows (key -> owner): a tsk_ key is the same account as its plain name.
+M.DEFAULT_KEYS = {
+  ["test-key"] = "test-key", ["tsk_test-key"] = "test-key",
+  ["other-key"] = "other-key", ["tsk_other-key"] = "other-key",
+}
+
+-- The providers /_fake/stats counts creates of: "tripo" (V3), "tripo-v2", "sellerpic".
+M.CREATE_APIS = { "tripo", "tripo-v2", "sellerpic" }
 
 -- The names a task spec may carry in `faults` (or at its top level).
 M.FAULTS = {
@@ -43,7 +111,7 @@ M.TRIPO_FINAL = { success = true, failed = true, banned = true, expired = true, 
 
 local TRIPO_OUTPUT_EXT = {
   model = "glb", base_model = "glb", pbr_model = "glb",
-  generated_image = "png", rendered_image = "webp",
+  generated_image = "png", rendered_image = "webp", rendered_video = "mp4", multiview_basecolor = "png",
 }
 
 local CONTENT_TYPES = {
@@ -224,23 +292,68 @@ M.multipart_file = multipart_file
 local Model = {}
 Model.__index = Model
 
+-- keys option -> {key = owner}: the defaults plus a list of keys, a set {key = true} or a
+-- map {key = "owner"} (an owner is the account a key belongs to; true: the key itself).
+local function key_owners(extra)
+  local keys = {}
+  for k, v in pairs(M.DEFAULT_KEYS) do keys[k] = v end
+  if type(extra) == "string" then extra = { extra } end
+  if type(extra) == "table" then
+    for k, v in pairs(extra) do
+      if type(k) == "number" then
+        if type(v) == "string" and v ~= "" then keys[v] = keys[v] or v end
+      elseif type(k) == "string" and k ~= "" and v then
+        keys[k] = type(v) == "string" and v or k
+      end
+    end
+  end
+  return keys
+end
+M.key_owners = key_owners
+
 --- opts: clock (function -> seconds; default os.time), files_dir (where result files are made;
 --- a new temporary folder when nil), base_url (prefix of file links; "http://fake.invalid"),
---- keys (set of valid API keys; default test-key and other-key), link_ttl (seconds a file link
---- lives; 300), balance (Tripo balance; 3000), sellerpic_total (SellerPic credits; 1000).
+--- keys (more valid API keys besides M.DEFAULT_KEYS: a list, a set, or {key = "owner"}),
+--- link_ttl (seconds a file link lives; 300), balance (Tripo balance; 3000 in V2, 2987.5 in V3
+--- when not given), sellerpic_total (SellerPic credits; 1000), and for Tripo V3:
+--- v3_statuses (5: queued running success failed cancelled, banned and expired as failed with
+--- error_code 2008 / 2018; or 8: the V2 list), v3_eta (false: no queuing_num nor
+--- running_left_time; default true: each when known), list_shape ("map": POST /tasks/list
+--- answers tasks = {id = task}; "array": tasks = [task, ...] in request order),
+--- credits (credits_consumed of a V3 success; 12.5), presign_ttl (seconds an upload_url
+--- lives; 900).
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, Model)
   self.clock = opts.clock or os.time
   self.files_dir = opts.files_dir
   self.base_url = (opts.base_url or "http://fake.invalid"):gsub("/+$", "")
-  self.keys = opts.keys or { ["test-key"] = true, ["other-key"] = true }
+  self.keys = key_owners(opts.keys)
   self.link_ttl = opts.link_ttl or 300
   self.balance = opts.balance or 3000
+  self.v3_balance = opts.balance or 2987.5
   self.sellerpic_total = opts.sellerpic_total or 1000
+  self.v3_statuses = tonumber(opts.v3_statuses) == 8 and 8 or 5
+  self.v3_eta = opts.v3_eta ~= false
+  self.list_shape = opts.list_shape == "array" and "array" or "map"
+  self.credits = tonumber(opts.credits) or 12.5
+  self.presign_ttl = tonumber(opts.presign_ttl) or 900
   self.log = {}
   self:reset()
   return self
+end
+
+--- Adds an API key (owner: the account it belongs to; the key itself when nil).
+function Model:add_key(key, owner)
+  if type(key) ~= "string" or key == "" then return nil, "a key must be a non-empty string" end
+  self.keys[key] = type(owner) == "string" and owner or key
+  return true
+end
+
+-- The account of an API key or an owner_key value (a key not known: itself).
+function Model:owner_of(key)
+  if key == nil then return nil end
+  return self.keys[key] or key
 end
 
 --- Forgets every task, link and log entry (the log table is emptied in place); keeps files on disk.
@@ -252,6 +365,10 @@ function Model:reset()
   self.counter = 0
   self.trace_counter = 0
   self.sellerpic_used = 0
+  self.file_tokens = {} -- V3 file_token -> {owner=, format=, ready=, size=, adler32=}
+  self.presigned = {}   -- upload id of a presigned upload_url -> {token=, expires=, name=}
+  self.stats = { creates = {}, created = {} }
+  for _, api in ipairs(M.CREATE_APIS) do self.stats.creates[api], self.stats.created[api] = 0, 0 end
   for i = #self.log, 1, -1 do self.log[i] = nil end
 end
 
@@ -317,14 +434,18 @@ local function is_array(t)
 end
 
 --- Adds a scripted task (the same as POST /_fake/tasks). Returns its id (a string) or nil, err.
---- spec: provider ("tripo" | "sellerpic"; "tripo"), id, owner_key ("test-key"), type,
+--- spec: provider ("tripo" | "sellerpic"; "tripo"; "tripo-v2" and "tripo-v3" mean "tripo":
+--- one Tripo task reads through both APIs), id, owner_key ("test-key"), type,
 --- queue (seconds queued; 1), run (seconds running; 2), final, error_code, status_value,
---- outputs (Tripo names, or {name = ext}), multiview, results (SellerPic count; 1),
+--- outputs (Tripo names, or {name = ext}; default by type, see TRIPO_KIND), multiview,
+--- riggable (true) and rig_type ("biped") of a rig check, credits (V3 credits_consumed),
+--- v3_statuses (5 | 8), v3_eta (bool), results (SellerPic count; 1),
 --- result_states, file_size (2048), content_type, numeric_ids, eta_noise, input,
 --- faults = {...} (names in M.FAULTS; they may also sit at the spec's top level).
 function Model:add_task(spec)
   if type(spec) ~= "table" then return nil, "a task spec must be a table" end
   local provider = spec.provider or "tripo"
+  if provider == "tripo-v2" or provider == "tripo-v3" then provider = "tripo" end
   if provider ~= "tripo" and provider ~= "sellerpic" then
     return nil, "unknown provider '" .. tostring(provider) .. "'"
   end
@@ -349,6 +470,7 @@ function Model:add_task(spec)
     id = id,
     provider = provider,
     owner_key = (not is_null(spec.owner_key)) and tostring(spec.owner_key) or "test-key",
+    seq = n,
     queue = max(0, num(spec.queue, 1)),
     run = max(0, num(spec.run, 2)),
     created = self:now(),
@@ -376,12 +498,21 @@ function Model:add_task(spec)
   if type(faults.code_under_200) == "number" then faults.code_under_200 = { count = faults.code_under_200 } end
   t.faults = faults
 
+  t.owner = self:owner_of(t.owner_key)
   if provider == "tripo" then
     t.type = (not is_null(spec.type)) and tostring(spec.type) or "text_to_model"
+    t.kind = TRIPO_KIND[t.type] or "model"
     t.final = norm_final_tripo(spec.final)
+    t.credits = tonumber(spec.credits)
+    if tonumber(spec.v3_statuses) then t.v3_statuses = tonumber(spec.v3_statuses) == 8 and 8 or 5 end
+    if type(spec.v3_eta) == "boolean" then t.v3_eta = spec.v3_eta end
+    if t.kind == "rigcheck" then
+      t.rig = { riggable = spec.riggable ~= false,
+        rig_type = (not is_null(spec.rig_type)) and tostring(spec.rig_type) or "biped" }
+    end
     local outputs = {} -- array of {name=, ext=}
     local so = spec.outputs
-    if is_null(so) then so = { "model", "rendered_image" } end
+    if is_null(so) then so = KIND_OUTPUTS[t.kind] end
     if type(so) ~= "table" then return nil, "outputs must be a list of names or a {name = ext} table" end
     if is_array(so) then
       for _, name in ipairs(so) do
@@ -396,7 +527,7 @@ function Model:add_task(spec)
       end
     end
     t.outputs = outputs
-    t.multiview = spec.multiview == true
+    t.multiview = spec.multiview == true or (t.kind == "multiview" and spec.multiview ~= false)
   else
     t.type = (not is_null(spec.type)) and tostring(spec.type) or "instructEdit"
     t.final = norm_final_sellerpic(spec.final)
@@ -420,11 +551,18 @@ function Model:task(id)
   return self.tasks[tostring(id)]
 end
 
+--- The model time from which task t is final (its status no longer changes). This is the
+--- one place a task's end is computed: phase, completed_at and anything told of a task's
+--- end (webhooks) read it.
+function Model:final_time(t)
+  return t.created + t.queue + t.run
+end
+
 -- "queued" | "running" | "final", seconds since creation
 function Model:phase(t, now)
   local e = (now or self:now()) - t.created
   if e < t.queue then return "queued", e end
-  if e < t.queue + t.run then return "running", e end
+  if e < t.queue + t.run then return "running", e end -- final from final_time(t) on
   return "final", e
 end
 
@@ -450,6 +588,19 @@ function Model:tripo(status, data_or_code, message, suggestion, headers)
   return json_resp(status, { code = data_or_code, message = message, suggestion = suggestion or "" }, headers)
 end
 
+--- A Tripo V3 answer: {"code": 0, "status": "success", "data": ...}, or with a message an
+--- error {"code", "status": "error", "message", "suggestion", "request_id"}. The request id
+--- is the one of the request being answered (X-Request-ID when it came with one).
+function Model:tripo3(status, data_or_code, message, suggestion, headers)
+  headers = headers or {}
+  headers["X-Tripo-Trace-ID"] = self:trace_id()
+  if status >= 200 and status < 300 and message == nil then
+    return json_resp(status, { code = 0, status = "success", data = data_or_code }, headers)
+  end
+  return json_resp(status, { code = data_or_code, status = "error", message = message,
+    suggestion = suggestion or "", request_id = self.request_id or json.null }, headers)
+end
+
 function Model:sellerpic(status, data, code, msg, headers)
   code = code or 0
   local body = {
@@ -471,9 +622,12 @@ end
 local HTML_502 = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n" ..
   "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>fake-gateway</center>\r\n</body>\r\n</html>\r\n"
 
--- The fault (if any) that answers this API request about task t; counts it down.
+-- The fault (if any) that answers this API request about task t; counts it down. provider:
+-- "tripo" (V2), "tripo3" (V3) or "sellerpic": the shape of the error answered.
 function Model:api_fault(t, ctx, provider)
   local f = t.faults
+  local tripo_err = provider == "tripo3" and Model.tripo3 or Model.tripo
+  if provider == "tripo3" then provider = "tripo" end
   local function take(name)
     local v = f[name]
     local n = type(v) == "table" and tonumber(v.count or 1) or tonumber(v)
@@ -485,7 +639,7 @@ function Model:api_fault(t, ctx, provider)
   end
   if take("server_errors") then
     if provider == "tripo" then
-      return self:tripo(500, 1000, "Internal server error", "Retry later")
+      return tripo_err(self, 500, 1000, "Internal server error", "Retry later")
     end
     return self:sellerpic(500, nil, 500, "Internal Server Error")
   end
@@ -494,7 +648,7 @@ function Model:api_fault(t, ctx, provider)
     local after = tonumber(rl.retry_after) or 1
     local headers = { ["Retry-After"] = rl.as_date and http_date(ceil(ctx.now + after)) or tostring(floor(after)) }
     if provider == "tripo" then
-      return self:tripo(429, tonumber(rl.code) or 2000, "You have exceeded the limit of generation",
+      return tripo_err(self, 429, tonumber(rl.code) or 2000, "You have exceeded the limit of generation",
         "Try again later", headers)
     end
     return self:sellerpic(429, nil, tonumber(rl.code) or 429, "Too Many Requests", headers)
@@ -511,7 +665,7 @@ function Model:api_fault(t, ctx, provider)
   if c2 then
     local code = tonumber(cv.code) or (provider == "tripo" and 1000 or 500)
     local msg = cv.msg or cv.message or "internal error"
-    if provider == "tripo" then return self:tripo(200, code, msg, "Retry later") end
+    if provider == "tripo" then return tripo_err(self, 200, code, msg, "Retry later") end
     return self:sellerpic(200, nil, code, msg)
   end
   return nil
@@ -659,27 +813,36 @@ end
 ----------------------------------------------------------------------------------------------
 -- Tripo
 
-function Model:tripo_data(t, ctx)
+-- Where task t stands at ctx.now, shared by V2 and V3: phase, progress, queuing_num (when
+-- queued), running_left_time (when running).
+function Model:tripo_progress(t, ctx)
   local phase, e = self:phase(t, ctx.now)
-  local data = {
-    task_id = t.id, type = t.type, status = "queued", input = t.input, output = {},
-    progress = 0, consumed_credit = 0, queuing_num = -1, running_left_time = -1,
-    create_time = floor(t.created),
-  }
   if phase == "queued" then
-    data.queuing_num = max(1, ceil(t.queue - e))
+    return phase, 0, max(1, ceil(t.queue - e)), nil
   elseif phase == "running" then
-    data.status = "running"
-    data.progress = max(0, min(99, floor(100 * (e - t.queue) / t.run)))
+    local progress = max(0, min(99, floor(100 * (e - t.queue) / t.run)))
     local left = ceil(t.queue + t.run - e)
     if t.eta_noise > 0 then
       local span = 2 * t.eta_noise + 1
       left = left + ((t.polls * 7919 + #t.id * 31) % span) - t.eta_noise
     end
-    data.running_left_time = max(0, left)
-  else
+    return phase, progress, nil, max(0, left)
+  end
+  return phase, 100, nil, nil
+end
+
+function Model:tripo_data(t, ctx)
+  local phase, progress, queuing, left = self:tripo_progress(t, ctx)
+  local data = {
+    task_id = t.id, type = t.type, status = "queued", input = t.input, output = {},
+    progress = progress, consumed_credit = 0, queuing_num = queuing or -1, running_left_time = -1,
+    create_time = floor(t.created),
+  }
+  if phase == "running" then
+    data.status = "running"
+    data.running_left_time = left
+  elseif phase == "final" then
     data.status = t.status_value or t.final
-    data.progress = 100
     if data.status == "success" then
       data.consumed_credit = 20
       for _, o in ipairs(t.outputs) do
@@ -694,6 +857,10 @@ function Model:tripo_data(t, ctx)
         end
         data.output.generate_multiview_image = mv
       end
+      if t.rig then
+        data.output.riggable = t.rig.riggable
+        data.output.rig_type = t.rig.rig_type
+      end
     elseif data.status == "failed" then
       data.error_code = t.error_code or 1001
     elseif data.status == "banned" then
@@ -705,11 +872,116 @@ function Model:tripo_data(t, ctx)
   return data
 end
 
--- A status read of task t, shared by both providers: the task's faults, its poll count, its
--- data (data_of(self, t, ctx)) in the provider's envelope (wrap(self, data)), or an envelope
--- without data under the wrong_shape fault (bare()), a truncated body, a delay.
-function Model:status_reply(t, ctx, data_of, wrap, bare)
-  local fault = self:api_fault(t, ctx, t.provider)
+local function iso8601(t)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", floor(t))
+end
+M.iso8601 = iso8601
+
+-- V2 output names -> the V3 key; model_url takes the first present of pbr_model, model, base_model.
+local V3_OUTPUT_KEY = {
+  model = "model_url", pbr_model = "model_url", base_model = "model_url",
+  generated_image = "generated_image_url", rendered_image = "rendered_image_url",
+  rendered_video = "rendered_video_url", multiview_basecolor = "multiview_basecolor_url",
+}
+M.V3_OUTPUT_KEY = V3_OUTPUT_KEY
+local MODEL_RANK = { pbr_model = 1, model = 2, base_model = 3 }
+
+local V3_ERROR_MESSAGE = {
+  [2008] = "The content is not allowed by the content policy",
+  [2018] = "The task has expired",
+}
+
+-- The V3 status of task t once final: status, error_code, error_message (nil when none).
+function Model:tripo3_final(t)
+  local raw = t.status_value or t.final
+  local list = t.v3_statuses or self.v3_statuses
+  local code = t.error_code
+  if raw == "banned" then
+    code = code or 2008
+    if list == 5 then raw = "failed" end
+  elseif raw == "expired" then
+    code = code or 2018
+    if list == 5 then raw = "failed" end
+  elseif raw == "failed" then
+    code = code or 1001
+  end
+  if raw == "success" or raw == "cancelled" then code = nil end
+  if code == nil then return raw, nil, nil end
+  return raw, code, V3_ERROR_MESSAGE[tonumber(code)] or "The task failed"
+end
+
+-- The V3 output of a successful task.
+function Model:tripo3_output(t, ctx)
+  local out, best = {}, nil
+  for _, o in ipairs(t.outputs) do
+    local key = V3_OUTPUT_KEY[o.name] or o.name
+    if key == "model_url" then
+      if not best or MODEL_RANK[o.name] < MODEL_RANK[best.name] then best = o end
+    elseif out[key] == nil then
+      out[key] = self:issue_link(t, ctx, o.name, o.name .. "." .. o.ext, o.ext)
+    end
+  end
+  if best then out.model_url = self:issue_link(t, ctx, best.name, best.name .. "." .. best.ext, best.ext) end
+  if t.multiview then
+    for _, v in ipairs(VIEWS) do
+      local view = v:match("^(%a+)_")
+      out[v] = self:issue_link(t, ctx, "generate_multiview_image." .. view, view .. ".png", "png")
+    end
+  end
+  if t.rig then
+    out.riggable = t.rig.riggable
+    out.rig_type = t.rig.rig_type
+  end
+  if t.kind == "retarget" and out.model_url then
+    -- one animated model per requested animation (the SDK reads output.model_urls)
+    local anims = t.input.animations
+    local n = type(anims) == "table" and #anims > 1 and #anims or 1
+    local urls = json.array({ out.model_url })
+    local ext = best.ext
+    for i = 2, n do
+      urls[i] = self:issue_link(t, ctx, "model." .. i, "model_" .. i .. "." .. ext, ext)
+    end
+    out.model_urls = urls
+  end
+  return out
+end
+
+--- The V3 task object of t: task_id, type, status, progress, input, output, credits_consumed,
+--- created_at, completed_at (null until final), error_code, error_message (null unless the
+--- task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+function Model:tripo3_data(t, ctx)
+  local phase, progress, queuing, left = self:tripo_progress(t, ctx)
+  local eta = t.v3_eta
+  if eta == nil then eta = self.v3_eta end
+  local data = {
+    task_id = t.id, type = t.type, status = "queued", progress = progress, input = t.input,
+    output = {}, credits_consumed = 0, created_at = iso8601(t.created), completed_at = json.null,
+    error_code = json.null, error_message = json.null,
+  }
+  if phase == "queued" then
+    if eta then data.queuing_num = queuing end
+  elseif phase == "running" then
+    data.status = "running"
+    if eta then data.running_left_time = left end
+  else
+    local status, code, message = self:tripo3_final(t)
+    data.status = status
+    data.completed_at = iso8601(self:final_time(t))
+    if code then data.error_code, data.error_message = code, message end
+    if status == "success" then
+      data.credits_consumed = t.credits or self.credits
+      data.output = self:tripo3_output(t, ctx)
+    end
+  end
+  return data
+end
+
+-- A status read of task t, shared by all APIs: the task's faults, its poll count, its
+-- data (data_of(self, t, ctx)) in the API's envelope (wrap(self, data)), or an envelope
+-- without data under the wrong_shape fault (bare()), a truncated body, a delay. api: the
+-- error shape of api_fault (default: the task's provider; "tripo3" for V3).
+function Model:status_reply(t, ctx, data_of, wrap, bare, api)
+  local fault = self:api_fault(t, ctx, api or t.provider)
   if fault and fault ~= "malformed" then return fault end
   t.polls = t.polls + 1
   local data, present = apply_shape(data_of(self, t, ctx), t.faults.wrong_shape)
@@ -723,16 +995,99 @@ end
 
 local function tripo_ok(self, data) return self:tripo(200, data) end
 local function tripo_bare(self) return json_resp(200, { code = 0 }, { ["X-Tripo-Trace-ID"] = self:trace_id() }) end
+local function tripo3_ok(self, data) return self:tripo3(200, data) end
+local function tripo3_bare(self)
+  return json_resp(200, { code = 0, status = "success" }, { ["X-Tripo-Trace-ID"] = self:trace_id() })
+end
+
+-- Task id if it is a task of provider that belongs to the account of the request's key, else nil.
+function Model:own_task(ctx, id, provider)
+  local t = self.tasks[id]
+  if not t or t.provider ~= provider or t.owner ~= ctx.owner then return nil end
+  return t
+end
 
 function Model:tripo_status(ctx, id)
-  local t = self.tasks[id]
-  if not t or t.provider ~= "tripo" or t.owner_key ~= ctx.key then
+  local t = self:own_task(ctx, id, "tripo")
+  if not t then
     return self:tripo(404, 2001, "task not found", "Check the task id and the API key that created it")
   end
   return self:status_reply(t, ctx, Model.tripo_data, tripo_ok, tripo_bare)
 end
 
+function Model:tripo3_status(ctx, id)
+  local t = self:own_task(ctx, id, "tripo")
+  if not t then
+    return self:tripo3(404, 2001, "task not found", "Check the task id and the API key that created it")
+  end
+  return self:status_reply(t, ctx, Model.tripo3_data, tripo3_ok, tripo3_bare, "tripo3")
+end
+
+M.LIST_MAX = 100
+
+-- POST /tasks/list (V3) and /task/batch (V2): {"task_ids": [...]} (1 to 100) ->
+-- {"tasks": {id = task} (or an array: list_shape), "missed": [ids]}. The API faults of the
+-- listed tasks apply to the whole request (the first one due answers it), each task found
+-- counts a poll, and the longest delay of them delays the answer.
+function Model:tripo_list(ctx, v3)
+  local err_of = v3 and Model.tripo3 or Model.tripo
+  local body, derr = decode_json(ctx.body or "")
+  if type(body) ~= "table" then
+    return err_of(self, 400, 1003, "malformed request body: " .. tostring(derr or "not an object"), "Send a JSON object")
+  end
+  local ids = body.task_ids
+  if type(ids) ~= "table" or #ids == 0 then
+    return err_of(self, 400, 1004, "invalid parameter: task_ids must be a non-empty array", "Send 1 to 100 task ids")
+  end
+  if #ids > M.LIST_MAX then
+    return err_of(self, 400, 1004, "invalid parameter: at most " .. M.LIST_MAX .. " task_ids", "Send 1 to 100 task ids")
+  end
+  local found, missed, seen = {}, json.array({}), {}
+  for i = 1, #ids do
+    local id = ids[i]
+    if type(id) == "number" then id = format("%.0f", id) end
+    if type(id) ~= "string" then
+      return err_of(self, 400, 1004, "invalid parameter: task_ids must hold strings", "Send 1 to 100 task ids")
+    end
+    if not seen[id] then
+      seen[id] = true
+      local t = self:own_task(ctx, id, "tripo")
+      if t then found[#found + 1] = t else missed[#missed + 1] = id end
+    end
+  end
+  local malformed, delay = false, nil
+  for _, t in ipairs(found) do
+    local fault = self:api_fault(t, ctx, v3 and "tripo3" or "tripo")
+    if fault == "malformed" then malformed = true
+    elseif fault then return fault end
+  end
+  local tasks = self.list_shape == "array" and json.array({}) or {}
+  for _, t in ipairs(found) do
+    t.polls = t.polls + 1
+    local data = v3 and self:tripo3_data(t, ctx) or self:tripo_data(t, ctx)
+    if self.list_shape == "array" then tasks[#tasks + 1] = data else tasks[t.id] = data end
+    local d = tonumber(t.faults.delay)
+    if d and d > 0 and (not delay or d > delay) then delay = d end
+  end
+  local resp = err_of(self, 200, { tasks = tasks, missed = missed })
+  if malformed then truncate(resp) end
+  resp.delay = delay
+  return resp
+end
+
+-- Counts a request that can create a task (for /_fake/stats and the log's `create` entry).
+function Model:count_create(ctx, api)
+  self.stats.creates[api] = (self.stats.creates[api] or 0) + 1
+  if ctx.log then ctx.log.create = { provider = api } end
+end
+
+function Model:created(ctx, api, id)
+  self.stats.created[api] = (self.stats.created[api] or 0) + 1
+  if ctx.log and ctx.log.create then ctx.log.create.task_id = id end
+end
+
 function Model:tripo_create(ctx)
+  self:count_create(ctx, "tripo-v2")
   local body, err = decode_json(ctx.body or "")
   if type(body) ~= "table" then
     return self:tripo(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
@@ -749,7 +1104,55 @@ function Model:tripo_create(ctx)
   spec.input = input
   local id, aerr = self:add_task(spec)
   if not id then return self:tripo(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
+  self:created(ctx, "tripo-v2", id)
   return self:tripo(200, { task_id = id })
+end
+
+-- The file tokens a V3 create body refers to: values of "file_token" fields and bare strings
+-- that look like one ("file_<uuid>"), anywhere in the body but its fake field.
+local function file_token_refs(v, key, out)
+  if type(v) == "string" then
+    if key == "file_token" or v:match("^file_%x+%-%x+%-%x+%-%x+%-%x+$") then out[#out + 1] = v end
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do
+      if k ~= "fake" then file_token_refs(x, k, out) end
+    end
+  end
+  return out
+end
+
+function Model:tripo3_create(ctx, path, typ)
+  self:count_create(ctx, "tripo")
+  local body, err = decode_json(ctx.body or "")
+  if type(body) ~= "table" or is_array(body) and next(body) ~= nil then
+    return self:tripo3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
+  end
+  if M.V3_NEED_MODEL[path] and (is_null(body.model_version) or body.model_version == "") and
+      (is_null(body.model) or body.model == "") then
+    return self:tripo3(400, 1004, "invalid parameter: model_version is required",
+      "Set model_version (or model), e.g. v3.1-20260211")
+  end
+  for _, tok in ipairs(file_token_refs(body, nil, {})) do
+    local rec = self.file_tokens[tok]
+    if not rec or rec.owner ~= ctx.owner then
+      return self:tripo3(400, 1004, "invalid parameter: invalid file token " .. tok, "Upload the file first (POST /files)")
+    end
+    if not rec.ready then
+      return self:tripo3(400, 1004, "invalid parameter: file token " .. tok .. " has no uploaded file",
+        "PUT the file to its upload_url first")
+    end
+  end
+  local spec = type(body.fake) == "table" and copy(body.fake) or {}
+  spec.provider = "tripo"
+  spec.type = typ
+  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
+  local input = {}
+  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
+  spec.input = input
+  local id, aerr = self:add_task(spec)
+  if not id then return self:tripo3(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
+  self:created(ctx, "tripo", id)
+  return self:tripo3(200, { task_id = id, type = typ, status = "queued" })
 end
 
 -- The uploaded file part (multipart field "file"); recorded in the request's log entry as
@@ -763,9 +1166,125 @@ function Model:upload_part(ctx)
   return part, err
 end
 
+local function file_token(n)
+  return format("file_%08x-%04x-4%03x-a%03x-%012x", (n * 2654435761) % 4294967296, n % 65536, n % 4096,
+    (n * 7) % 4096, n)
+end
+
+-- A part's Content-Type -> format, when its file name has no known extension (an SDK's
+-- default name is "upload.bin").
+local V3_FORMAT_OF_TYPE = {
+  ["image/webp"] = "webp", ["image/png"] = "png", ["image/jpeg"] = "jpeg", ["image/bmp"] = "bmp",
+  ["image/tiff"] = "tiff", ["model/gltf-binary"] = "glb", ["model/obj"] = "obj", ["model/stl"] = "stl",
+  ["model/3mf"] = "3mf", ["model/vnd.usdz+zip"] = "usdz",
+}
+
+local function v3_format(name, content_type)
+  local ext = tostring(name or ""):match("%.([%w]+)$")
+  ext = ext and ext:lower()
+  if ext and M.V3_FILE_FORMATS[ext] then return ext end
+  local ct = type(content_type) == "string" and content_type:match("^%s*([^;%s]+)")
+  return ct and V3_FORMAT_OF_TYPE[ct:lower()] or nil
+end
+
+local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, stl, 3mf, usdz (models)"
+
+function Model:tripo3_upload(ctx)
+  local part, err = self:upload_part(ctx)
+  if not part then return self:tripo3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
+  local fmt = v3_format(part.filename, part.content_type)
+  if not fmt then
+    return self:tripo3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
+  end
+  local token = file_token(next_count(self))
+  self.file_tokens[token] = { owner = ctx.owner, format = fmt, ready = true, size = part.size,
+    adler32 = ctx.log and ctx.log.upload and ctx.log.upload.adler32 }
+  return self:tripo3(200, { file_token = token })
+end
+
+function Model:tripo3_presign(ctx)
+  local body, err = decode_json(ctx.body or "")
+  if type(body) ~= "table" then
+    return self:tripo3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
+  end
+  if type(body.format) ~= "string" or body.format == "" then
+    return self:tripo3(400, 1004, "invalid parameter: format is required", FORMATS_HINT)
+  end
+  local fmt = body.format:lower():gsub("^%.", "")
+  if not M.V3_FILE_FORMATS[fmt] then
+    return self:tripo3(400, 2004, "unsupported file type: " .. body.format, FORMATS_HINT)
+  end
+  local n = next_count(self)
+  local token = file_token(n)
+  local upload = format("%08x%08x", (n * 2246822519) % 4294967296, n)
+  local name = token .. "." .. fmt
+  self.file_tokens[token] = { owner = ctx.owner, format = fmt, ready = false }
+  self.presigned[upload] = { token = token, name = name, expires = ctx.now + self.presign_ttl }
+  return self:tripo3(200, {
+    upload_url = ctx.base .. "/storage/uploads/" .. upload .. "/" .. name,
+    file_token = token,
+    expires_in = self.presign_ttl,
+  })
+end
+
+-- PUT <base>/storage/uploads/<upload id>/<name>: the raw bytes of a presigned upload, taken
+-- without an API key (the log records whether an Authorization header came anyway). Answers
+-- like object storage: 200 with an ETag, 403 XML for an unknown or expired URL.
+function Model:serve_storage(ctx)
+  local upload, name = ctx.path:match("^/storage/uploads/([^/]+)/([^/]+)$")
+  local rec = upload and self.presigned[upload]
+  if not rec or rec.name ~= name then
+    return text_resp(403, EXPIRED_XML:gsub("Request has expired", "Access Denied"), "application/xml")
+  end
+  if ctx.method ~= "PUT" then
+    return text_resp(405, "method not allowed\n", "text/plain", { Allow = "PUT" })
+  end
+  if ctx.now >= rec.expires then return text_resp(403, EXPIRED_XML, "application/xml") end
+  local data = ctx.body or ""
+  local sum = adler32(data)
+  if ctx.log then
+    ctx.log.upload = { filename = name, content_type = ctx.headers["content-type"], size = #data, adler32 = sum }
+  end
+  local tok = self.file_tokens[rec.token]
+  if tok then tok.ready, tok.size, tok.adler32 = true, #data, sum end
+  return text_resp(200, "", "text/plain", { ETag = '"' .. sum .. '"' })
+end
+
+function Model:tripo3_usage(ctx)
+  local limit, offset = tonumber(ctx.query.limit or 20), tonumber(ctx.query.offset or 0)
+  if not limit or limit ~= floor(limit) or limit < 1 or limit > 200 then
+    return self:tripo3(400, 1004, "invalid parameter: limit must be 1 to 200", "Page with limit and offset")
+  end
+  if not offset or offset ~= floor(offset) or offset < 0 then
+    return self:tripo3(400, 1004, "invalid parameter: offset must be 0 or more", "Page with limit and offset")
+  end
+  local mine = {}
+  for _, t in pairs(self.tasks) do
+    if t.provider == "tripo" and t.owner == ctx.owner then mine[#mine + 1] = t end
+  end
+  table.sort(mine, function(a, b)
+    if a.created ~= b.created then return a.created > b.created end
+    return a.seq > b.seq
+  end)
+  local rows = json.array({})
+  for i = offset + 1, min(#mine, offset + limit) do
+    local t = mine[i]
+    local phase = self:phase(t, ctx.now)
+    local status, credits = phase == "running" and "running" or "queued", 0
+    if phase == "final" then
+      status = self:tripo3_final(t)
+      if status == "success" then credits = t.credits or self.credits end
+    end
+    rows[#rows + 1] = { task_id = t.id, type = t.type, status = status, created_at = iso8601(t.created),
+      credits_consumed = credits }
+  end
+  return self:tripo3(200, rows)
+end
+
 function Model:route_tripo(ctx)
   local p, m = ctx.path:sub(#TRIPO + 1), ctx.method
   local id = p:match("^/task/([^/]+)$")
+  if id == "batch" and m == "POST" then return self:tripo_list(ctx, false) end
   if id and m == "GET" then return self:tripo_status(ctx, id) end
   if p == "/task" and m == "POST" then return self:tripo_create(ctx) end
   if p == "/user/balance" and m == "GET" then
@@ -781,6 +1300,30 @@ function Model:route_tripo(ctx)
     return self:tripo(405, 1004, "method not allowed", "")
   end
   return self:tripo(404, 1004, "no such endpoint: " .. ctx.path, "Check the base URL")
+end
+
+local V3_ROUTES = { -- path -> method, for the 405 of a known path
+  ["/tasks/list"] = "POST", ["/files"] = "POST", ["/files/presign"] = "POST",
+  ["/account/balance"] = "GET", ["/account/usage"] = "GET",
+}
+
+function Model:route_tripo3(ctx)
+  local p, m = ctx.path:sub(#TRIPO3 + 1), ctx.method
+  if p == "/tasks/list" and m == "POST" then return self:tripo_list(ctx, true) end
+  local id = p:match("^/tasks/([^/]+)$")
+  if id and id ~= "list" and m == "GET" then return self:tripo3_status(ctx, id) end
+  local typ = M.V3_CREATES[p]
+  if typ and m == "POST" then return self:tripo3_create(ctx, p, typ) end
+  if p == "/files" and m == "POST" then return self:tripo3_upload(ctx) end
+  if p == "/files/presign" and m == "POST" then return self:tripo3_presign(ctx) end
+  if p == "/account/balance" and m == "GET" then
+    return self:tripo3(200, { balance = self.v3_balance, frozen = 0 })
+  end
+  if p == "/account/usage" and m == "GET" then return self:tripo3_usage(ctx) end
+  if typ or V3_ROUTES[p] or (id and id ~= "list") then
+    return self:tripo3(405, 1004, "method not allowed", "")
+  end
+  return self:tripo3(404, 1004, "no such endpoint: " .. ctx.path, "Check the base URL")
 end
 
 ----------------------------------------------------------------------------------------------
@@ -832,8 +1375,8 @@ end
 function Model:sellerpic_status(ctx)
   local id = ctx.query.id
   if is_null(id) or id == "" then return self:sellerpic(400, nil, 400, "id is required") end
-  local t = self.tasks[tostring(id)]
-  if not t or t.provider ~= "sellerpic" or t.owner_key ~= ctx.key then return sp_not_found(self) end
+  local t = self:own_task(ctx, tostring(id), "sellerpic")
+  if not t then return sp_not_found(self) end
   return self:status_reply(t, ctx, Model.sellerpic_data, sellerpic_ok, sellerpic_bare)
 end
 
@@ -841,7 +1384,7 @@ function Model:sellerpic_download(ctx)
   local rid = ctx.query.id
   if is_null(rid) or rid == "" then return self:sellerpic(400, nil, 400, "id is required") end
   local ref = self.results[tostring(rid)]
-  if not ref or ref.task.owner_key ~= ctx.key then return sp_not_found(self) end
+  if not ref or ref.task.owner ~= ctx.owner then return sp_not_found(self) end
   local t, r = ref.task, ref.task.results[ref.index]
   local fault = self:api_fault(t, ctx, "sellerpic")
   if fault and fault ~= "malformed" then return fault end
@@ -867,6 +1410,7 @@ function Model:sellerpic_download(ctx)
 end
 
 function Model:sellerpic_create(ctx, typ)
+  self:count_create(ctx, "sellerpic")
   local body = {}
   if ctx.body and ctx.body:match("%S") then
     local b, err = decode_json(ctx.body)
@@ -883,6 +1427,7 @@ function Model:sellerpic_create(ctx, typ)
   local id, err = self:add_task(spec)
   if not id then return self:sellerpic(400, nil, 400, "invalid parameter: " .. err) end
   self.sellerpic_used = self.sellerpic_used + 1
+  self:created(ctx, "sellerpic", id)
   local t = self.tasks[id]
   return self:sellerpic(200, { id = self:sellerpic_id_value(t, id) })
 end
@@ -913,9 +1458,18 @@ local function log_json(self)
   local out = json.array({})
   for i, e in ipairs(self.log) do
     out[i] = { method = e.method, path = e.path, query = e.query, headers = e.headers, time = e.time,
-      authorization = e.authorization, key = e.key, upload = e.upload }
+      authorization = e.authorization, key = e.key, upload = e.upload, create = e.create }
   end
   return out
+end
+
+--- Counts of requests that could create a task, per provider ("tripo" is V3, "tripo-v2",
+--- "sellerpic"): creates = every such request, created = those that made a task.
+function Model:get_stats()
+  local st = { creates = {}, created = {} }
+  for k, v in pairs(self.stats.creates) do st.creates[k] = v end
+  for k, v in pairs(self.stats.created) do st.created[k] = v end
+  return st
 end
 
 function Model:route_control(ctx)
@@ -930,6 +1484,7 @@ function Model:route_control(ctx)
     return json_resp(200, { id = id })
   end
   if p == "/_fake/log" and m == "GET" then return json_resp(200, log_json(self)) end
+  if p == "/_fake/stats" and m == "GET" then return json_resp(200, self:get_stats()) end
   if p == "/_fake/reset" and m == "POST" then self:reset(); return json_resp(200, { ok = true }) end
   if p == "/_fake/advance" and m == "POST" then
     local s = tonumber(ctx.query.seconds)
@@ -943,7 +1498,7 @@ function Model:route_control(ctx)
     if not t then return json_resp(404, { error = "no such task" }) end
     local phase = self:phase(t, ctx.now)
     return json_resp(200, { id = t.id, provider = t.provider, owner_key = t.owner_key, phase = phase,
-      polls = t.polls, spec = t.spec })
+      polls = t.polls, spec = t.spec, final_time = self:final_time(t) })
   end
   return json_resp(404, { error = "no such control route: " .. m .. " " .. p })
 end
@@ -971,6 +1526,7 @@ function Model:handle(req)
   }
   local key, has_auth = bearer(headers)
   ctx.key = key
+  ctx.owner = key and self.keys[key] or nil
   local p = ctx.path
   if p:sub(1, 7) == "/_fake/" then return self:route_control(ctx) end
 
@@ -984,15 +1540,34 @@ function Model:handle(req)
 
   local token, name = p:match("^/files/([^/]+)/([^/]+)$")
   if token then return self:serve_file(ctx, token, name) end
+  if p:sub(1, 9) == "/storage/" then return self:serve_storage(ctx) end
+
+  if p:sub(1, #TRIPO3 + 1) == TRIPO3 .. "/" then
+    local rid = headers["x-request-id"]
+    if type(rid) ~= "string" or rid == "" then
+      self.trace_counter = self.trace_counter + 1
+      rid = format("req_%08x%08x", floor(ctx.now) % 4294967296, self.trace_counter)
+    end
+    self.request_id = rid
+    local resp
+    if not ctx.owner then
+      resp = self:tripo3(401, 2, "Authentication failed", "Check your API key (and its region)")
+    else
+      resp = self:route_tripo3(ctx)
+    end
+    self.request_id = nil
+    resp.headers["X-Request-ID"] = rid
+    return resp
+  end
 
   if p:sub(1, #TRIPO + 1) == TRIPO .. "/" then
-    if not key or not self.keys[key] then
+    if not ctx.owner then
       return self:tripo(401, 1002, "Authentication failed", "Check your API key (and its region)")
     end
     return self:route_tripo(ctx)
   end
   if p:sub(1, #SP + 1) == SP .. "/" then
-    if not key or not self.keys[key] then
+    if not ctx.owner then
       return self:sellerpic(401, nil, 401, "Unauthorized")
     end
     return self:route_sellerpic(ctx)

@@ -3,14 +3,16 @@
 --
 --   local server = require "taskapi.fake.server"
 --   local s = assert(server.start{ttl = 600})   -- {url=, dir=, port=, stop=, log=}
---   -- Tripo base URL: s.url .. "/tripo/v2/openapi"; SellerPic: s.url .. "/sellerpic"
+--   -- Tripo base URLs: s.url .. "/tripo/v3" (V3), s.url .. "/tripo/v2/openapi" (V2);
+--   -- SellerPic: s.url .. "/sellerpic"
 --   s.stop()
 --
 -- One worker process holds the model in this module's state (worker_processes 1). Plain file
 -- answers go through nginx's static module (an internal location, Range handled natively);
 -- faulted ones (drop, ignore_range, lie_length, stall, filename) stream from Lua.
--- /static/tripo-status (and /static/task/<any id>, so a Tripo client with base_url
--- url .. "/static" reaches it) answers a constant Tripo status body with no model work, and
+-- /static/tripo-status (and /static/task/<any id>, so a Tripo V2 client with base_url
+-- url .. "/static" reaches it) answers a constant Tripo status body with no model work,
+-- /static/tasks/<any id> the same for a V3 client, and
 -- /static/files/<name> serves <files_dir>/static/<name> (a folder the caller makes) by nginx
 -- alone (benchmarks).
 local M = {}
@@ -22,6 +24,14 @@ local STATIC_TRIPO_STATUS = '{"code":0,"data":{"consumed_credit":20,"create_time
   '"progress":100,"queuing_num":-1,"running_left_time":-1,"status":"success",' ..
   '"task_id":"7f3a9c1e-0000-4000-a000-000000000000","type":"text_to_model"}}'
 M.STATIC_TRIPO_STATUS = STATIC_TRIPO_STATUS
+
+-- The same for Tripo V3 (/static/tasks/<any id>: a V3 client with base_url url .. "/static").
+local STATIC_TRIPO3_STATUS = '{"code":0,"data":{"completed_at":"2023-11-14T22:13:23Z","created_at":"2023-11-14T22:13:20Z",' ..
+  '"credits_consumed":12.5,"error_code":null,"error_message":null,"input":{},' ..
+  '"output":{"model_url":"http://127.0.0.1/files/static/model.glb","rendered_image_url":"http://127.0.0.1/files/static/rendered_image.webp"},' ..
+  '"progress":100,"status":"success","task_id":"7f3a9c1e-0000-4000-a000-000000000000","type":"text_to_model"},' ..
+  '"status":"success"}'
+M.STATIC_TRIPO3_STATUS = STATIC_TRIPO3_STATUS
 
 ----------------------------------------------------------------------------------------------
 -- inside nginx
@@ -41,6 +51,11 @@ function M.init(conf)
       link_ttl = conf.link_ttl,
       balance = conf.balance,
       sellerpic_total = conf.sellerpic_total,
+      v3_statuses = conf.v3_statuses,
+      v3_eta = conf.v3_eta,
+      list_shape = conf.list_shape,
+      credits = conf.credits,
+      presign_ttl = conf.presign_ttl,
     }),
   }
 end
@@ -179,8 +194,10 @@ local TYPES = [[
       }
 ]]
 
---- Starts the fake: opts ttl (600), workers (1; the model lives in one worker), keys
---- ({["test-key"]=true, ["other-key"]=true}), link_ttl (300), balance, sellerpic_total,
+--- Starts the fake: opts ttl (600), workers (1; the model lives in one worker), keys (more
+--- API keys besides test-key, tsk_test-key, other-key, tsk_other-key: a list {"k1", ...}, a
+--- set {k1 = true} or {key = "owner"}), link_ttl (300), balance, sellerpic_total,
+--- v3_statuses, v3_eta, list_shape, credits, presign_ttl (see taskapi.fake.model's new),
 --- log_level, port; for HTTPS (the TLS specs) listen_opts (" ssl") and server
 --- ("ssl_certificate ...; ssl_certificate_key ...;"), passed to the launcher, and locations
 --- (extra server-block config placed before the fake's own). File links use the scheme the
@@ -196,7 +213,8 @@ function M.start(opts)
   os.execute("mkdir -p '" .. files .. "'")
   local conf = {
     files_dir = files, keys = opts.keys, link_ttl = opts.link_ttl, balance = opts.balance,
-    sellerpic_total = opts.sellerpic_total,
+    sellerpic_total = opts.sellerpic_total, v3_statuses = opts.v3_statuses, v3_eta = opts.v3_eta,
+    list_shape = opts.list_shape, credits = opts.credits, presign_ttl = opts.presign_ttl,
   }
   local http = "  init_worker_by_lua_block { require('taskapi.fake.server').init(" .. lua_literal(conf) .. ") }\n" ..
     "  lua_socket_log_errors off;\n"
@@ -212,6 +230,11 @@ function M.start(opts)
     "      default_type application/json;",
     "      add_header X-Tripo-Trace-ID fake-static-trace;",
     "      return 200 '" .. STATIC_TRIPO_STATUS .. "';",
+    "    }",
+    "    location /static/tasks/ {",
+    "      default_type application/json;",
+    "      add_header X-Tripo-Trace-ID fake-static-trace;",
+    "      return 200 '" .. STATIC_TRIPO3_STATUS .. "';",
     "    }",
     -- plain files from <files_dir>/static/, served by nginx alone (benchmarks)
     "    location /static/files/ {",
