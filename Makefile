@@ -14,7 +14,7 @@ CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 PKGS    := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted luajit2 \
            libluajit2-5.1-dev nginx libnginx-mod-http-lua lua-resty-core valgrind \
-           openssl coreutils util-linux
+           openssl libssl-dev coreutils util-linux
 
 ifeq ($(LUA),luajit)
   LUA_INC  ?= /usr/include/luajit-2.1
@@ -38,7 +38,7 @@ build: $(MODULE)
 $(MODULE): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -std=c99 -D_GNU_SOURCE -fPIC -shared -I$(LUA_INC) \
-	    -o $@ $(SRCS) -lcurl
+	    -o $@ $(SRCS) -lcurl -lcrypto
 
 build-all:
 	$(MAKE) build LUA=lua5.4

@@ -1,5 +1,5 @@
 -- The demo of `make demo`: starts the local fake provider, creates tasks of both providers on
--- it (one with network faults, one that fails), waits for all of them concurrently, downloads
+-- it (Tripo through its current V3 API; one task with network faults, one that fails), waits for all of them concurrently, downloads
 -- each result as its task finishes, prints what it did and stops the server.
 local taskapi = require "taskapi"
 local server = require "taskapi.fake.server"
@@ -16,14 +16,17 @@ local function client(provider, base)
   for k, v in pairs(common) do o[k] = v end
   return assert(taskapi.new(o))
 end
-local tripo = client("tripo", "/tripo/v2/openapi")
+local tripo = client("tripo", "/tripo/v3")
 local sellerpic = client("sellerpic", "/sellerpic")
 
 local jobs = {
-  { tripo, { type = "text_to_model", prompt = "a small red teapot", fake = { queue = 1, run = 3 } } },
-  { tripo, { type = "generate_multiview_image", prompt = "a chair", fake = { queue = 0.5, run = 2, multiview = true,
-    faults = { server_errors = 2, drop_download = 0.5 } } } },
-  { tripo, { type = "text_to_model", prompt = "forbidden", fake = { queue = 0.5, run = 1, final = "failed" } } },
+  { tripo, { type = "text_to_model", model_version = "v3.1-20260211", prompt = "a small red teapot",
+    fake = { queue = 1, run = 3 } } },
+  { tripo, { type = "image_to_multiview", input = "https://example.invalid/chair.png",
+    fake = { queue = 0.5, run = 2, faults = { server_errors = 2, drop_download = 0.5 } } } },
+  { tripo, { type = "text_to_image", prompt = "a lamp", fake = { queue = 0.5, run = 1.5 } } },
+  { tripo, { type = "text_to_model", model_version = "v3.1-20260211", prompt = "forbidden",
+    fake = { queue = 0.5, run = 1, final = "failed" } } },
   { sellerpic, { type = "instructEdit", prompt = "white background", fake = { queue = 1, run = 2, results = 2 } } },
   { sellerpic, { type = "imageToVideo", prompt = "turntable", fake = { queue = 0.5, run = 2.5, kind = "video" } } },
 }
@@ -72,4 +75,4 @@ end)
 print(string.format("%d files saved in %s in %.1f s; %d failures", saved, out, require("taskapi.core").now() - t0,
   failures))
 fake.stop()
-os.exit(failures == 0 and saved >= 9 and 0 or 1)
+os.exit(failures == 0 and saved >= 10 and 0 or 1)

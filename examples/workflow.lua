@@ -3,10 +3,10 @@
 --
 --   TASKAPI_API_KEY=... lua5.4 examples/workflow.lua photo.png out/
 --
--- Environment: TASKAPI_PROVIDER (tripo | sellerpic; tripo), TASKAPI_API_KEY (or TRIPO_API_KEY /
--- SELLERPIC_API_KEY), TASKAPI_BASE_URL (another region, or the fake provider:
--- `taskapi fake start` prints its URL; use URL/tripo/v2/openapi or URL/sellerpic and the key
--- test-key).
+-- Environment: TASKAPI_PROVIDER (tripo | tripo-v2 | sellerpic; tripo, Tripo's V3 API),
+-- TASKAPI_API_KEY (or TRIPO_API_KEY / SELLERPIC_API_KEY), TASKAPI_BASE_URL (another host, or the
+-- fake provider: `taskapi fake start` prints its URL; use URL/tripo/v3, URL/tripo/v2/openapi or
+-- URL/sellerpic and the key test-key).
 --
 -- As a module (what examples/workflow_spec.lua tests): require("workflow").run(client, opts)
 -- with opts {image=, dir=, type=?, params=?, extra_params=?, timeout=?, interval=?, log=?};
@@ -18,7 +18,9 @@ local M = {}
 
 -- Each provider's task that takes an uploaded image, and where the upload's reference goes.
 M.DEFAULTS = {
-  tripo = { type = "image_to_model", params = function(ref) return { file = { type = "png", file_token = ref } } end },
+  tripo = { type = "image_to_model", params = function(ref)
+    return { model_version = "v3.1-20260211", input = { file_token = ref } } end },
+  ["tripo-v2"] = { type = "image_to_model", params = function(ref) return { file = { type = "png", file_token = ref } } end },
   sellerpic = { type = "instructEdit", params = function(ref) return { fileKey = ref, prompt = "a clean white background" } end },
 }
 

@@ -48,7 +48,7 @@ describe("the example workflow", function()
       f = fake.new { clock = function() return now end, sleep = function(s) now = now + s end }
     end)
 
-    for _, provider in ipairs({ "tripo", "sellerpic" }) do
+    for _, provider in ipairs({ "tripo", "tripo-v2", "sellerpic" }) do
       it(provider .. ": uploads, creates, waits and downloads", function()
         local lines = {}
         local r = assert(workflow.run(client(provider), { image = image, dir = dir,
@@ -64,7 +64,7 @@ describe("the example workflow", function()
         local up, created
         for _, e in ipairs(f.log) do
           if e.upload then up = e end
-          if e.method == "POST" and e.path:find("/task", 1, true) or e.path:find("/generate/", 1, true) then created = e end
+          if e.method == "POST" and (e.path:find("/task", 1, true) or e.path:find("/generat", 1, true)) then created = e end
         end
         assert.equal(#PNG, up.upload.size)
         assert.is_table(created)
@@ -106,10 +106,10 @@ describe("the example workflow", function()
 
     local function client(provider)
       return assert(taskapi.new { provider = provider, api_key = "test-key", min_interval = 0.1,
-        base_url = server.url .. (provider == "tripo" and "/tripo/v2/openapi" or "/sellerpic"), backoff = 0.05 })
+        base_url = server.url .. ({ tripo = "/tripo/v3", ["tripo-v2"] = "/tripo/v2/openapi", sellerpic = "/sellerpic" })[provider], backoff = 0.05 })
     end
 
-    for _, provider in ipairs({ "tripo", "sellerpic" }) do
+    for _, provider in ipairs({ "tripo", "tripo-v2", "sellerpic" }) do
       it(provider .. ": the whole workflow over HTTP", function()
         local c = client(provider)
         local r = assert(workflow.run(c, { image = image, dir = dir, interval = 0.2,
@@ -141,7 +141,7 @@ describe("the example workflow", function()
     it("runs as a script, configured by the environment", function()
       local lua = (jit and "luajit" or "lua5.4")
       local cmd = "cd examples && TASKAPI_PROVIDER=tripo TASKAPI_API_KEY=test-key TASKAPI_BASE_URL=" ..
-        server.url .. "/tripo/v2/openapi LUA_PATH='../lua/?.lua;../lua/?/init.lua;;' LUA_CPATH='../build/" ..
+        server.url .. "/tripo/v3 LUA_PATH='../lua/?.lua;../lua/?/init.lua;;' LUA_CPATH='../build/" ..
         lua .. "/?.so;;' " .. lua .. " workflow.lua '" .. image .. "' '" .. dir .. "' 2>&1; echo \"exit=$?\""
       local p = io.popen(cmd)
       local out = p:read("*a")

@@ -54,7 +54,7 @@ end
 case("taskapi.new() (nothing)", { "tripo" }, nil, function() return taskapi.new() end)
 
 local NEW_BAD = {
-  provider = cat({ "nope", "", HUGE, "Tripo", { name = "x" } }, NOT_STRINGS, { false }),
+  provider = cat({ "nope", "", HUGE, "tripo3", "tripo v2", { name = "x" } }, NOT_STRINGS, { false }),
   api_key = cat({ "", HUGE, "has space", "new\nline", "tab\there", "nul\0byte" }, NOT_STRINGS, { false }),
   base_url = cat({ "", "api.tripo3d.ai", "ftp://x", "http://", "https://h?q=1", "https://h/#f", "https://h p",
     "javascript:alert(1)", "https://" .. HUGE }, NOT_STRINGS),

@@ -2,6 +2,15 @@
 local fake = require "taskapi.fake"
 local model = require "taskapi.fake.model"
 local files = require "taskapi.files"
+
+-- POST /tasks/list answers tasks as an array (the default list_shape, as Tripo's SDKs read it):
+-- keyed by task_id here for the checks
+local function by_id(tasks)
+  local out = {}
+  for k, t in pairs(tasks) do out[type(k) == "number" and t.task_id or k] = t end
+  return out
+end
+
 local tmpdir, read_all, write = files.tmpdir, files.read, files.write
 
 describe("fake in-process transport", function()
@@ -17,7 +26,7 @@ describe("fake in-process transport", function()
   end)
 
   local function status_req(id, key)
-    return tr:request({ url = f:base_url("tripo") .. "/task/" .. id, json = true,
+    return tr:request({ url = f:base_url("tripo-v2") .. "/task/" .. id, json = true,
       headers = { "Authorization: Bearer " .. (key or "test-key"), "Accept: application/json" } })
   end
 
@@ -72,7 +81,7 @@ describe("fake in-process transport", function()
     assert.equal(2048, res.bytes)
     res = assert(tr:request({ method = "POST", url = base .. "/tasks/list", json = true,
       headers = { auth[1], "Content-Type: application/json" }, body = '{"task_ids":["' .. id .. '","gone"]}' }))
-    assert.equal("success", res.json.data.tasks[id].status)
+    assert.equal("success", by_id(res.json.data.tasks)[id].status)
     assert.equal("gone", res.json.data.missed[1])
     res = assert(tr:request({ method = "POST", url = base .. "/files/presign", json = true,
       headers = { auth[1], "Content-Type: application/json" }, body = '{"format":"png"}' }))
@@ -133,18 +142,18 @@ describe("fake in-process transport", function()
 
   it("turns a delay longer than the timeout into a timeout error, and sleeps a shorter one", function()
     local id = f:add_task({ provider = "tripo", faults = { delay = 5 } })
-    local res, err = tr:request({ url = f:base_url("tripo") .. "/task/" .. id, headers = { "Authorization: Bearer test-key" }, timeout = 2 })
+    local res, err = tr:request({ url = f:base_url("tripo-v2") .. "/task/" .. id, headers = { "Authorization: Bearer test-key" }, timeout = 2 })
     assert.is_nil(res)
     assert.equal("timeout", err.kind)
     assert.same({ 2 }, slept)
-    res = assert(tr:request({ url = f:base_url("tripo") .. "/task/" .. id, headers = { "Authorization: Bearer test-key" }, timeout = 10 }))
+    res = assert(tr:request({ url = f:base_url("tripo-v2") .. "/task/" .. id, headers = { "Authorization: Bearer test-key" }, timeout = 10 }))
     assert.equal(200, res.status)
     assert.same({ 2, 5 }, slept)
   end)
 
   it("refuses bodies over max_body", function()
     local id = f:add_task({ provider = "tripo", queue = 0, run = 0 })
-    local res, err = tr:request({ url = f:base_url("tripo") .. "/task/" .. id, headers = { "Authorization: Bearer test-key" }, max_body = 10 })
+    local res, err = tr:request({ url = f:base_url("tripo-v2") .. "/task/" .. id, headers = { "Authorization: Bearer test-key" }, max_body = 10 })
     assert.is_nil(res)
     assert.equal("bad_response", err.kind)
   end)

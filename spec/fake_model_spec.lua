@@ -3,6 +3,15 @@ local model = require "taskapi.fake.model"
 local json = require "taskapi.json"
 local cjson = require "cjson"
 local files = require "taskapi.files"
+
+-- POST /tasks/list answers tasks as an array (the default list_shape, as Tripo's SDKs read it):
+-- keyed by task_id here for the checks
+local function by_id(tasks)
+  local out = {}
+  for k, t in pairs(tasks) do out[type(k) == "number" and t.task_id or k] = t end
+  return out
+end
+
 local tmpdir, read_all = files.tmpdir, files.read
 
 local TRIPO = "/tripo/v2/openapi"
@@ -1062,6 +1071,9 @@ describe("fake model", function()
         local d = decode(r)
         assert.equal(0, d.code)
         assert.equal("success", d.status)
+        assert.equal(a, d.data.tasks[1].task_id) -- an array in request order
+        assert.equal(b, d.data.tasks[2].task_id)
+        d.data.tasks = by_id(d.data.tasks)
         assert.equal("success", d.data.tasks[a].status)
         assert.matches("/model%.glb$", d.data.tasks[a].output.model_url)
         assert.equal(12.5, d.data.tasks[a].credits_consumed)
@@ -1077,13 +1089,14 @@ describe("fake model", function()
         d = decode(r)
         assert.equal(0, d.code)
         assert.is_nil(d.status)
+        d.data.tasks = by_id(d.data.tasks)
         assert.equal("success", d.data.tasks[a].status)
         assert.matches("/model%.glb$", d.data.tasks[a].output.model)
         assert.equal(-1, d.data.tasks[a].queuing_num)
         assert.same({ "no-such", theirs }, d.data.missed)
-        -- none found: an empty object and an empty list
+        -- none found: an empty array and an empty list
         r = v3post("/tasks/list", '{"task_ids":["x"]}')
-        assert.truthy(r.body:find('"tasks":{}', 1, true))
+        assert.truthy(r.body:find('"tasks":[]', 1, true))
         r = v3post("/tasks/list", '{"task_ids":["' .. a .. '"]}')
         assert.truthy(r.body:find('"missed":[]', 1, true))
         assert.equal(0, m.stats.creates.tripo)

@@ -3,6 +3,15 @@ local server = require "taskapi.fake.server"
 local model = require "taskapi.fake.model"
 local cjson = require "cjson"
 local files = require "taskapi.files"
+
+-- POST /tasks/list answers tasks as an array (the default list_shape, as Tripo's SDKs read it):
+-- keyed by task_id here for the checks
+local function by_id(tasks)
+  local out = {}
+  for k, t in pairs(tasks) do out[type(k) == "number" and t.task_id or k] = t end
+  return out
+end
+
 local sh, q, read_all = files.sh, files.quote, files.read
 
 local function tmpfile()
@@ -379,6 +388,7 @@ describe("fake server (nginx)", function()
       local r = v3("POST", "/tasks/list", { body = body })
       assert.equal(200, r.status)
       local d = cjson.decode(r.body).data
+      d.tasks = by_id(d.tasks)
       assert.equal("success", d.tasks[a].status)
       assert.is_string(d.tasks[a].output.model_url)
       assert.same({ b, "nope" }, d.missed)
@@ -386,6 +396,7 @@ describe("fake server (nginx)", function()
         headers = { "Content-Type: application/json" } })
       assert.equal(200, r.status)
       d = cjson.decode(r.body).data
+      d.tasks = by_id(d.tasks)
       assert.is_string(d.tasks[a].output.model)
       assert.same({ b, "nope" }, d.missed)
       local ids = {}

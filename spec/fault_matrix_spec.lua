@@ -32,8 +32,9 @@ local LOCATIONS = [[
     location /x-loop/ { return 302 /x-loop/again; }
 ]]
 
-local PATHS = { tripo = "/tripo/v2/openapi", sellerpic = "/sellerpic" }
-local ANY_ID = { tripo = "0fa7f5f2-aaaa-4bbb-8ccc-00000000fa17", sellerpic = "1869254700000000042" }
+local PATHS = fe.PATHS
+local ANY_ID = { tripo = "0fa7f5f2-aaaa-4bbb-8ccc-00000000fa17", ["tripo-v2"] = "0fa7f5f2-aaaa-4bbb-8ccc-00000000fa17",
+  sellerpic = "1869254700000000042" }
 
 -- mount helpers (as root): a tiny tmpfs (full disk), the same remounted read-only
 local function mount_tmpfs(dir, opts)
@@ -161,7 +162,7 @@ describe("fault matrix", function()
             c.base_url = env.url .. row.base .. PATHS[p]
           else
             local spec = { provider = p, queue = 0, run = 0, file_size = SIZE,
-              outputs = p == "tripo" and { "model" } or nil }
+              outputs = fe.is_tripo(p) and { "model" } or nil }
             for k, v in pairs((p == "sellerpic" and row.sellerpic_task) or row.task or {}) do spec[k] = v end
             id = env:add(spec)
           end

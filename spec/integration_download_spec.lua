@@ -62,7 +62,7 @@ describe("integration: download", function()
       local function names_in(d) return fe.ls(d or dir) end
 
       it("saves every output as <task id>_<output name>.<ext> with the served bytes", function()
-        local task, id = finished(p == "tripo" and { multiview = true } or { results = 2 })
+        local task, id = finished(fe.is_tripo(p) and { multiview = true } or { results = 2 })
         local mark = env:mark()
         local files, err = c:download(task, { dir = dir })
         assert.is_nil(err)
@@ -78,7 +78,7 @@ describe("integration: download", function()
           check_file(p, id, f, SIZE)
           assert.is_string(f.content_type)
         end
-        if p == "tripo" then
+        if fe.is_tripo(p) then
           assert.equal(6, #files) -- model, rendered_image and four views
           assert.equal("model/gltf-binary", files[1].content_type)
           assert.equal(dir .. "/" .. id .. "_front_view.png", files[3].path)
@@ -107,7 +107,7 @@ describe("integration: download", function()
       end)
 
       it("saves only the outputs asked for; an unknown name fails before any download", function()
-        local task, id = finished(p == "tripo" and {} or { results = 3 })
+        local task, id = finished(fe.is_tripo(p) and {} or { results = 3 })
         local name = task.outputs[1].name
         local files, err = c:download(task, { dir = dir, outputs = { name } })
         assert.is_nil(err)
@@ -130,7 +130,7 @@ describe("integration: download", function()
       end)
 
       it("resumes a dropped connection with Range and gets the content right", function()
-        local task, id = finished { drop_download = 0.5, file_size = 300000, outputs = p == "tripo" and { "model" } or nil }
+        local task, id = finished { drop_download = 0.5, file_size = 300000, outputs = fe.is_tripo(p) and { "model" } or nil }
         local mark = env:mark()
         local files, err = c:download(task, { dir = dir })
         assert.is_nil(err)
@@ -147,7 +147,7 @@ describe("integration: download", function()
 
       it("restarts cleanly when the host ignores Range after a drop", function()
         local task, id = finished { drop_download = 0.5, ignore_range = true, file_size = 300000,
-          outputs = p == "tripo" and { "model" } or nil }
+          outputs = fe.is_tripo(p) and { "model" } or nil }
         local mark = env:mark()
         local files, err = c:download(task, { dir = dir })
         assert.is_nil(err)
@@ -159,7 +159,7 @@ describe("integration: download", function()
 
       it("resumes after a stalled transfer (stall_time)", function()
         local cs = env:client(p, { stall_time = 1 })
-        local id = add { stall = 3, stall_count = 1, file_size = 200000, outputs = p == "tripo" and { "model" } or nil }
+        local id = add { stall = 3, stall_count = 1, file_size = 200000, outputs = fe.is_tripo(p) and { "model" } or nil }
         local task = assert(cs:status(id))
         local files, err = cs:download(task, { dir = dir })
         assert.is_nil(err)
@@ -171,8 +171,8 @@ describe("integration: download", function()
         -- Every link the fake issues counts: the status read burns one (Tripo: the model's;
         -- SellerPic: the fileUrl of the status answer), so SellerPic needs two for its first
         -- download link to be expired too.
-        local task, id = finished { expired_links = p == "tripo" and 1 or 2,
-          outputs = p == "tripo" and { "model" } or nil }
+        local task, id = finished { expired_links = fe.is_tripo(p) and 1 or 2,
+          outputs = fe.is_tripo(p) and { "model" } or nil }
         local mark = env:mark()
         local files, err = c:download(task, { dir = dir })
         assert.is_nil(err)
@@ -181,7 +181,7 @@ describe("integration: download", function()
         local log = env:log(mark)
         local gets = no_auth_to_file_host(log)
         assert.equal(2, #gets)                    -- one 403, one good
-        if p == "tripo" then
+        if fe.is_tripo(p) then
           assert.equal(1, #fe.status_requests(log, id))            -- the task read again
         else
           assert.equal(2, #fe.matching(log, "/v1/api/download"))  -- a new download link
@@ -190,7 +190,7 @@ describe("integration: download", function()
       end)
 
       it("fails with 'download' when the renewed link is refused too, leaving no file", function()
-        local task = finished { expired_links = 5, outputs = p == "tripo" and { "model" } or nil }
+        local task = finished { expired_links = 5, outputs = fe.is_tripo(p) and { "model" } or nil }
         local mark = env:mark()
         local files, err = c:download(task, { dir = dir })
         assert.is_nil(files)
@@ -202,7 +202,7 @@ describe("integration: download", function()
       end)
 
       it("fails on a Content-Length that lies, leaving neither the file nor its part", function()
-        local task = finished { lie_length = true, outputs = p == "tripo" and { "model" } or nil }
+        local task = finished { lie_length = true, outputs = fe.is_tripo(p) and { "model" } or nil }
         local files, err = c:download(task, { dir = dir })
         assert.is_nil(files)
         fe.check_err(err, "download")
@@ -220,7 +220,7 @@ describe("integration: download", function()
       it("never writes where a server-supplied file name points", function()
         local sub = dir .. "/a/b"
         os.execute("mkdir -p " .. fe.q(sub))
-        local task, id = finished { filename = "../../evil.sh", outputs = p == "tripo" and { "model" } or nil }
+        local task, id = finished { filename = "../../evil.sh", outputs = fe.is_tripo(p) and { "model" } or nil }
         local files, err = c:download(task, { dir = sub })
         assert.is_nil(err)
         assert.equal(1, #files)
@@ -232,7 +232,7 @@ describe("integration: download", function()
       end)
 
       it("refuses to replace an existing file unless overwrite = true", function()
-        local task, id = finished { outputs = p == "tripo" and { "model" } or nil }
+        local task, id = finished { outputs = fe.is_tripo(p) and { "model" } or nil }
         local first = assert(c:download(task, { dir = dir }))
         local path = first[1].path
         fe.write(path, "precious")
@@ -264,7 +264,7 @@ describe("integration: download", function()
       end)
 
       it("fails with 'io' when the folder cannot be written (/proc), leaving nothing", function()
-        local task = finished { outputs = p == "tripo" and { "model" } or nil }
+        local task = finished { outputs = fe.is_tripo(p) and { "model" } or nil }
         local files, err = c:download(task, { dir = "/proc" })
         assert.is_nil(files)
         fe.check_err(err, "io")
@@ -300,7 +300,7 @@ describe("integration: download", function()
         files, err = c:download(id, { dir = dir })   -- by id: read, then refused
         assert.is_nil(files)
         fe.check_err(err, "invalid_argument")
-        local failed = finished { final = p == "tripo" and "failed" or "FAILED", error_code = 3003 }
+        local failed = finished { final = fe.is_tripo(p) and "failed" or "FAILED", error_code = 3003 }
         mark = env:mark()
         files, err = c:download(failed, { dir = dir })
         assert.is_nil(files)

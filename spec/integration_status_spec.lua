@@ -10,17 +10,19 @@ describe("integration: status", function()
   setup(function() env = fe.start() end)
   teardown(function() if env then env:stop() end end)
 
-  describe("tripo", function()
+  for _, P in ipairs { "tripo", "tripo-v2" } do
+  local V3 = P == "tripo"
+  describe(P, function()
     local c
-    setup(function() c = env:client("tripo") end)
+    setup(function() c = env:client(P) end)
 
     local function status_of(spec)
-      spec.provider = "tripo"
+      spec.provider = P
       local id = env:add(spec)
       local task, err = c:status(id)
       assert.is_nil(err)
       assert.equal(id, task.id)
-      assert.equal("tripo", task.provider)
+      assert.equal(P, task.provider)
       return task, id
     end
 
@@ -37,7 +39,11 @@ describe("integration: status", function()
       assert.is_nil(task.eta)            -- running_left_time is -1
       assert.same({}, task.outputs)
       assert.is_nil(task.error)
-      assert.equal(-1, task.raw.running_left_time)
+      if not V3 then assert.equal(-1, task.raw.running_left_time) end
+      assert.equal("text_to_model", task.type)
+      assert.is_number(task.created_at)
+      assert.is_true(math.abs(task.created_at - os.time()) < 120, "created_at " .. tostring(task.created_at))
+      assert.is_nil(task.completed_at)
     end)
 
     it("maps a running task: integer progress, ETA from running_left_time, no queue position", function()
@@ -50,8 +56,8 @@ describe("integration: status", function()
       assert.is_true(task.progress >= 0 and task.progress < 100)
       assert.is_true(fe.is_integer(task.eta))
       assert.is_true(task.eta > 20 and task.eta <= 30, "eta " .. tostring(task.eta))
-      assert.is_nil(task.queue_position)  -- queuing_num is -1
-      assert.equal(-1, task.raw.queuing_num)
+      assert.is_nil(task.queue_position)  -- queuing_num is -1 (V2) or absent (V3)
+      if not V3 then assert.equal(-1, task.raw.queuing_num) end
     end)
 
     it("maps a successful task: done, ok, progress 100, outputs, trace id", function()
@@ -76,10 +82,19 @@ describe("integration: status", function()
       assert.is_string(task.trace_id)
       assert.truthy(task.trace_id:match("^fake%-trace%-%x+$"), task.trace_id)
       assert.equal("success", task.raw.status)
+      assert.is_number(task.credits)
+      assert.is_true(task.credits > 0)
+      if V3 then
+        assert.is_number(task.completed_at)
+        assert.is_true(task.completed_at >= task.created_at)
+        assert.is_string(task.raw.output.model_url)
+      else
+        assert.is_string(task.raw.output.model)
+      end
     end)
 
     it("takes the trace id of the last response (X-Tripo-Trace-ID)", function()
-      local id = env:add { provider = "tripo", queue = 0, run = 0 }
+      local id = env:add { provider = P, queue = 0, run = 0 }
       local a = assert(c:status(id))
       local b = assert(c:status(id))
       assert.is_string(a.trace_id)
@@ -87,26 +102,29 @@ describe("integration: status", function()
       assert.are_not.equal(a.trace_id, b.trace_id)
     end)
 
+    -- V3 sends five statuses: banned and expired come as failed with error_code 2008 / 2018.
     local FINALS = {
-      { "failed", "failed", 1001 },
-      { "banned", "banned", 2008 },
-      { "expired", "expired", nil },
-      { "cancelled", "cancelled", nil },
-      { "unknown", "unknown", nil },
+      { "failed", "failed", 1001, "failed" },
+      { "banned", "banned", 2008, "failed" },
+      { "expired", "expired", V3 and 2018 or nil, "failed" },
+      { "cancelled", "cancelled", nil, "cancelled" },
+      { "unknown", "unknown", nil, "unknown" },
     }
     for _, f in ipairs(FINALS) do
-      local status, state, code = f[1], f[2], f[3]
+      local status, state, code, v3_status = f[1], f[2], f[3], f[4]
       it("maps final status '" .. status .. "' to state '" .. state .. "'", function()
         local task = status_of { queue = 0, run = 0, final = status }
         assert.equal(state, task.state)
-        assert.equal(status, task.status)
+        assert.equal(V3 and v3_status or status, task.status)
         assert.is_true(task.done)
         assert.is_false(task.ok)
         assert.same({}, task.outputs)
         if code then
           assert.same(code, task.error and task.error.code)
           assert.is_string(task.error.message)
-          assert.truthy(task.error.message:find(tostring(code), 1, true))
+          if not V3 then assert.truthy(task.error.message:find(tostring(code), 1, true)) end
+          if V3 then assert.is_string(task.raw.error_message) end
+          if V3 then assert.equal(task.raw.error_message, task.error.message) end
         else
           assert.is_nil(task.error)
         end
@@ -141,18 +159,26 @@ describe("integration: status", function()
         assert.is_string(o.url)
         assert.truthy(o.url:find("/files/", 1, true))
       end
-      assert.same({ "model", "base_model", "pbr_model", "generated_image", "rendered_image",
-        "front_view", "left_view", "back_view", "right_view", "alpha_extra", "zeta_extra" }, names)
-      assert.equal("model", task.outputs[3].kind)
-      assert.equal("image", task.outputs[6].kind)
-      assert.truthy(task.outputs[6].url:match("/front%.png$"))
-      assert.truthy(task.outputs[9].url:match("/right%.png$"))
+      if V3 then
+        -- V3 has one model_url for what V2 split into model, base_model and pbr_model
+        assert.same({ "model", "generated_image", "rendered_image",
+          "front_view", "left_view", "back_view", "right_view", "alpha_extra", "zeta_extra" }, names)
+      else
+        assert.same({ "model", "base_model", "pbr_model", "generated_image", "rendered_image",
+          "front_view", "left_view", "back_view", "right_view", "alpha_extra", "zeta_extra" }, names)
+      end
+      local views = V3 and 4 or 6
+      assert.equal("model", task.outputs[1].kind)
+      assert.equal("image", task.outputs[views].kind)
+      assert.truthy(task.outputs[views].url:match("/front%.png$"))
+      assert.truthy(task.outputs[views + 3].url:match("/right%.png$"))
       -- the same order on every read
       local again = assert(c:status(id))
       for i, o in ipairs(again.outputs) do assert.equal(names[i], o.name) end
     end)
 
   end)
+  end
 
   describe("sellerpic", function()
     local c
@@ -384,9 +410,10 @@ describe("integration: status", function()
       cancelled = "cancelled", unknown = "unknown",
     }
     for final, state in pairs(TRIPO_FINALS) do
-      it("tripo: returns the finalized task when it ends '" .. final .. "'", function()
-        local c = env:client("tripo")
-        local id = env:add { provider = "tripo", queue = 0.3, run = 0.2, final = final }
+      for _, P in ipairs { "tripo", "tripo-v2" } do
+      it(P .. ": returns the finalized task when it ends '" .. final .. "'", function()
+        local c = env:client(P)
+        local id = env:add { provider = P, queue = 0.3, run = 0.2, final = final }
         local seen = {}
         local task, err = c:wait(id, { interval = 0.05, max_interval = 0.2, timeout = 20,
           on_progress = function(t) seen[#seen + 1] = t.state end })
@@ -401,6 +428,7 @@ describe("integration: status", function()
           assert.is_true(#seen >= 2, "on_progress saw " .. table.concat(seen, ","))
         end
       end)
+      end
     end
 
     for _, final in ipairs({ "SUCCESS", "FAILED" }) do

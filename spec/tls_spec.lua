@@ -84,7 +84,7 @@ end
 describe("TLS", function()
   local pki, plain, servers, ids, dir = nil, nil, {}, {}, nil
 
-  local function base(name) return servers[name].url .. "/tripo/v2/openapi" end
+  local function base(name) return servers[name].url .. fe.PATHS.tripo end
 
   local function client(name, extra)
     local opts = { provider = "tripo", api_key = fe.KEY, base_url = base(name), min_interval = 0,
@@ -250,7 +250,7 @@ describe("TLS", function()
 
   it("follows an https -> https redirect", function()
     local c = client("good", { ca_file = pki .. "/ca.pem" })
-    c.base_url = servers.good.url .. "/tohttps/tripo/v2/openapi"
+    c.base_url = servers.good.url .. "/tohttps" .. fe.PATHS.tripo
     local task, err = c:status(ids.good)
     assert.is_nil(err)
     assert.equal(ids.good, task.id)
@@ -259,7 +259,7 @@ describe("TLS", function()
   it("refuses a redirect from https to http (nothing reaches the plain host)", function()
     local before = #fe.sh("curl -s " .. q(plain.url .. "/_fake/log"))
     local c = assert(taskapi.new { provider = "tripo", api_key = fe.KEY, ca_file = pki .. "/ca.pem",
-      base_url = servers.good.url .. "/tohttp/tripo/v2/openapi", retries = 2, min_interval = 0, backoff = 0.01 })
+      base_url = servers.good.url .. "/tohttp" .. fe.PATHS.tripo, retries = 2, min_interval = 0, backoff = 0.01 })
     local t0 = fe.now()
     local task, err = c:status(ids.good)
     assert.is_nil(task)

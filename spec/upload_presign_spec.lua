@@ -77,7 +77,7 @@ describe("client:upload, presigned path, on the nginx fake", function()
 
   setup(function()
     env = fe.start()
-    base = env.url .. "/tripo/v3"
+    base = env.base.tripo
     dir = fe.tmpdir()
   end)
   before_each(function() -- a fault a failed test left unused must not reach the next one

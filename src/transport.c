@@ -243,6 +243,8 @@ static void transfer_finish(tk_multi *m, tk_transfer *t, CURLcode code)
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
   curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_COUNT, &t->redirects);
   curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &t->total_time);
+  if (curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &t->request_size) != CURLE_OK)
+    t->request_size = -1; /* unknown: taken as sent */
   {
     curl_off_t d = 0, c = -1;
     curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &d);
@@ -400,8 +402,20 @@ static void fmt_seconds(char *out, size_t n, double s)
   else snprintf(out, n, "%g", s);
 }
 
-/* Pushes the error of a finished transfer that failed. */
+/* Pushes the error of a finished transfer that failed (without err.sent). */
+static void push_transfer_error_only(lua_State *L, tk_transfer *t);
+
+/* Pushes the error of a finished transfer that failed, with err.sent: whether any byte of
+ * the request went out (CURLINFO_REQUEST_SIZE); false means the server cannot have acted on
+ * it (refused, not resolved, connect timeout), which is what makes a create safe to retry. */
 static void push_transfer_error(lua_State *L, tk_transfer *t)
+{
+  push_transfer_error_only(L, t);
+  lua_pushboolean(L, t->request_size != 0);
+  lua_setfield(L, -2, "sent");
+}
+
+static void push_transfer_error_only(lua_State *L, tk_transfer *t)
 {
   char msg[CURL_ERROR_SIZE + 512];
   long status = -1; /* libcurl failures carry no status: the exchange did not complete */
@@ -726,6 +740,15 @@ static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   if (lua_type(L, -1) == LUA_TBOOLEAN && lua_toboolean(L, -1)) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  lua_pop(L, 1);
+  /* req.fresh_connect: a new connection, closed after this request. A request that may be
+     billed (a create) must not go over a reused connection, since libcurl re-sends a request
+     on its own when a reused connection closes before any byte of the answer. */
+  lua_getfield(L, ridx, "fresh_connect");
+  if (lua_toboolean(L, -1)) {
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
   }
   lua_pop(L, 1);
   lua_getfield(L, ridx, "json");

@@ -85,6 +85,7 @@ typedef struct tk_transfer {
   int err_retryable;
   /* captured at completion */
   long status, redirects;
+  long request_size;             /* bytes of the request sent (CURLINFO_REQUEST_SIZE; -1 unknown) */
   double total_time;
   long long final_done, final_total; /* memory mode progress at completion */
   char *effective_url;

@@ -182,7 +182,10 @@ function Client:create(params)
     return errors.invalid("create: parameter 'type' must be a non-empty string, got " .. (t == "" and "an empty string" or type(t)))
   end
   if #t > 64 then return errors.invalid("create: task type of " .. #t .. " bytes (at most 64)") end
-  if not t:match("^[%w_%-/]+$") then return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _, - and /") end
+  -- a type that goes into the URL is one path segment; one that is looked up may name its group
+  if not t:match(def.create_types and "^[%w_%-/]+$" or "^[%w_%-]+$") then
+    return errors.invalid("create: task type '" .. t:sub(1, 40) .. "' has characters other than letters, digits, _ and -")
+  end
   for k in pairs(params) do
     if type(k) ~= "string" then return errors.invalid("create: parameter names must be strings, got a " .. type(k)) end
   end
@@ -207,12 +210,14 @@ function Client:create(params)
     body = {}
     for k, v in pairs(params) do if k ~= "type" then body[k] = v end end
   end
-  local data, err = http.call(self, "POST", path, { type = t }, body)
+  local data, err = http.call(self, "POST", path, { type = t }, body, nil, nil, true)
   if not data then return nil, err end
   local id = data[def.create_result]
   if type(id) == "number" then id = string.format("%d", id) end
   if type(id) ~= "string" or id == "" then
-    return nil, errors.new("bad_response", def.name .. ": create answered without '" .. def.create_result .. "'")
+    -- the server said yes without saying to what: the task may exist
+    return nil, http.indeterminate(self, errors.new("bad_response", def.name .. ": create answered without '" ..
+      def.create_result .. "'"))
   end
   return id
 end

@@ -1,7 +1,8 @@
 -- taskapi.http: one call of a provider's API: the request (URL, the client's prebuilt headers,
 -- a JSON body), the transfer through the engine, the response turned into data or an error,
 -- and the retries of transient failures (transport, timeout, 5xx, 429) with backoff that
--- honours Retry-After. Permanent failures (400, 401, 403, 404) return at once.
+-- honours Retry-After. Permanent failures (400, 401, 403, 404) return at once. A request that
+-- may create a paid task is retried only when the server cannot have acted on it.
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local provider = require "taskapi.provider"
@@ -20,11 +21,59 @@ function M.backoff(client, attempt, retry_after)
   return d
 end
 
+-- HTTP statuses by what the server may have done (as Tripo's JavaScript SDK classes them).
+local CLEAN_STATUS = { [429] = true, [503] = true }
+local UNKNOWN_STATUS = { [408] = true, [425] = true, [500] = true, [502] = true, [504] = true }
+
+--- What a failure says about the request: "clean" (the server did nothing: not connected, not
+--- resolved, connect timeout with nothing sent, 429, 503), "unknown" (it may have acted: reset
+--- or timeout after the request went out, 408, 425, 500, 502, 504, a 2xx answer that does not
+--- decode or says "server error"), or "fatal" (anything else: retrying cannot help).
+function M.failure_class(err)
+  local st = err.status
+  if st then
+    if CLEAN_STATUS[st] then return "clean" end
+    if UNKNOWN_STATUS[st] then return "unknown" end
+    if st >= 200 and st < 300 then
+      if err.kind == "rate_limited" then return "clean" end
+      if err.retryable then return "unknown" end
+    end
+    return "fatal"
+  end
+  if err.kind == "transport" or err.kind == "timeout" then
+    if err.sent == false then return "clean" end
+    return err.retryable and "unknown" or "fatal"
+  end
+  return "fatal"
+end
+
+-- A billed request (a create) that failed after it may have reached the server: never sent
+-- again; the error says so and how to find out.
+function M.indeterminate(client, err)
+  err.indeterminate = true
+  err.retryable = false
+  local how = client.def.usage_path and "client:usage() lists the account's recent tasks" or
+    "the provider's console lists the account's tasks"
+  err.message = tostring(err.message) .. " -- the task may have been created (and billed): it was not sent again; " ..
+    how .. " (and a ledger, when the client has one, keeps the intent)"
+  return err
+end
+
 -- After failed attempt number `attempt` (0-based): returns the error to give up with, or
--- nil after sleeping the backoff before the next attempt.
-local function after_failure(client, err, attempt, task_id, limit, before_retry)
+-- nil after sleeping the backoff before the next attempt. billed: the request may create a
+-- paid task, so only a clean failure is retried.
+local function after_failure(client, err, attempt, task_id, limit, before_retry, billed)
   err = errors.redact(errors.adopt(err), secret.get(client).key)
   if task_id and not err.task_id then err.task_id = task_id end
+  if billed then
+    local class = M.failure_class(err)
+    if class == "unknown" then return M.indeterminate(client, err) end
+    if class == "fatal" then
+      err.retryable = false
+      return err
+    end
+    err.retryable = true -- clean: nothing was done, safe to send again
+  end
   if not err.retryable or attempt >= limit then return err end
   if err.retry_after and err.retry_after > client.max_retry_after then return err end
   if before_retry then before_retry(err, attempt + 1) end
@@ -54,7 +103,7 @@ end
 
 -- API calls: the response's decoded JSON through provider.unwrap, the same retry policy as
 -- with_retries, without a closure or context table per call.
-local function call_retries(client, req, def, task_id, retries)
+local function call_retries(client, req, def, task_id, retries, billed)
   local attempt = 0
   while true do
     local res, err = engine.request(client, req)
@@ -63,7 +112,7 @@ local function call_retries(client, req, def, task_id, retries)
       if data ~= nil then return data, trace end
       err = trace
     end
-    err = after_failure(client, err, attempt, task_id, retries or client.retries)
+    err = after_failure(client, err, attempt, task_id, retries or client.retries, nil, billed)
     if err then return nil, err end
     attempt = attempt + 1
   end
@@ -129,7 +178,9 @@ end
 --- vars: a table, or one string for {id}), an optional body table (encoded as JSON, integers
 --- exact). Returns data, trace_id.
 --- retries: overrides the client's count (wait passes 0: it retries on its own schedule).
-function M.call(client, method, template, vars, body, task_id, retries)
+--- billed: the call may create a paid task (a create): it goes over a fresh connection (so
+--- libcurl cannot resend it on its own) and is retried only after a clean failure.
+function M.call(client, method, template, vars, body, task_id, retries, billed)
   local s = secret.get(client)
   local req = {
     method = method, url = url_of(client, template, vars), headers = s.headers,
@@ -146,7 +197,8 @@ function M.call(client, method, template, vars, body, task_id, retries)
     req.body = text
     req.headers = s.json_headers
   end
-  return call_retries(client, req, client.def, task_id, retries)
+  if billed then req.fresh_connect = true end
+  return call_retries(client, req, client.def, task_id, retries, billed)
 end
 
 --- A multipart upload: POST of parts (the C module's req.mime array; files are streamed from

@@ -7,6 +7,7 @@ local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local provider = require "taskapi.provider"
 local heap = require "taskapi.heap"
+local webhook = require "taskapi.webhook" -- [webhook] deliveries end sleeps early (webhook.hook)
 
 local M = {}
 
@@ -162,11 +163,12 @@ end
 --- never changes: wait_all shares one among all its tasks).
 function M.wait_checked(client, sid, p)
   local w = M.start(client, sid, p)
+  local hook = webhook.hook(client):watch(w) -- [webhook] a delivery for sid ends the sleep
   while true do
     local what, v = M.step(w)
-    if what == "done" then return v end
-    if what == "failed" then return nil, v end
-    engine.sleep(client, v)
+    if what == "done" then hook:close() return v end
+    if what == "failed" then hook:close() return nil, v end
+    hook:sleep(v) -- [webhook] engine.sleep(client, v), ended at once by a delivery
   end
 end
 
@@ -194,6 +196,10 @@ function M.wait_many(client, s, list, p, on_done)
       ev.signal()
     end
   end
+  -- [webhook] a delivery for a task moves its next poll to now, ends the sleep, wakes a worker
+  local hook = webhook.hook(client, queue, wake_one)
+  for i = 1, #queue do hook:watch(queue[i]) end
+  -- [/webhook]
   local function worker()
     local ev = s:event()
     while queue[1] do
@@ -215,7 +221,7 @@ function M.wait_many(client, s, list, p, on_done)
         watch = at
         local wake, deadline = at + batch, queue[1].deadline
         if wake > deadline and deadline > now then wake = deadline end
-        engine.sleep(client, wake - now)
+        hook:sleep(wake - now) -- [webhook] engine.sleep, ended at once by a delivery
         if watch == at then watch = math.huge end
       else
         nidle = nidle + 1
@@ -231,6 +237,7 @@ function M.wait_many(client, s, list, p, on_done)
     local ok, err = hs[i]:join()
     if ok == nil and err then error(err, 0) end
   end
+  hook:close() -- [webhook]
   return left == 0
 end
 

@@ -1,5 +1,5 @@
 -- OpenResty: nginx (one worker) runs the example of examples/openresty/ (its nginx.conf, with
--- only the port and the log/pid paths changed) against the nginx fake provider: the whole
+-- only the port and the log/pid paths changed: openresty/example_app.lua) against the nginx fake provider: the whole
 -- workflow completes with every file downloaded, and the worker keeps answering while 100
 -- status reads wait on a slow provider.
 local nginx = require "taskapi.fake.nginx"
@@ -20,23 +20,7 @@ describe("OpenResty example #openresty", function()
     env = fe.start()
     out = fe.tmpdir()
     os.execute("chmod 0777 " .. fe.q(out))
-    local example = assert(io.open(nginx.root() .. "/examples/openresty/nginx.conf", "rb")):read("*a")
-    app = assert(nginx.start {
-      ttl = 300,
-      env = {
-        TASKAPI_API_KEY = fe.KEY, TASKAPI_BASE_URL_TRIPO = env.base.tripo,
-        TASKAPI_BASE_URL_SELLERPIC = env.base.sellerpic, TASKAPI_MIN_INTERVAL = 0,
-        TASKAPI_INTERVAL = 0.2, TASKAPI_OUT = out,
-      },
-      config = function(o)
-        return (example
-          :gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. o.port .. ";")
-          :gsub("pid [^;]+;", "pid " .. o.dir .. "/nginx.pid;")
-          :gsub("error_log [^;]+;", "error_log " .. o.dir .. "/error.log warn;")
-          :gsub("client_body_temp_path [^;]+;", "client_body_temp_path " .. o.dir .. "/body;")
-          :gsub("%$prefix", o.root))
-      end,
-    })
+    app = require("openresty.example_app").start(env, out)
   end)
 
   teardown(function()

@@ -15,7 +15,14 @@ local model = require "taskapi.fake.model"
 local M = {}
 
 M.KEY = "test-key"           -- the key every client of the specs uses; no error may show it
-M.PROVIDERS = { "tripo", "sellerpic" }
+M.PROVIDERS = { "tripo", "tripo-v2", "sellerpic" } -- tripo: Tripo's V3 API; tripo-v2: the seed's V2
+-- The fake's provider of a client's provider: one fake Tripo task answers both APIs.
+local MODEL_PROVIDER = { ["tripo-v2"] = "tripo" }
+M.MODEL_PROVIDER = MODEL_PROVIDER
+--- Is p one of the Tripo providers (V3 or V2)?
+function M.is_tripo(p) return p == "tripo" or p == "tripo-v2" end
+--- The path prefix of each provider's API on the fake.
+M.PATHS = { tripo = "/tripo/v3", ["tripo-v2"] = "/tripo/v2/openapi", sellerpic = "/sellerpic" }
 M.FAST = os.getenv("TASKAPI_MEMCHECK") == nil  -- under valgrind everything is much slower
 
 local files = require "taskapi.files"
@@ -41,7 +48,8 @@ Env.__index = Env
 function M.start(opts)
   local s = assert(server.start { ttl = (opts and opts.ttl) or 300, locations = opts and opts.locations })
   local env = setmetatable({ server = s, url = s.url, clients = {} }, Env)
-  env.base = { tripo = s.url .. "/tripo/v2/openapi", sellerpic = s.url .. "/sellerpic" }
+  env.base = {}
+  for p, path in pairs(M.PATHS) do env.base[p] = s.url .. path end
   return env
 end
 
@@ -64,8 +72,15 @@ function Env:client(provider, overrides)
   return c
 end
 
---- Adds a scripted task (POST /_fake/tasks); returns its id (a string).
+--- Adds a scripted task (POST /_fake/tasks); returns its id (a string). spec.provider may be a
+--- client's provider name ("tripo-v2" adds a Tripo task).
 function Env:add(spec)
+  if MODEL_PROVIDER[spec.provider] then
+    local copy = {}
+    for k, v in pairs(spec) do copy[k] = v end
+    copy.provider = MODEL_PROVIDER[spec.provider]
+    spec = copy
+  end
   local code, body = curl("POST", self.url .. "/_fake/tasks", cjson.encode(spec))
   assert(code == 200, "fake refused the task spec: " .. tostring(code) .. " " .. tostring(body))
   local id = cjson.decode(body).id
@@ -120,11 +135,12 @@ function M.matching(log, part)
   return out
 end
 
---- The API requests about one task: Tripo's GET .../task/{id}, SellerPic's GET /generate?id=.
+--- The API requests about one task: Tripo's GET .../tasks/{id} (V3) or .../task/{id} (V2),
+--- SellerPic's GET /generate?id=.
 function M.status_requests(log, id)
   local out = {}
   for _, e in ipairs(log) do
-    if e.method == "GET" and (e.path:match("/task/([^/]+)$") == id or
+    if e.method == "GET" and (e.path:match("/tasks?/([^/]+)$") == id or
         (e.path:match("/v1/api/generate$") and e.query and e.query.id == id)) then
       out[#out + 1] = e
     end

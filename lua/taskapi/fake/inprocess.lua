@@ -61,16 +61,7 @@ end
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
 
--- days since 1970-01-01 of a civil date (proleptic Gregorian)
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
+local days_from_civil = require("taskapi.provider").days_from_civil
 
 --- Retry-After: delta-seconds or an IMF-fixdate, in whole seconds from now (>= 0), or nil.
 function M.parse_retry_after(v, now)
@@ -290,9 +281,13 @@ function Fake:request(req)
     local limit = tonumber(req.timeout) or 30
     if resp.delay >= limit then
       self.sleep(limit)
-      return nil, terr("timeout", string.format("Operation timed out after %d milliseconds", floor(limit * 1000)), true)
+      return nil, terr("timeout", string.format("Operation timed out after %d milliseconds", floor(limit * 1000)), true,
+        { sent = true })
     end
     self.sleep(resp.delay)
+  end
+  if resp.reset then -- a scripted fault: the server closed the connection without an answer
+    return nil, terr("transport", "Server returned nothing (no headers, no data)", true, { sent = true })
   end
 
   local res = { status = resp.status, headers = {}, effective_url = req.url, redirects = 0 }

@@ -318,8 +318,9 @@ M.key_owners = key_owners
 --- when not given), sellerpic_total (SellerPic credits; 1000), and for Tripo V3:
 --- v3_statuses (5: queued running success failed cancelled, banned and expired as failed with
 --- error_code 2008 / 2018; or 8: the V2 list), v3_eta (false: no queuing_num nor
---- running_left_time; default true: each when known), list_shape ("map": POST /tasks/list
---- answers tasks = {id = task}; "array": tasks = [task, ...] in request order),
+--- running_left_time; default true: each when known), list_shape ("array", the default:
+--- POST /tasks/list answers tasks = [task, ...] in request order, as Tripo's JS, Go and Rust
+--- SDKs read it; "map": tasks = {id = task}, as one migration guide shows it),
 --- credits (credits_consumed of a V3 success; 12.5), presign_ttl (seconds an upload_url
 --- lives; 900).
 function M.new(opts)
@@ -335,7 +336,7 @@ function M.new(opts)
   self.sellerpic_total = opts.sellerpic_total or 1000
   self.v3_statuses = tonumber(opts.v3_statuses) == 8 and 8 or 5
   self.v3_eta = opts.v3_eta ~= false
-  self.list_shape = opts.list_shape == "array" and "array" or "map"
+  self.list_shape = opts.list_shape == "map" and "map" or "array"
   self.credits = tonumber(opts.credits) or 12.5
   self.presign_ttl = tonumber(opts.presign_ttl) or 900
   self.log = {}
@@ -369,6 +370,7 @@ function Model:reset()
   self.presigned = {}   -- upload id of a presigned upload_url -> {token=, expires=, name=}
   self.storage_faults = { presign = {}, put = {}, down = 0, sign = 0 } -- set_storage_faults
   self.stats = { creates = {}, created = {} }
+  self.request_faults = {} -- scripted failures of the next creates or uploads (POST /_fake/faults)
   for _, api in ipairs(M.CREATE_APIS) do self.stats.creates[api], self.stats.created[api] = 0, 0 end
   for i = #self.log, 1, -1 do self.log[i] = nil end
 end
@@ -1087,6 +1089,19 @@ function Model:created(ctx, api, id)
   if ctx.log and ctx.log.create then ctx.log.create.task_id = id end
 end
 
+-- The task spec a create's body makes: its `fake` field scripts the task, the rest is the
+-- task's input; the key that created it owns it.
+local function create_spec(body, provider, typ, key)
+  local spec = type(body.fake) == "table" and copy(body.fake) or {}
+  spec.provider = provider
+  spec.type = typ
+  if is_null(spec.owner_key) then spec.owner_key = key end
+  local input = {}
+  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
+  spec.input = input
+  return spec
+end
+
 function Model:tripo_create(ctx)
   self:count_create(ctx, "tripo-v2")
   local body, err = decode_json(ctx.body or "")
@@ -1096,13 +1111,7 @@ function Model:tripo_create(ctx)
   if type(body.type) ~= "string" or body.type == "" then
     return self:tripo(400, 1004, "invalid parameter: type is required", "Set the task type")
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "tripo"
-  spec.type = body.type
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "tripo", body.type, ctx.key)
   local id, aerr = self:add_task(spec)
   if not id then return self:tripo(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo-v2", id)
@@ -1143,13 +1152,7 @@ function Model:tripo3_create(ctx, path, typ)
         "PUT the file to its upload_url first")
     end
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "tripo"
-  spec.type = typ
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "tripo", typ, ctx.key)
   local id, aerr = self:add_task(spec)
   if not id then return self:tripo3(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo", id)
@@ -1483,13 +1486,7 @@ function Model:sellerpic_create(ctx, typ)
     if type(b) ~= "table" then return self:sellerpic(400, nil, 400, "malformed request body: " .. tostring(err)) end
     body = b
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "sellerpic"
-  spec.type = typ
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "sellerpic", typ, ctx.key)
   local id, err = self:add_task(spec)
   if not id then return self:sellerpic(400, nil, 400, "invalid parameter: " .. err) end
   self.sellerpic_used = self.sellerpic_used + 1
@@ -1518,13 +1515,121 @@ function Model:route_sellerpic(ctx)
 end
 
 ----------------------------------------------------------------------------------------------
+-- request faults: scripted failures of the next creates or uploads (POST /_fake/faults)
+--
+-- A fault is {on = "create" | "upload", provider = "tripo" | "tripo-v2" | "sellerpic" | nil (any),
+-- fault = NAME, count = n (1), created = bool, retry_after = seconds (429)}. NAME is one of
+--   status_408 status_425 status_429 status_500 status_502 status_503 status_504
+--            an error answer in the API's envelope (429 with Retry-After);
+--   reset    the connection closed without an answer once the request was read;
+--   hang     no answer for `seconds` (default 60): the client's timeout ends it;
+--   cut      a 200 answer cut in the middle of its JSON body;
+--   no_id    a 200 answer in the envelope without the task id.
+-- `created` says whether the task is made before the fault strikes (the request reached the
+-- server, the answer was lost): by default true for reset, hang, cut and no_id, false for the
+-- statuses. The clean ones (429, 503) never create. POSTs received are counted in /_fake/stats.
+M.REQUEST_FAULTS = {
+  status_408 = 408, status_425 = 425, status_429 = 429, status_500 = 500, status_502 = 502,
+  status_503 = 503, status_504 = 504, reset = true, hang = true, cut = true, no_id = true,
+}
+local LOST_ANSWER = { reset = true, hang = true, cut = true, no_id = true }
+
+--- What a request is for the faults: "create" or "upload" (or nil), and its API.
+function Model:request_kind(ctx)
+  local p, m = ctx.path, ctx.method
+  if m == "PUT" and p:sub(1, 9) == "/storage/" then return "upload", "tripo" end
+  if m ~= "POST" then return nil end
+  if p:sub(1, #TRIPO3 + 1) == TRIPO3 .. "/" then
+    local sub = p:sub(#TRIPO3 + 1)
+    if M.V3_CREATES[sub] then return "create", "tripo" end
+    if sub == "/files" or sub == "/files/presign" then return "upload", "tripo" end
+  elseif p:sub(1, #TRIPO + 1) == TRIPO .. "/" then
+    local sub = p:sub(#TRIPO + 1)
+    if sub == "/task" then return "create", "tripo-v2" end
+    if sub == "/upload" then return "upload", "tripo-v2" end
+  elseif p:sub(1, #SP + 1) == SP .. "/" then
+    local sub = p:sub(#SP + 1)
+    if sub:match("^/generate/[^/]+$") then return "create", "sellerpic" end
+    if sub == "/upload" then return "upload", "sellerpic" end
+  end
+  return nil
+end
+
+--- Adds a scripted request fault (the body of POST /_fake/faults); returns true or nil, err.
+function Model:add_request_fault(f)
+  if type(f) ~= "table" then return nil, "a request fault must be a table" end
+  if f.on ~= "create" and f.on ~= "upload" then return nil, "a request fault needs on = \"create\" or \"upload\"" end
+  if not M.REQUEST_FAULTS[f.fault] then
+    local names = {}
+    for k in pairs(M.REQUEST_FAULTS) do names[#names + 1] = k end
+    table.sort(names)
+    return nil, "unknown request fault '" .. tostring(f.fault) .. "' (known: " .. concat(names, ", ") .. ")"
+  end
+  local created = f.created
+  if is_null(created) then created = LOST_ANSWER[f.fault] == true end
+  if f.fault == "status_429" or f.fault == "status_503" then created = false end
+  local list = self.request_faults
+  list[#list + 1] = { on = f.on, provider = (not is_null(f.provider)) and f.provider or nil, fault = f.fault,
+    count = math.max(1, floor(tonumber(f.count) or 1)), created = created == true,
+    retry_after = tonumber(f.retry_after) or 1, seconds = tonumber(f.seconds) or 60 }
+  return true
+end
+
+-- The first scripted fault that applies to this request (counted down), or nil.
+function Model:take_request_fault(ctx)
+  if #self.request_faults == 0 then return nil end
+  local kind, api = self:request_kind(ctx)
+  if not kind then return nil end
+  for i, f in ipairs(self.request_faults) do
+    if f.on == kind and (f.provider == nil or f.provider == api) then
+      f.count = f.count - 1
+      if f.count <= 0 then table.remove(self.request_faults, i) end
+      if ctx.log then ctx.log.fault = f.fault end
+      return f, api
+    end
+  end
+  return nil
+end
+
+-- An error answer of status st in the envelope of api.
+function Model:api_error(api, st, retry_after)
+  local headers = st == 429 and { ["Retry-After"] = tostring(floor(retry_after or 1)) } or nil
+  local msg = ({ [408] = "Request Timeout", [425] = "Too Early", [429] = "Too Many Requests",
+    [500] = "Internal server error", [502] = "Bad Gateway", [503] = "Service Unavailable",
+    [504] = "Gateway Timeout" })[st] or "error"
+  if api == "tripo" then return self:tripo3(st, st == 429 and 2000 or 1000, msg, "Retry later", headers) end
+  if api == "tripo-v2" then return self:tripo(st, st == 429 and 2000 or 1000, msg, "Retry later", headers) end
+  return self:sellerpic(st, nil, st, msg, headers)
+end
+
+-- Applies fault f to the answer resp the request would have had (nil when the task was not
+-- made): the answer a client sees.
+function Model:apply_request_fault(f, api, resp)
+  local st = M.REQUEST_FAULTS[f.fault]
+  if type(st) == "number" then return self:api_error(api, st, f.retry_after) end
+  resp = resp or self:api_error(api, 500)
+  if f.fault == "reset" then resp.reset = true
+  elseif f.fault == "hang" then resp.delay = f.seconds
+  elseif f.fault == "cut" then truncate(resp)
+  elseif f.fault == "no_id" then
+    local body = decode_json(resp.body or "")
+    if type(body) == "table" and type(body.data) == "table" then
+      body.data.task_id, body.data.id, body.data.file_token, body.data.image_token, body.data.fileKey = nil, nil, nil, nil, nil
+      resp.body = json.encode(body) or resp.body
+    end
+  end
+  return resp
+end
+
+----------------------------------------------------------------------------------------------
 -- control routes (/_fake/...)
 
 local function log_json(self)
   local out = json.array({})
   for i, e in ipairs(self.log) do
     out[i] = { method = e.method, path = e.path, query = e.query, headers = e.headers, time = e.time,
-      authorization = e.authorization, key = e.key, upload = e.upload, create = e.create }
+      authorization = e.authorization, key = e.key, upload = e.upload, create = e.create,
+      connection = e.connection, fault = e.fault }
   end
   return out
 end
@@ -1551,6 +1656,18 @@ function Model:route_control(ctx)
   end
   if p == "/_fake/log" and m == "GET" then return json_resp(200, log_json(self)) end
   if p == "/_fake/stats" and m == "GET" then return json_resp(200, self:get_stats()) end
+  if p == "/_fake/faults" and m == "POST" then
+    local f, err = decode_json(ctx.body or "")
+    if type(f) ~= "table" then return json_resp(400, { error = "the body must be a JSON request fault: " .. tostring(err) }) end
+    local ok, ferr = self:add_request_fault(f)
+    if not ok then return json_resp(400, { error = ferr }) end
+    return json_resp(200, { ok = true, pending = #self.request_faults })
+  end
+  if p == "/_fake/faults" and m == "DELETE" then
+    local n = #self.request_faults
+    self.request_faults = {}
+    return json_resp(200, { ok = true, cleared = n })
+  end
   if p == "/_fake/storage_faults" and m == "POST" then return self:set_storage_faults(ctx) end
   if p == "/_fake/reset" and m == "POST" then self:reset(); return json_resp(200, { ok = true }) end
   if p == "/_fake/advance" and m == "POST" then
@@ -1594,6 +1711,9 @@ function Model:handle(req)
   local key, has_auth = bearer(headers)
   ctx.key = key
   ctx.owner = key and self.keys[key] or nil
+  -- [webhook] signed deliveries (taskapi.fake.webhook): /_fake/webhook, arming its sender
+  local wh = require("taskapi.fake.webhook").on_request(self, ctx)
+  if wh then return wh end
   local p = ctx.path
   if p:sub(1, 7) == "/_fake/" then return self:route_control(ctx) end
 
@@ -1601,10 +1721,28 @@ function Model:handle(req)
   for k, v in pairs(headers) do if k ~= "authorization" then logged[k] = v end end
   ctx.log = {
     method = ctx.method, path = p, query = copy(ctx.query), headers = logged, time = ctx.now,
-    authorization = has_auth, key = key,
+    authorization = has_auth, key = key, connection = req.connection,
   }
   self.log[#self.log + 1] = ctx.log
 
+  local fault, fapi = self:take_request_fault(ctx)
+  if fault then
+    if ctx.owner and fault.created then
+      return self:apply_request_fault(fault, fapi, self:route(ctx))
+    end
+    if ctx.owner or p:sub(1, 9) == "/storage/" then
+      -- counted as received; nothing was made
+      local kind = self:request_kind(ctx)
+      if kind == "create" then self:count_create(ctx, fapi) end
+      return self:apply_request_fault(fault, fapi, nil)
+    end
+  end
+  return self:route(ctx)
+end
+
+--- Routes one logged request (no control route) to its API.
+function Model:route(ctx)
+  local p, headers = ctx.path, ctx.headers
   local token, name = p:match("^/files/([^/]+)/([^/]+)$")
   if token then return self:serve_file(ctx, token, name) end
   if p:sub(1, 9) == "/storage/" then return self:serve_storage(ctx) end

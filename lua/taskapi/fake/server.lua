@@ -138,6 +138,7 @@ function M.handle()
     headers = headers,
     body = read_body(ngx),
     base_url = (ngx.var.scheme or "http") .. "://" .. host,
+    connection = tonumber(ngx.var.connection), -- nginx's connection serial number, for the log
   })
   if not ok then
     ngx.log(ngx.ERR, "fake model: ", tostring(resp))
@@ -147,6 +148,7 @@ function M.handle()
     return
   end
   if resp.delay then ngx.sleep(resp.delay) end
+  if resp.reset then return ngx.exit(444) end -- a scripted fault: close without an answer
   if resp.file and resp.plain then
     -- nginx's static module serves it (Range, HEAD); the header filter sets the type
     local rel = resp.file:sub(#state.files_dir + 2)

@@ -8,7 +8,7 @@ local function null_of(v, null) if v == null then return nil end return v end
 -- Output names in their stable order, each read from its V3 key (`<name>_url`) or its V2 key
 -- (`<name>`). The four views also come nested in V2's `generate_multiview_image`.
 local OUTPUTS = {
-  "model", "pbr_model", "base_model", "generated_image", "rendered_image", "rendered_video",
+  "model", "base_model", "pbr_model", "generated_image", "rendered_image", "rendered_video",
   "multiview_basecolor", "front_view", "left_view", "back_view", "right_view",
 }
 local VIEWS = { "front", "left", "back", "right" }
