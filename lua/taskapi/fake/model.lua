@@ -12,6 +12,7 @@
 -- See doc/internals.md ("The fake provider's model") and the task spec below (M.new, add_task).
 local json = require "taskapi.json"
 local files = require "taskapi.files"
+local media = require "taskapi.fake.media"
 
 local M = {}
 
@@ -696,17 +697,31 @@ local function safe_name(s)
   return (tostring(s):gsub("[^%w%-_.]", "_"))
 end
 
--- Registers the file of task t under key; returns its record.
+-- Registers the file of task t under key; returns its record. A task whose spec gives no
+-- file_size gets the real media file of the output's type (taskapi.fake.media: png, jpg, webp,
+-- gif, glb, gltf, obj, mp4; a SellerPic video asked as webp gets the animated WebP), with
+-- "taskapi-fake <id> <key>" in its metadata: {media = name, tag =, size = its length}; one
+-- with a file_size, or of a type
+-- media has no file for (fbx, usdz, bin...), gets the deterministic filler of that size (2048
+-- by default): {seed =, size =}. M.record_bytes(rec) gives the bytes of either.
 function Model:file_record(t, key, filename, ext)
   local rec = t.files[key]
   if not rec then
+    ext = ext and tostring(ext):lower()
     rec = {
       key = key,
       filename = filename,
       content_type = t.content_type or CONTENT_TYPES[ext] or "application/octet-stream",
-      size = t.file_size,
-      seed = "taskapi-fake " .. t.id .. " " .. key,
     }
+    local seed = "taskapi-fake " .. t.id .. " " .. key
+    if is_null(t.spec and t.spec.file_size) and media.has(ext) then
+      rec.media = (t.video and ext == "webp") and "webp_animated" or ext -- a video as WebP moves
+      rec.tag = seed -- in the file's comment or metadata: each task's file is its own
+      rec.size = #media.bytes(rec.media, rec.tag)
+    else
+      rec.size = t.file_size
+      rec.seed = seed
+    end
     t.files[key] = rec
   end
   return rec
@@ -726,11 +741,31 @@ function Model:issue_link(t, ctx, key, filename, ext)
   return ctx.base .. "/files/" .. token .. "/" .. filename
 end
 
---- The path of a result file of a task, made on first need (64 KiB chunks).
+-- Writes bytes to path unless a file of that size is there (through a temporary name).
+local function write_once(path, bytes)
+  if file_size(path) == #bytes then return true end
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(bytes)
+  f:close()
+  if not ok then os.remove(tmp); return nil, werr end
+  return os.rename(tmp, path)
+end
+
+--- The path of a result file of a task, made on first need (one file per task and key): the
+--- filler in 64 KiB chunks, or the media file with the record's tag.
 function Model:file_path(t, key)
   if type(t) ~= "table" then t = self.tasks[tostring(t)] end
   local rec = t and t.files[key]
   if not rec then return nil, "no such file" end
+  if rec.media then
+    local path = self:get_files_dir() .. "/" .. safe_name(t.id) .. "-" .. safe_name(key) .. "-" ..
+      media.file_name(rec.media)
+    local ok, err = write_once(path, media.bytes(rec.media, rec.tag))
+    if not ok then return nil, err end
+    return path, rec
+  end
   local path = self:get_files_dir() .. "/" .. safe_name(t.id) .. "-" .. safe_name(key) .. "-" .. rec.size
   if file_size(path) ~= rec.size then
     local ok, err = M.generate_file(path, rec.seed, rec.size)
@@ -739,10 +774,31 @@ function Model:file_path(t, key)
   return path, rec
 end
 
---- The expected bytes of a result file (for specs): seed and size of its record.
+--- The record of a result file (for specs): {key=, filename=, content_type=, size=, and seed=
+--- (filler) or media= and tag= (a real file of that type, the tag in its metadata)}; nil
+--- before its link was issued.
 function Model:file_info(task_id, key)
   local t = self.tasks[tostring(task_id)]
   return t and t.files[key]
+end
+
+-- GET /_fake/tasks/{id}/files: the task's file records, key -> record (see file_info).
+function Model:file_records(task_id)
+  local t = self.tasks[tostring(task_id)]
+  if not t then return json_resp(404, { error = "no such task" }) end
+  return json_resp(200, t.files)
+end
+
+--- The bytes a file record stands for, from offset (0-based), length bytes (the whole file by
+--- default): the media file or the filler. rec may be a decoded copy (GET
+--- /_fake/tasks/{id}/files answers a task's records, key -> record).
+function M.record_bytes(rec, offset, length)
+  if rec.media then
+    local b = media.bytes(rec.media, rec.tag)
+    offset = offset or 0
+    return b:sub(offset + 1, offset + (length or #b))
+  end
+  return M.file_bytes(rec.seed, rec.size, offset, length)
 end
 
 local EXPIRED_XML = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>' ..
@@ -1645,6 +1701,7 @@ end
 
 function Model:route_control(ctx)
   local p, m = ctx.path, ctx.method
+  if m == "GET" and p:match("^/_fake/tasks/[^/]+/files$") then return self:file_records(p:match("^/_fake/tasks/([^/]+)")) end
   if p == "/_fake/tasks" and m == "POST" then
     local spec, err = decode_json(ctx.body or "")
     if type(spec) ~= "table" then
