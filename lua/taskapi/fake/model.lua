@@ -383,6 +383,7 @@ function Model:reset()
   self.sellerpic_used = 0
   self.file_tokens = {} -- V3 file_token -> {owner=, format=, ready=, size=, adler32=}
   self.presigned = {}   -- upload id of a presigned upload_url -> {token=, expires=, name=}
+  self.storage_faults = { presign = {}, put = {}, down = 0, sign = 0 } -- set_storage_faults
   self.stats = { creates = {}, created = {} }
   self.request_faults = {} -- scripted failures of the next creates or uploads (POST /_fake/faults)
   for _, api in ipairs(M.CREATE_APIS) do self.stats.creates[api], self.stats.created[api] = 0, 0 end
@@ -1304,6 +1305,8 @@ function Model:tripo3_upload(ctx)
 end
 
 function Model:tripo3_presign(ctx)
+  local fault = self:presign_fault() -- storage faults (branch presign)
+  if fault then return fault end
   local body, err = decode_json(ctx.body or "")
   if type(body) ~= "table" then
     return self:tripo3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
@@ -1322,7 +1325,7 @@ function Model:tripo3_presign(ctx)
   self.file_tokens[token] = { owner = ctx.owner, format = fmt, ready = false }
   self.presigned[upload] = { token = token, name = name, expires = ctx.now + self.presign_ttl }
   return self:tripo3(200, {
-    upload_url = ctx.base .. "/storage/uploads/" .. upload .. "/" .. name,
+    upload_url = self:storage_base(ctx) .. "/storage/uploads/" .. upload .. "/" .. name .. self:storage_query(n),
     file_token = token,
     expires_in = self.presign_ttl,
   })
@@ -1341,6 +1344,8 @@ function Model:serve_storage(ctx)
     return text_resp(405, "method not allowed\n", "text/plain", { Allow = "PUT" })
   end
   if ctx.now >= rec.expires then return text_resp(403, EXPIRED_XML, "application/xml") end
+  local fault = self:storage_fault() -- storage faults (branch presign)
+  if fault then return fault end
   local data = ctx.body or ""
   local sum = adler32(data)
   if ctx.log then
@@ -1350,6 +1355,67 @@ function Model:serve_storage(ctx)
   if tok then tok.ready, tok.size, tok.adler32 = true, #data, sum end
   return text_resp(200, "", "text/plain", { ETag = '"' .. sum .. '"' })
 end
+
+-- ---- storage faults (branch presign) -----------------------------------------------------
+-- POST /_fake/storage_faults {"presign": [status, ...], "put": [status, ...], "down": n}: the
+-- next presign calls answer these statuses (a V3 error: 429 code 1007, 5xx 1000, others 1004),
+-- the next PUTs to a valid upload_url answer these (403: the expired-URL XML; others a text
+-- body), the next n presign answers point upload_url at 127.0.0.1:1, where nothing listens
+-- ("down": n), and the next n upload_urls carry a signature query like object storage's
+-- ("sign": n; the storage route ignores it). Each is used up in order; reset clears them.
+function Model:set_storage_faults(ctx)
+  local spec, err = decode_json(ctx.body or "")
+  if type(spec) ~= "table" then
+    return json_resp(400, { error = "the body must be a JSON object: " .. tostring(err or "not an object") })
+  end
+  local f = self.storage_faults
+  for _, k in ipairs({ "presign", "put" }) do
+    local list = spec[k]
+    if list ~= nil and not is_null(list) then
+      if type(list) ~= "table" then return json_resp(400, { error = k .. " must be an array of HTTP statuses" }) end
+      for _, st in ipairs(list) do
+        if type(st) ~= "number" or st < 100 or st > 599 then
+          return json_resp(400, { error = k .. " must be an array of HTTP statuses" })
+        end
+        f[k][#f[k] + 1] = floor(st)
+      end
+    end
+  end
+  if tonumber(spec.down) then f.down = f.down + floor(tonumber(spec.down)) end
+  if tonumber(spec.sign) then f.sign = f.sign + floor(tonumber(spec.sign)) end
+  return json_resp(200, { presign = #f.presign, put = #f.put, down = f.down, sign = f.sign })
+end
+
+function Model:presign_fault()
+  local st = table.remove(self.storage_faults.presign, 1)
+  if not st then return nil end
+  local code = st == 429 and 1007 or st >= 500 and 1000 or 1004
+  return self:tripo3(st, code, "fake presign fault (HTTP " .. st .. ")", "scripted by /_fake/storage_faults")
+end
+
+function Model:storage_fault()
+  local st = table.remove(self.storage_faults.put, 1)
+  if not st then return nil end
+  if st == 403 then return text_resp(403, EXPIRED_XML, "application/xml") end
+  return text_resp(st, "fake storage fault (HTTP " .. st .. ")\n", "text/plain")
+end
+
+function Model:storage_base(ctx)
+  local f = self.storage_faults
+  if f.down > 0 then
+    f.down = f.down - 1
+    return "http://127.0.0.1:1"
+  end
+  return ctx.base
+end
+
+function Model:storage_query(n)
+  local f = self.storage_faults
+  if f.sign <= 0 then return "" end
+  f.sign = f.sign - 1
+  return format("?X-Amz-Expires=%d&X-Amz-Signature=fakesig%08x", self.presign_ttl, (n * 2654435761) % 4294967296)
+end
+-- ---- end of storage faults ----------------------------------------------------------------
 
 function Model:tripo3_usage(ctx)
   local limit, offset = tonumber(ctx.query.limit or 20), tonumber(ctx.query.offset or 0)
@@ -1701,6 +1767,7 @@ function Model:route_control(ctx)
     self.request_faults = {}
     return json_resp(200, { ok = true, cleared = n })
   end
+  if p == "/_fake/storage_faults" and m == "POST" then return self:set_storage_faults(ctx) end
   if p == "/_fake/reset" and m == "POST" then self:reset(); return json_resp(200, { ok = true }) end
   if p == "/_fake/advance" and m == "POST" then
     local s = tonumber(ctx.query.seconds)

@@ -255,6 +255,11 @@ function M.start(opts)
     "        if ct and ngx.status < 300 then ngx.header['Content-Type'] = ngx.unescape_uri(ct) end",
     "      }",
     "    }",
+    -- presigned PUTs (branch presign): bodies up to 1 GiB (nginx buffers them to a file)
+    "    location /storage/ {",
+    "      client_max_body_size 1g;",
+    "      content_by_lua_block { require('taskapi.fake.server').handle() }",
+    "    }",
     "    location / {",
     "      content_by_lua_block { require('taskapi.fake.server').handle() }",
     "    }",
