@@ -314,7 +314,7 @@ describe("fake server (nginx)", function()
       local d = cjson.decode(r.body).data
       assert.equal("running", d.status)
       assert.is_number(d.running_left_time)
-      assert.equal(cjson.null, d.completed_at)
+      assert.is_nil(d.completed_at)
       assert.equal(200, http("POST", url .. "/_fake/advance?seconds=1").status)
       r = v3("GET", "/tasks/" .. id)
       assert.truthy(r.body:find('"credits_consumed":12.5', 1, true))

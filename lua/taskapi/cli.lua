@@ -196,6 +196,7 @@ function Ctx:download(task, dopts)
       "  " .. fmt_bytes(speed) .. "/s" .. (total > 0 and "  " .. bar(done / total) or "")
     self.live:set(key, text, false)
   end
+  local t0 = now()
   local files, err = self.client:download(task, o)
   if not files then
     err.task_id = err.task_id or id
@@ -204,7 +205,10 @@ function Ctx:download(task, dopts)
     return nil
   end
   for _, f in ipairs(files) do
-    local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ")"
+    -- the average speed of the whole call: shown even when the file came too fast for a
+    -- progress report
+    local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ", " ..
+      fmt_bytes(f.bytes / math.max(now() - (started[id .. " " .. f.name] or t0), 0.001)) .. "/s)"
     if self.opts.json then
       self:emit({ object = "file", id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type })
     else

@@ -307,13 +307,16 @@ function Client:create(params)
   return id, err
 end
 
---- Uploads a local image (jpg/jpeg/png/webp) as multipart, streamed from the file: a path or
---- {path=, type=?, filename=?}. Returns the provider's reference to it as a string: Tripo's
---- image_token, SellerPic's fileKey. The file is checked before any request.
+--- Uploads a local file of a type the provider takes, streamed from the file: a path or
+--- {path=, type=?, filename=?}. Multipart up to the definition's upload_max_bytes; above it,
+--- when the definition has a presign_path, a presigned PUT to the storage host (upload.lua).
+--- Returns the provider's reference to it as a string: Tripo's file_token (V3) or image_token
+--- (V2), SellerPic's fileKey. The file is checked before any request.
 function Client:upload(path_or_opts)
-  local parts, err = upload.parts(self.def, path_or_opts)
-  if not parts then return nil, err end
+  local parts, size, info = upload.parts(self.def, path_or_opts)
+  if not parts then return nil, size end -- size is the error here
   local def = self.def
+  if upload.is_presigned(def, size) then return upload.presigned(self, info) end
   local data, uerr = http.upload(self, def.upload_path, parts)
   if not data then return nil, uerr end
   local ref = data[def.upload_result]

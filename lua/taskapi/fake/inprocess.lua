@@ -265,6 +265,13 @@ function Fake:request(req)
     body, merr = M.multipart_body(req.mime, headers)
     if not body then return nil, merr end
   end
+  if req.body_file ~= nil then -- the C module's req.body_file (branch presign): the raw bytes
+    local f = type(req.body_file) == "string" and io.open(req.body_file, "rb")
+    if not f then return nil, terr("invalid_argument", "req.body_file: cannot read the file") end
+    body = f:read("*a")
+    f:close()
+    if req.body_type then headers["content-type"] = req.body_type end
+  end
   local resp = self.model:handle({
     method = req.method or "GET", path = unescape(path), query = parse_query(query),
     headers = headers, body = body,

@@ -115,6 +115,20 @@ local TRIPO_OUTPUT_EXT = {
   generated_image = "png", rendered_image = "webp", rendered_video = "mp4", multiview_basecolor = "png",
 }
 
+-- The model file format a create asked for, when its spec names no outputs: convert's
+-- `format`, rig and retarget's `out_format`, or `quad = true` (FBX), as Tripo's SDKs say
+-- ("quad forces FBX", "convertModel emits whichever format was requested"); nil: glb.
+local MODEL_FORMATS = { glb = true, gltf = true, fbx = true, obj = true, stl = true, usdz = true, ["3mf"] = true }
+local function requested_model_format(input)
+  if type(input) ~= "table" then return nil end
+  for _, k in ipairs({ "format", "out_format" }) do
+    local v = type(input[k]) == "string" and input[k]:lower()
+    if v and MODEL_FORMATS[v] then return v end
+  end
+  if input.quad == true then return "fbx" end
+  return nil
+end
+
 local CONTENT_TYPES = {
   glb = "model/gltf-binary", gltf = "model/gltf+json", fbx = "application/octet-stream",
   obj = "text/plain", usdz = "model/vnd.usdz+zip",
@@ -369,6 +383,7 @@ function Model:reset()
   self.sellerpic_used = 0
   self.file_tokens = {} -- V3 file_token -> {owner=, format=, ready=, size=, adler32=}
   self.presigned = {}   -- upload id of a presigned upload_url -> {token=, expires=, name=}
+  self.storage_faults = { presign = {}, put = {}, down = 0, sign = 0 } -- set_storage_faults
   self.stats = { creates = {}, created = {} }
   self.request_faults = {} -- scripted failures of the next creates or uploads (POST /_fake/faults)
   for _, api in ipairs(M.CREATE_APIS) do self.stats.creates[api], self.stats.created[api] = 0, 0 end
@@ -527,6 +542,12 @@ function Model:add_task(spec)
       table.sort(names)
       for _, name in ipairs(names) do
         outputs[#outputs + 1] = { name = name, ext = tostring(so[name]) }
+      end
+    end
+    local fmt = is_null(spec.outputs) and requested_model_format(t.input)
+    if fmt then
+      for _, o in ipairs(outputs) do
+        if TRIPO_OUTPUT_EXT[o.name] == "glb" then o.ext = fmt end
       end
     end
     t.outputs = outputs
@@ -1005,16 +1026,17 @@ function Model:tripo3_output(t, ctx)
 end
 
 --- The V3 task object of t: task_id, type, status, progress, input, output, credits_consumed,
---- created_at, completed_at (null until final), error_code, error_message (null unless the
---- task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- created_at, completed_at (left out until final), error_code, error_message (left out unless
+--- the task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- Left out, not null: Tripo's JS SDK types them optional ("absent until the task reaches a
+--- terminal status") and its TripoTaskError tests error_code against undefined.
 function Model:tripo3_data(t, ctx)
   local phase, progress, queuing, left = self:tripo_progress(t, ctx)
   local eta = t.v3_eta
   if eta == nil then eta = self.v3_eta end
   local data = {
     task_id = t.id, type = t.type, status = "queued", progress = progress, input = t.input,
-    output = {}, credits_consumed = 0, created_at = iso8601(t.created), completed_at = json.null,
-    error_code = json.null, error_message = json.null,
+    output = {}, credits_consumed = 0, created_at = iso8601(t.created),
   }
   if phase == "queued" then
     if eta then data.queuing_num = queuing end
@@ -1238,12 +1260,33 @@ local V3_FORMAT_OF_TYPE = {
   ["model/3mf"] = "3mf", ["model/vnd.usdz+zip"] = "usdz",
 }
 
-local function v3_format(name, content_type)
+-- Leading bytes -> format, for a part whose name and type tell nothing: Tripo's JS SDK
+-- sends uploadFile(buffer) without options as "upload.bin", application/octet-stream.
+local V3_MAGIC = {
+  { "\137PNG\r\n\26\n", "png" }, { "\255\216\255", "jpeg" }, { "glTF", "glb" }, { "BM", "bmp" },
+  { "II*\0", "tiff" }, { "MM\0*", "tiff" }, { "Kaydara FBX Binary", "fbx" },
+}
+local function sniff_format(data)
+  data = data or ""
+  if data:sub(1, 4) == "RIFF" and data:sub(9, 12) == "WEBP" then return "webp" end
+  for _, magic in ipairs(V3_MAGIC) do
+    if data:sub(1, #magic[1]) == magic[1] then return magic[2] end
+  end
+  return nil
+end
+
+local function v3_format(name, content_type, data)
   local ext = tostring(name or ""):match("%.([%w]+)$")
   ext = ext and ext:lower()
   if ext and M.V3_FILE_FORMATS[ext] then return ext end
   local ct = type(content_type) == "string" and content_type:match("^%s*([^;%s]+)")
-  return ct and V3_FORMAT_OF_TYPE[ct:lower()] or nil
+  ct = ct and ct:lower()
+  if ct and V3_FORMAT_OF_TYPE[ct] then return V3_FORMAT_OF_TYPE[ct] end
+  -- no extension (or .bin) and no type (or octet-stream): the bytes decide
+  if (ext == nil or ext == "bin") and (ct == nil or ct == "application/octet-stream") then
+    return sniff_format(data)
+  end
+  return nil
 end
 
 local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, stl, 3mf, usdz (models)"
@@ -1251,7 +1294,7 @@ local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, 
 function Model:tripo3_upload(ctx)
   local part, err = self:upload_part(ctx)
   if not part then return self:tripo3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
-  local fmt = v3_format(part.filename, part.content_type)
+  local fmt = v3_format(part.filename, part.content_type, part.data)
   if not fmt then
     return self:tripo3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
   end
@@ -1262,6 +1305,8 @@ function Model:tripo3_upload(ctx)
 end
 
 function Model:tripo3_presign(ctx)
+  local fault = self:presign_fault() -- storage faults (branch presign)
+  if fault then return fault end
   local body, err = decode_json(ctx.body or "")
   if type(body) ~= "table" then
     return self:tripo3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
@@ -1280,7 +1325,7 @@ function Model:tripo3_presign(ctx)
   self.file_tokens[token] = { owner = ctx.owner, format = fmt, ready = false }
   self.presigned[upload] = { token = token, name = name, expires = ctx.now + self.presign_ttl }
   return self:tripo3(200, {
-    upload_url = ctx.base .. "/storage/uploads/" .. upload .. "/" .. name,
+    upload_url = self:storage_base(ctx) .. "/storage/uploads/" .. upload .. "/" .. name .. self:storage_query(n),
     file_token = token,
     expires_in = self.presign_ttl,
   })
@@ -1299,6 +1344,8 @@ function Model:serve_storage(ctx)
     return text_resp(405, "method not allowed\n", "text/plain", { Allow = "PUT" })
   end
   if ctx.now >= rec.expires then return text_resp(403, EXPIRED_XML, "application/xml") end
+  local fault = self:storage_fault() -- storage faults (branch presign)
+  if fault then return fault end
   local data = ctx.body or ""
   local sum = adler32(data)
   if ctx.log then
@@ -1308,6 +1355,67 @@ function Model:serve_storage(ctx)
   if tok then tok.ready, tok.size, tok.adler32 = true, #data, sum end
   return text_resp(200, "", "text/plain", { ETag = '"' .. sum .. '"' })
 end
+
+-- ---- storage faults (branch presign) -----------------------------------------------------
+-- POST /_fake/storage_faults {"presign": [status, ...], "put": [status, ...], "down": n}: the
+-- next presign calls answer these statuses (a V3 error: 429 code 1007, 5xx 1000, others 1004),
+-- the next PUTs to a valid upload_url answer these (403: the expired-URL XML; others a text
+-- body), the next n presign answers point upload_url at 127.0.0.1:1, where nothing listens
+-- ("down": n), and the next n upload_urls carry a signature query like object storage's
+-- ("sign": n; the storage route ignores it). Each is used up in order; reset clears them.
+function Model:set_storage_faults(ctx)
+  local spec, err = decode_json(ctx.body or "")
+  if type(spec) ~= "table" then
+    return json_resp(400, { error = "the body must be a JSON object: " .. tostring(err or "not an object") })
+  end
+  local f = self.storage_faults
+  for _, k in ipairs({ "presign", "put" }) do
+    local list = spec[k]
+    if list ~= nil and not is_null(list) then
+      if type(list) ~= "table" then return json_resp(400, { error = k .. " must be an array of HTTP statuses" }) end
+      for _, st in ipairs(list) do
+        if type(st) ~= "number" or st < 100 or st > 599 then
+          return json_resp(400, { error = k .. " must be an array of HTTP statuses" })
+        end
+        f[k][#f[k] + 1] = floor(st)
+      end
+    end
+  end
+  if tonumber(spec.down) then f.down = f.down + floor(tonumber(spec.down)) end
+  if tonumber(spec.sign) then f.sign = f.sign + floor(tonumber(spec.sign)) end
+  return json_resp(200, { presign = #f.presign, put = #f.put, down = f.down, sign = f.sign })
+end
+
+function Model:presign_fault()
+  local st = table.remove(self.storage_faults.presign, 1)
+  if not st then return nil end
+  local code = st == 429 and 1007 or st >= 500 and 1000 or 1004
+  return self:tripo3(st, code, "fake presign fault (HTTP " .. st .. ")", "scripted by /_fake/storage_faults")
+end
+
+function Model:storage_fault()
+  local st = table.remove(self.storage_faults.put, 1)
+  if not st then return nil end
+  if st == 403 then return text_resp(403, EXPIRED_XML, "application/xml") end
+  return text_resp(st, "fake storage fault (HTTP " .. st .. ")\n", "text/plain")
+end
+
+function Model:storage_base(ctx)
+  local f = self.storage_faults
+  if f.down > 0 then
+    f.down = f.down - 1
+    return "http://127.0.0.1:1"
+  end
+  return ctx.base
+end
+
+function Model:storage_query(n)
+  local f = self.storage_faults
+  if f.sign <= 0 then return "" end
+  f.sign = f.sign - 1
+  return format("?X-Amz-Expires=%d&X-Amz-Signature=fakesig%08x", self.presign_ttl, (n * 2654435761) % 4294967296)
+end
+-- ---- end of storage faults ----------------------------------------------------------------
 
 function Model:tripo3_usage(ctx)
   local limit, offset = tonumber(ctx.query.limit or 20), tonumber(ctx.query.offset or 0)
@@ -1659,6 +1767,7 @@ function Model:route_control(ctx)
     self.request_faults = {}
     return json_resp(200, { ok = true, cleared = n })
   end
+  if p == "/_fake/storage_faults" and m == "POST" then return self:set_storage_faults(ctx) end
   if p == "/_fake/reset" and m == "POST" then self:reset(); return json_resp(200, { ok = true }) end
   if p == "/_fake/advance" and m == "POST" then
     local s = tonumber(ctx.query.seconds)
