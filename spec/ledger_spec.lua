@@ -169,6 +169,10 @@ describe("taskapi.ledger", function()
     assert.equal(0, #L:tasks { state = "failed" })
     assert.is_nil(L:get("nope"))
     L:close()
+    local none, cerr = L:tasks()
+    assert.is_nil(none)
+    assert.matches("the ledger is closed", cerr.message)
+    assert.is_true(L:close()) -- idempotent
   end)
 
   it("keeps every write of two processes sharing one file (busy timeout, WAL)", function()

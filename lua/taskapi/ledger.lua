@@ -392,7 +392,12 @@ function M.file_intact(row, path)
   return false
 end
 
+local function closed(what)
+  return nil, errors.new("io", "ledger: " .. what .. ": the ledger is closed")
+end
+
 function Ledger:files(id, provider)
+  if not self.db then return closed("files") end
   local rows, err
   if provider then
     rows, err = self.db:query("SELECT * FROM files WHERE task_id = ?1 AND provider = ?2 ORDER BY name", id, provider)
@@ -439,6 +444,7 @@ function Ledger:tasks(filter)
       return errors.invalid("ledger:tasks: unknown filter '" .. tostring(k):sub(1, 40) .. "'")
     end
   end
+  if not self.db then return closed("tasks") end
   local sql, args = { "SELECT * FROM tasks WHERE 1 = 1" }, {}
   if filter.provider then sql[#sql + 1] = "AND provider = ?" .. (#args + 1); args[#args + 1] = filter.provider end
   if filter.state then sql[#sql + 1] = "AND state = ?" .. (#args + 1); args[#args + 1] = filter.state end
@@ -456,6 +462,7 @@ end
 --- The record of task id (of provider, when given; else the first one), or nil.
 function Ledger:get(id, provider)
   if type(id) ~= "string" then return errors.invalid("ledger:get expects a task id (a string)") end
+  if not self.db then return closed("get") end
   local rows, err
   if provider then
     rows, err = self.db:query("SELECT * FROM tasks WHERE id = ?1 AND provider = ?2", id, provider)
@@ -478,6 +485,7 @@ function Ledger:intents(filter)
       return errors.invalid("ledger:intents: unknown filter '" .. tostring(k):sub(1, 40) .. "'")
     end
   end
+  if not self.db then return closed("intents") end
   local rows, err = self.db:query("SELECT * FROM intents ORDER BY at, rowid")
   if not rows then return nil, db_err(err, "intents") end
   local out = {}
@@ -509,6 +517,7 @@ end
 
 --- The ids of provider's tasks in the ledger, as a set.
 function Ledger:ids(provider)
+  if not self.db then return closed("ids") end
   local rows, err = self.db:query("SELECT id FROM tasks WHERE provider = ?1", provider)
   if not rows then return nil, db_err(err, "ids") end
   local set = {}
