@@ -1584,6 +1584,10 @@ function Model:sellerpic_create(ctx, typ)
     if type(b) ~= "table" then return self:sellerpic(400, nil, 400, "malformed request body: " .. tostring(err)) end
     body = b
   end
+  if not require("taskapi.providers.sellerpic").create_known[typ] then
+    -- the API's own task types (the definition keeps their list): another is not an endpoint
+    return self:sellerpic(404, nil, 404, "no such task type: " .. tostring(typ))
+  end
   local spec = create_spec(body, "sellerpic", typ, ctx.key)
   local id, err = self:add_task(spec)
   if not id then return self:sellerpic(400, nil, 400, "invalid parameter: " .. err) end
