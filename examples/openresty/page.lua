@@ -46,11 +46,11 @@ end
 
 local function progress_cell(t)
   local out = {}
-  if t.state == "running" or (t.progress and t.state ~= "succeeded" and t.state ~= "queued") then
+  if t.state == "running" then
     local p = math.max(0, math.min(100, math.floor(tonumber(t.progress) or 0)))
     out[#out + 1] = '<progress max="100" value="' .. p .. '">' .. p .. ' %</progress> <span class="pct">' .. p .. ' %</span>'
     local eta = fmt_eta(t.eta)
-    if eta and t.state == "running" then out[#out + 1] = ' <span class="eta">' .. esc(eta) .. '</span>' end
+    if eta then out[#out + 1] = ' <span class="eta">' .. esc(eta) .. '</span>' end
   elseif t.state == "queued" and t.queue_position then
     out[#out + 1] = '<span class="queue">position ' .. esc(t.queue_position) .. ' in the queue</span>'
   elseif t.state == "succeeded" then
@@ -123,10 +123,13 @@ h1 { font-size: 1.4em; margin: 0 0 .3em; }
 h2 { font-size: 1.1em; margin: 1.2em 0 .4em; }
 #summary { margin: 0 0 .8em; }
 #live { color: #667; font-size: .9em; }
-table.tasks { border-collapse: collapse; width: 100%; background: #fff; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+table.tasks { border-collapse: collapse; width: 100%; table-layout: fixed; background: #fff; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
 th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #e3e6ea; vertical-align: middle; }
 th { background: #eef0f3; font-weight: 600; }
-td.id code { font-size: .85em; }
+td.id code { font-size: .85em; word-break: break-all; }
+th:nth-child(1) { width: 17em; } th:nth-child(2) { width: 11em; } th:nth-child(3) { width: 7em; }
+th:nth-child(4) { width: 17em; }
+td.type { word-break: break-word; }
 td.progress { white-space: nowrap; }
 progress { width: 9em; vertical-align: middle; }
 .badge { display: inline-block; padding: .05em .55em; border-radius: .8em; font-size: .85em; background: #dde1e6; }
@@ -201,11 +204,11 @@ local SCRIPT = [==[
   function progressCell(t) {
     var out = [];
     var s = t.state;
-    if (s === "running" || (typeof t.progress === "number" && s !== "succeeded" && s !== "queued")) {
+    if (s === "running") {
       var p = Math.max(0, Math.min(100, Math.floor(typeof t.progress === "number" ? t.progress : 0)));
       out.push(el("progress", { max: 100, value: p }, [p + " %"]), " ", el("span", { "class": "pct" }, [p + " %"]));
       var eta = fmtEta(t.eta);
-      if (eta && s === "running") out.push(" ", el("span", { "class": "eta" }, [eta]));
+      if (eta) out.push(" ", el("span", { "class": "eta" }, [eta]));
     } else if (s === "queued" && t.queue_position !== undefined && t.queue_position !== null) {
       out.push(el("span", { "class": "queue" }, ["position " + str(t.queue_position) + " in the queue"]));
     } else if (s === "succeeded") {

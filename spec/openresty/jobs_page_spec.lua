@@ -242,6 +242,11 @@ describe("OpenResty example: the jobs page in headless Chromium #openresty", fun
       assert.falsy(cells:find("<progress", 1, true), cells)
       assert.truthy(cells:find("in the queue", 1, true), cells)
     end
+    for _, name in ipairs({ "f1", "f2" }) do
+      local _, cells = row(dom, tasks[name])
+      assert.falsy(cells:find("<progress", 1, true), cells)
+      assert.truthy(cells:find('<div class="error">', 1, true), cells)
+    end
     local _, s1 = row(dom, tasks.s1)
     assert.truthy(s1:find('<img[^>]- src="/files/' .. pat(tasks.s1) .. '_rendered_image%.webp"'), s1)
     assert.truthy(s1:find('<a class="file" href="/files/' .. pat(tasks.s1) .. '_model%.glb"'), s1)
