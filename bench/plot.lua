@@ -6,6 +6,10 @@
 --                     here (a simulation on an injected clock, deterministic, under a second)
 --   bench/ratios.svg  each case's ratio to its peer, with its target, from bench/results.md
 -- Arguments: [results.md path] [output folder] (bench/results.md, bench/).
+-- run from the repository root: the Lua layer and this runtime's build of the C module
+-- (bench/policy.lua reads bench/lib.lua, which loads it)
+package.path = "./?.lua;./lua/?.lua;./lua/?/init.lua;" .. package.path
+package.cpath = "./build/" .. (jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")) .. "/?.so;" .. package.cpath
 local results_path = arg[1] or "bench/results.md"
 local out_dir = (arg[2] or "bench"):gsub("/+$", "")
 
