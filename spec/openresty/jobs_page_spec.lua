@@ -144,11 +144,84 @@ local function attr(tag, name)
   return tag:match("%s" .. name:gsub("%-", "%%-") .. '="([^"]*)"')
 end
 
+-- Every element and attribute of html (the page's own script and style bodies left out) is
+-- one the page makes: a provider's markup, if it got through, would add others. Returns the
+-- first stranger, or nil.
+local TAGS = {}
+for t in ("html head meta title style body h1 h2 p div section table thead tbody tr th td span code " ..
+  "progress a img script noscript"):gmatch("%S+") do TAGS[t] = true end
+local ATTRS = {}
+for a in ("lang charset name content http-equiv nonce id class data-job data-task data-state href src alt " ..
+  "title width height max value download data-loaded data-js data-rendered"):gmatch("%S+") do ATTRS[a] = true end
+local function stranger(html)
+  html = html:gsub("(<script[^>]*>).-(</script>)", "%1%2"):gsub("(<style[^>]*>).-(</style>)", "%1%2")
+  for tag, attrs in html:gmatch("<(%a[%w-]*)([^>]*)>") do
+    if not TAGS[tag:lower()] then return "element <" .. tag .. ">" end
+    -- attributes one after another: name, or name="value" (values have no raw quote)
+    local rest = attrs:gsub("/$", "")
+    while true do
+      rest = rest:gsub("^%s+", "")
+      if rest == "" then break end
+      local name, after = rest:match('^([%w-]+)="[^"]*"(.*)$')
+      if not name then name, after = rest:match("^([%w-]+)(.*)$") end
+      if not name then return "unparsed attributes in <" .. tag .. attrs .. ">" end
+      if not ATTRS[name:lower()] then return "attribute " .. name .. " in <" .. tag .. ">" end
+      rest = after
+    end
+  end
+  return nil
+end
+
 local function count(s, pat)
   local n = 0
   for _ in s:gmatch(pat) do n = n + 1 end
   return n
 end
+
+-- Without a browser: the fake's error_message option reaches task.error through the real
+-- client, and page.render escapes every string of a view (a provider's, or one a bug let
+-- through) and drops file links that are not the example's own /files/ URLs.
+describe("OpenResty example: the jobs page's data #openresty", function()
+  local env
+  setup(function() env = fe.start() end)
+  teardown(function() if env then env:stop() end end)
+
+  it("a failed task's scripted error_message is the task's error message (Tripo V3 and SellerPic)", function()
+    for _, p in ipairs({ "tripo", "sellerpic" }) do
+      local id = env:add { provider = p, queue = 0, run = 0, final = "failed", error_message = HOSTILE }
+      local task = assert(env:client(p):status(id))
+      assert.are.equal("failed", task.state)
+      assert.are.equal(HOSTILE, task.error.message, p)
+    end
+    local plain = env:add { provider = "tripo", queue = 0, run = 0, final = "failed" }
+    assert.are.equal("The task failed", assert(env:client("tripo"):status(plain)).error.message)
+  end)
+
+  it("page.render escapes every string and keeps only /files/ links", function()
+    local page = require "openresty.page"
+    local h = HOSTILE
+    local html = page.render({ { job = h, provider = h, state = h, tasks = {
+      { id = h, type = h, state = h, error = h, error_code = h, progress = 50, eta = 30, files = {} },
+      { id = "t2", type = "text_to_model", state = "running", progress = 42, eta = 75, files = {} },
+      { id = "t3", type = "text_to_model", state = "succeeded", files = {
+        { name = h, url = "/files/t3_rendered_image.webp", bytes = 10, image = true },
+        { name = "model", url = "javascript:alert(1)", bytes = 10 },
+        { name = "model", url = "/files/t3_model.glb", bytes = 2048 } } },
+    } } }, { nonce = 'n"once', now = 0 })
+    assert.are.equal(1, count(html, "<script"))
+    assert.is_nil(stranger(html))
+    assert.falsy(html:find('onerror="', 1, true))
+    assert.falsy(html:find("<img src=x", 1, true))
+    assert.falsy(html:find("javascript:", 1, true))
+    assert.truthy(html:find('<script nonce="n&quot;once">', 1, true))
+    assert.truthy(html:find('<tr class="task unknown" data-task="&lt;script&gt;', 1, true)) -- an unknown state's class
+    assert.truthy(html:find('<progress max="100" value="42">', 1, true))
+    assert.truthy(html:find("ETA 1 min 15 s", 1, true))
+    assert.truthy(html:find('<a class="file" href="/files/t3_model.glb" download>model</a> <span class="bytes">2.0 KiB</span>', 1, true))
+    assert.truthy(html:find('alt="&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=&quot;document.title=&#39;pwned&#39;&quot;&gt;"', 1, true))
+    assert.truthy(page.render({}, { nonce = "x" }):find("No jobs yet", 1, true))
+  end)
+end)
 
 local reason = probe()
 
@@ -260,6 +333,7 @@ describe("OpenResty example: the jobs page in headless Chromium #openresty", fun
     assert.truthy(f2:find('<td class="type">&lt;b id="injected-type"&gt;bold&lt;/b&gt;</td>', 1, true), f2)
     assert.truthy(f2:find([["quoted" &amp; 'single' &lt;/td&gt;&lt;/tr&gt;&lt;/table&gt;&lt;i id="injected-cell"&gt;x&lt;/i&gt;]], 1, true), f2)
     assert.are.equal(1, count(dom, "<script"), "a script element was injected")
+    assert.is_nil(stranger(dom))
     assert.falsy(dom:find("<[^>]-onerror"), "an onerror attribute was injected")
     assert.falsy(dom:find('<img src="x"', 1, true))
     assert.falsy(dom:find('<[bi] id="injected'), "an element was injected")
