@@ -41,11 +41,9 @@ local function chromium(args, url)
   local err = fe.exists(errf) and fe.read(errf) or ""
   os.remove(errf)
   fe.rmdir(profile)
-  if not ok and out == "" then
-    local last = err:match("([^\n]+)\n?$") or ""
-    return nil, "exit " .. tostring(code) .. ": " .. last
-  end
-  return out
+  local last = err:match("([^\n]+)\n?$") or ""
+  if not ok and out == "" then return nil, "exit " .. tostring(code) .. ": " .. last end
+  return out, last
 end
 
 -- The DOM of url with scripts off. --dump-dom reads the DOM through JavaScript, so it dumps
@@ -125,8 +123,9 @@ local function probe()
   local ok = os.execute("command -v " .. CHROMIUM .. " >/dev/null 2>&1")
   if ok ~= true and ok ~= 0 then return CHROMIUM .. " is not installed (apt-get install -y chromium)" end
   local dom, err = chromium("--dump-dom", "data:text/html,<p id=probe>ok</p>")
-  if not dom then return CHROMIUM .. " cannot start: " .. tostring(err) end
-  if not dom:find('id="probe"', 1, true) then return CHROMIUM .. " started but dumped no DOM" end
+  if not dom or not dom:find('id="probe"', 1, true) then
+    return CHROMIUM .. " cannot start or dumps no DOM: " .. tostring(err)
+  end
   return nil
 end
 
