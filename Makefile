@@ -17,7 +17,8 @@ PKGS    := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted luajit
            libluajit2-5.1-dev nginx libnginx-mod-http-lua lua-resty-core valgrind \
            openssl libssl-dev coreutils util-linux libsqlite3-dev \
            luarocks lua5.1 liblua5.1-0-dev \
-           file pngcheck gifsicle webp libjpeg-turbo-progs python3-pil
+           file pngcheck gifsicle webp libjpeg-turbo-progs python3-pil \
+           chromium
 
 ifeq ($(LUA),luajit)
   LUA_INC  ?= /usr/include/luajit-2.1

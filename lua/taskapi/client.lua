@@ -258,8 +258,17 @@ end
 --- the body. Tripo V3: the type picks the capability's endpoint (V2 names such as
 --- "text_to_model" or V3 names such as "text-to-model"), the body goes without `type`. Tripo V2:
 --- the body carries `type`. SellerPic: the type picks the endpoint.
-function Client:create(params)
+function Client:create(params, opts)
   if type(params) ~= "table" then return errors.invalid("create expects a table of parameters, got " .. type(params)) end
+  local any_type = false
+  if opts ~= nil then
+    if type(opts) ~= "table" then return errors.invalid("create: options must be a table, got " .. type(opts)) end
+    for k, v in pairs(opts) do
+      if k ~= "any_type" then return errors.invalid("create: unknown option '" .. tostring(k):sub(1, 40) .. "'") end
+      if type(v) ~= "boolean" then return errors.invalid("create: option 'any_type' must be a boolean") end
+    end
+    any_type = opts.any_type == true
+  end
   local def = self.def
   if not def.create_path and not def.create_types then return errors.invalid(def.name .. ": this provider has no create") end
   local t = params.type
@@ -276,12 +285,20 @@ function Client:create(params)
     if type(k) ~= "string" then return errors.invalid("create: parameter names must be strings, got a " .. type(k)) end
   end
   local path, body = def.create_path, params
+  -- A type the definition does not know is refused, unless the caller says it is newer than
+  -- the library (any_type): then Tripo V3 needs it as the endpoint's "group/name".
+  local known = def.create_types and (def.create_types[t] or def.create_types[t:lower()])
+  if def.create_types and not known and any_type and t:match("^[%w_%-]+/[%w_%-]+$") then known = "/" .. t end
+  if not known and def.create_known and (def.create_known[t] or any_type) then known = true end
+  if not known and (def.create_types or def.create_known) then
+    return errors.invalid("create: unknown " .. def.name .. " task type '" .. t:sub(1, 40) .. "' (known: " ..
+      table.concat(def.create_names or {}, ", ") ..
+      (def.create_types and "; or the endpoint's name, such as text-to-model" or "") ..
+      "; for a type newer than this library: create(params, { any_type = true })" ..
+      (def.create_types and " with the endpoint as the type, e.g. 'generation/new-thing'" or "") .. ")")
+  end
   if def.create_types then
-    path = def.create_types[t] or def.create_types[t:lower()]
-    if not path then
-      return errors.invalid("create: unknown " .. def.name .. " task type '" .. t:sub(1, 40) .. "' (known: " ..
-        table.concat(def.create_names or {}, ", ") .. "; or the endpoint's name, such as text-to-model)")
-    end
+    path = known
     local need = def.create_required and def.create_required[path]
     if need then
       local found = false

@@ -454,7 +454,8 @@ end
 --- Adds a scripted task (the same as POST /_fake/tasks). Returns its id (a string) or nil, err.
 --- spec: provider ("tripo" | "sellerpic"; "tripo"; "tripo-v2" and "tripo-v3" mean "tripo":
 --- one Tripo task reads through both APIs), id, owner_key ("test-key"), type,
---- queue (seconds queued; 1), run (seconds running; 2), final, error_code, status_value,
+--- queue (seconds queued; 1), run (seconds running; 2), final, error_code, error_message
+--- (the message of a failed task: V3 error_message, SellerPic errorMsg), status_value,
 --- outputs (Tripo names, or {name = ext}; default by type, see TRIPO_KIND), multiview,
 --- riggable (true) and rig_type ("biped") of a rig check, credits (V3 credits_consumed),
 --- v3_statuses (5 | 8), v3_eta (bool), results (SellerPic count; 1),
@@ -496,6 +497,9 @@ function Model:add_task(spec)
     content_type = (not is_null(spec.content_type)) and spec.content_type or nil,
     status_value = (not is_null(spec.status_value)) and tostring(spec.status_value) or nil,
     error_code = (not is_null(spec.error_code)) and spec.error_code or nil,
+    -- [error_message] a failed task's message (V3 error_message, SellerPic errorMsg) instead of the default
+    error_message = type(spec.error_message) == "string" and spec.error_message or nil,
+    -- [/error_message]
     eta_noise = floor(num(spec.eta_noise, 0)),
     numeric_ids = spec.numeric_ids == true,
     input = type(spec.input) == "table" and copy(spec.input) or {},
@@ -986,7 +990,7 @@ function Model:tripo3_final(t)
   end
   if raw == "success" or raw == "cancelled" then code = nil end
   if code == nil then return raw, nil, nil end
-  return raw, code, V3_ERROR_MESSAGE[tonumber(code)] or "The task failed"
+  return raw, code, t.error_message or V3_ERROR_MESSAGE[tonumber(code)] or "The task failed" -- [error_message]
 end
 
 -- The V3 output of a successful task.
@@ -1522,7 +1526,7 @@ function Model:sellerpic_data(t, ctx)
         e.fileUrl = self:issue_link(t, ctx, r.id .. "." .. ext, r.id .. "." .. ext, ext)
       elseif e.status == "FAILED" then
         e.errorCode = t.error_code or 50001
-        e.errorMsg = "generation failed"
+        e.errorMsg = t.error_message or "generation failed" -- [error_message]
       end
     end
     list[#list + 1] = e
@@ -1583,6 +1587,10 @@ function Model:sellerpic_create(ctx, typ)
     local b, err = decode_json(ctx.body)
     if type(b) ~= "table" then return self:sellerpic(400, nil, 400, "malformed request body: " .. tostring(err)) end
     body = b
+  end
+  if not require("taskapi.providers.sellerpic").create_known[typ] then
+    -- the API's own task types (the definition keeps their list): another is not an endpoint
+    return self:sellerpic(404, nil, 404, "no such task type: " .. tostring(typ))
   end
   local spec = create_spec(body, "sellerpic", typ, ctx.key)
   local id, err = self:add_task(spec)

@@ -212,5 +212,6 @@ return {
   states = STATES,
   read_task = read_task,
   -- shared with tripo-v2
-  _shared = { codes = CODES, states = STATES, read_task = read_task, read_batch = read_batch },
+  _shared = { codes = CODES, states = STATES, read_task = read_task, read_batch = read_batch,
+    create_names = CREATE_NAMES, create_known = ENDPOINTS },
 }
