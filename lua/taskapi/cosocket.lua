@@ -33,6 +33,9 @@ local tonumber, tostring, type = tonumber, tostring, type
 local json_decode = core.json_decode
 local parse_content_type, parse_retry_after = core.parse_content_type, core.parse_retry_after
 local DEFAULT_UA = "taskapi/" .. core.version .. " (OpenResty)"
+local BAD = "[\r\n%z]"
+local ok_table, new_table = pcall(require, "table.new")
+if not ok_table then new_table = function() return {} end end
 
 local function fail(kind, msg, retryable, sent, status)
   local e = setmetatable({ kind = kind, message = msg, retryable = retryable or false, sent = sent, status = status },
@@ -77,10 +80,11 @@ local function origin_of(origin)
   return rec
 end
 
--- url -> origin record, path (with the query; "/" when empty)
+-- url -> origin record, path (with the query; "/" when empty); nil when it is not an http(s)
+-- URL, false when it holds CR, LF or NUL.
 local function parse_url(url)
-  local origin, path = match(url, "^(%a[%w+.-]*://[^/?#]*)(.*)$")
-  if not origin then return nil end
+  local origin, path = match(url, "^(%a[%w+.-]*://[^/?#\r\n%z]*)([^\r\n%z]*)$")
+  if not origin then return not find(url, BAD) and nil end
   local rec = origin_of(origin)
   if not rec then return nil end
   if path == "" then return rec, "/" end
@@ -107,7 +111,6 @@ M.resolve = resolve
 ----------------------------------------------------------------------------------------------
 -- the request's bytes
 
-local BAD = "[\r\n%z]"
 local METHODS = { GET = true, POST = true, HEAD = true, PUT = true, DELETE = true, PATCH = true }
 
 -- headers array -> "Name: value\r\n..." (cached per array: a client's prebuilt header tables)
@@ -183,6 +186,51 @@ end
 
 local NO_BODY_STATUS = { [204] = true, [304] = true }
 
+-- The value in head of the field line whose name ends at b (the ":"), without the blanks
+-- around it.
+local function value_at(head, b)
+  local e = find(head, "\r", b + 1, true)
+  local i, j = b + 1, e - 1
+  local c = byte(head, i)
+  while c == 32 or c == 9 do
+    i = i + 1
+    c = byte(head, i)
+  end
+  c = byte(head, j)
+  while j >= i and (c == 32 or c == 9) do
+    j = j - 1
+    c = byte(head, j)
+  end
+  return sub(head, i, j)
+end
+
+local function digits(v)
+  if v == "" or #v > 15 then return false end
+  for i = 1, #v do
+    local c = byte(v, i)
+    if c < 48 or c > 57 then return false end
+  end
+  return true
+end
+
+-- The value of the last field `key` ("\r\nname:", lower case) of a head, found in low (the
+-- head in lower case, same positions) and read from head; nil when absent. number: the value
+-- must be digits, the same in every occurrence (else false).
+local function field(head, low, key, number)
+  local _, b = find(low, key, 1, true)
+  if not b then return nil end
+  local value = value_at(head, b)
+  while true do
+    local _, b2 = find(low, key, b + 1, true)
+    if not b2 then break end
+    local v2 = value_at(head, b2)
+    if number and v2 ~= value then return false end
+    b, value = b2, v2
+  end
+  if number and not digits(value) then return false end
+  return value
+end
+
 -- Sets the read timeout to what is left before the deadline when that is shorter than the
 -- stall limit. Returns false when the deadline has passed.
 local function before_read(sock, deadline, stall)
@@ -238,53 +286,86 @@ local function read_response(sock, x, hp, method)
       return fail("bad_response", "response headers larger than " .. M.max_header_bytes .. " bytes (" .. hp .. ")",
         false, true)
     end
-    minor, status = match(buf, "^HTTP/1%.([01]) ([1-5]%d%d)[^\r\n]*\r\n")
-    if not status then
+    -- "HTTP/1.x NNN"
+    local h, t1, t2, p, sl, one, dot, mi, sp, d1, d2, d3 = byte(buf, 1, 12)
+    if not (h == 72 and t1 == 84 and t2 == 84 and p == 80 and sl == 47 and one == 49 and dot == 46 and
+        (mi == 48 or mi == 49) and sp == 32 and d1 and d1 >= 49 and d1 <= 53 and d2 >= 48 and d2 <= 57 and
+        d3 >= 48 and d3 <= 57) then
       return fail("transport", "malformed response from " .. hp .. " (not an HTTP/1.x status line)", true, true)
     end
-    status = tonumber(status)
+    minor, status = mi == 49 and "1" or "0", (d1 - 48) * 100 + (d2 - 48) * 10 + d3 - 48
     if status >= 200 or status == 101 then break end
     buf, hend = sub(buf, hend + 4), nil
   end
 
   -- the header fields
   local want = x.want_headers
-  local headers = want and {} or nil
-  local clen, te, conn, ctype, rafter, trace, location
+  local headers, clen, te, conn, ctype, rafter, trace, location
   local pos = find(buf, "\r\n", 1, true) + 2
-  local count = 0
-  while pos < hend + 2 do
-    local e = find(buf, "\r\n", pos, true)
-    local name, value = match(buf, "^([^:\r\n]+):[ \t]*([^\r\n]*)", pos)
-    if name then
-      count = count + 1
-      if count > M.max_headers then
-        return fail("bad_response", "more than " .. M.max_headers .. " header fields in the response (" .. hp .. ")",
-          false, true, status)
-      end
-      local last = byte(value, -1)
-      if last == 32 or last == 9 then value = match(value, "^(.-)[ \t]*$") end
-      name = lower(name)
-      last = byte(name, -1)
-      if last == 32 or last == 9 then name = match(name, "^(.-)[ \t]*$") end
-      if name == "content-length" then
-        if not match(value, "^%d+$") or (clen and clen ~= tonumber(value)) then
-          return fail("transport", "malformed Content-Length in the response (" .. hp .. ")", true, true, status)
+  if want then
+    -- every field into res.headers (lower-case names, the last value wins)
+    headers = {}
+    local count = 0
+    while pos < hend + 2 do
+      local e = find(buf, "\r\n", pos, true)
+      local name, value = match(buf, "^([^:\r\n]+):[ \t]*([^\r\n]*)", pos)
+      if name then
+        count = count + 1
+        if count > M.max_headers then
+          return fail("bad_response", "more than " .. M.max_headers .. " header fields in the response (" .. hp .. ")",
+            false, true, status)
         end
-        clen = tonumber(value)
-      elseif name == "transfer-encoding" then te = lower(value)
-      elseif name == "connection" then conn = lower(value)
-      elseif name == "content-type" then ctype = value
-      elseif name == "retry-after" then rafter = value
-      elseif name == "x-tripo-trace-id" then trace = value
-      elseif name == "location" then location = value
+        local last = byte(value, -1)
+        if last == 32 or last == 9 then value = match(value, "^(.-)[ \t]*$") end
+        name = lower(name)
+        last = byte(name, -1)
+        if last == 32 or last == 9 then name = match(name, "^(.-)[ \t]*$") end
+        if name == "content-length" then
+          if not digits(value) or (clen and clen ~= tonumber(value)) then
+            return fail("transport", "malformed Content-Length in the response (" .. hp .. ")", true, true, status)
+          end
+          clen = tonumber(value)
+        end
+        headers[name] = value
       end
-      if want then headers[name] = value end
+      pos = e + 2
     end
-    pos = e + 2
+    te, conn, ctype = headers["transfer-encoding"], headers.connection, headers["content-type"]
+    rafter, trace, location = headers["retry-after"], headers["x-tripo-trace-id"], headers.location
+    if te then te = lower(te) end
+    if conn then conn = lower(conn) end
+  else
+    -- only the fields read here: found in a lower-case copy of the head (same positions)
+    local count, p = 0, pos
+    while true do
+      p = find(buf, "\n", p, true)
+      if not p or p > hend then break end
+      count, p = count + 1, p + 1
+    end
+    if count > M.max_headers + 1 then
+      return fail("bad_response", "more than " .. M.max_headers .. " header fields in the response (" .. hp .. ")",
+        false, true, status)
+    end
+    local low = lower(sub(buf, 1, hend + 1))
+    clen = field(buf, low, "\r\ncontent-length:", true)
+    if clen then
+      if clen == false then
+        return fail("transport", "malformed Content-Length in the response (" .. hp .. ")", true, true, status)
+      end
+      clen = tonumber(clen)
+    end
+    te = field(buf, low, "\r\ntransfer-encoding:")
+    conn = field(buf, low, "\r\nconnection:")
+    if te then te = lower(te) end
+    if conn then conn = lower(conn) end
+    ctype = field(buf, low, "\r\ncontent-type:")
+    rafter = field(buf, low, "\r\nretry-after:")
+    trace = field(buf, low, "\r\nx-tripo-trace-id:")
+    location = field(buf, low, "\r\nlocation:")
   end
 
-  local res = { status = status }
+  local res = new_table(0, 8)
+  res.status = status
   if want then res.headers = headers end
   if ctype then res.content_type = parse_content_type(ctype) end
   if rafter then res.retry_after = parse_retry_after(rafter) end
@@ -489,6 +570,8 @@ local function number(v, default)
   return v
 end
 
+local good_ua, n_ua = {}, 0 -- user agents checked already
+
 local CA_FILE = "ca_file cannot be applied to a request inside nginx (cosockets verify against the " ..
   "`lua_ssl_trusted_certificate` directive): add the CA to the file it names and leave ca_file out"
 
@@ -496,16 +579,21 @@ local CA_FILE = "ca_file cannot be applied to a request inside nginx (cosockets 
 function M.request(req)
   local url = req.url
   if type(url) ~= "string" then return invalid("req.url must be a string") end
-  if find(url, BAD) then return invalid("req.url contains control characters") end
   local rec, path = parse_url(url)
-  if not rec then return invalid("req.url must be an http or https URL") end
+  if not rec then
+    return invalid(rec == false and "req.url contains control characters" or "req.url must be an http or https URL")
+  end
   local method = req.method or "GET"
   if not METHODS[method] then return invalid("req.method must be GET, POST, HEAD, PUT, DELETE or PATCH") end
   local body = req.body
   if body ~= nil and type(body) ~= "string" then return invalid("req.body must be a string") end
   if body and (method == "GET" or method == "HEAD") then return invalid("req.body is not allowed with " .. method) end
   local ua = req.user_agent or DEFAULT_UA
-  if type(ua) ~= "string" or find(ua, BAD) then return invalid("req.user_agent must be a string without control characters") end
+  if not good_ua[ua] then
+    if type(ua) ~= "string" or find(ua, BAD) then return invalid("req.user_agent must be a string without control characters") end
+    if n_ua >= 64 then good_ua, n_ua = {}, 0 end
+    good_ua[ua], n_ua = true, n_ua + 1
+  end
   local hblock, herr = header_block(req.headers)
   if not hblock then return invalid(herr) end
   local insecure = req.insecure
@@ -557,8 +645,8 @@ function M.request(req)
       return fail("transport", "too many redirects from " .. hp .. " (max " .. max_redirects .. ")", false, true)
     end
     local target = resolve(url, location)
-    if find(target, BAD) then return fail("transport", "redirect refused from " .. hp .. ": bad Location", false, true) end
     local rec2, path2 = parse_url(target)
+    if rec2 == false then return fail("transport", "redirect refused from " .. hp .. ": bad Location", false, true) end
     if not rec2 then
       return fail("transport", "redirect refused from " .. hp .. ": not an http or https URL: " ..
         sub(target, 1, 200), false, true)
