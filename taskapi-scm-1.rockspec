@@ -41,6 +41,7 @@ build = {
     ["taskapi.http"] = "lua/taskapi/http.lua",
     ["taskapi.json"] = "lua/taskapi/json.lua",
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
+    ["taskapi.cosocket"] = "lua/taskapi/cosocket.lua",
     ["taskapi.provider"] = "lua/taskapi/provider.lua",
     ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",
     ["taskapi.providers.tripo_v2"] = "lua/taskapi/providers/tripo_v2.lua",

@@ -5,8 +5,9 @@
 -- with receive("*l"), cjson.decode, and the same normalization. Sequentially (one light
 -- thread) and with 64 light threads. Rates are wall clock; CPU per call is the worker's own
 -- CPU time (clock_gettime(CLOCK_PROCESS_CPUTIME_ID)) over the calls.
--- Also (information): the same sequential calls while a download trickles (200 KB/s) on the
--- libcurl driver in the same worker, to show what that driver costs the API calls.
+-- Also (information): what the libcurl driver (the timer that steps downloads and uploads)
+-- costs the worker: its CPU while idle with no download (the driver does not run) and with
+-- one download trickling at 200 KB/s; API calls never start it.
 local L = require "bench.lib"
 
 local SEQ_CALLS = tonumber(os.getenv("BENCH_B7_CALLS")) or 10000
@@ -95,7 +96,7 @@ end
 -- who = "both": `rounds` alternations of n / rounds calls of each (taskapi first, then the
 -- peer), medians of the rounds; who = "taskapi": taskapi alone, the same way.
 local function run(a)
-  local n, c, rounds = tonumber(a.n), tonumber(a.c), tonumber(a.rounds) or 10
+  local n, c, rounds = tonumber(a.n), tonumber(a.c), tonumber(a.rounds) or 20
   local sides = a.who == "both" and { { "taskapi", taskapi_call }, { "peer", peer_call } } or { { "taskapi", taskapi_call } }
   local got = {}
   for _, side in ipairs(sides) do
@@ -124,6 +125,16 @@ function M.handle()
     return
   end
   ngx.say("RESULT ", line, " driving=", tostring(require("taskapi.ngx").driving()))
+end
+
+-- the worker's CPU over s seconds while it only sleeps (and the libcurl driver does whatever
+-- it does): ms per s
+function M.idle()
+  local secs = tonumber(ngx.var.arg_s) or 2
+  local c0 = cpu()
+  ngx.sleep(secs)
+  ngx.say(string.format("RESULT cpu_ms_per_s=%.3f driving=%s", (cpu() - c0) / secs * 1000,
+    tostring(require("taskapi.ngx").driving())))
 end
 
 -- a download on the libcurl driver, trickling for the rest of the run
@@ -161,6 +172,7 @@ function M.run(env)
     http = '  init_by_lua_block { require "taskapi"; package.loaded.b7_handler = dofile("' .. dir ..
       '/b7_handler.lua") }',
     locations = "    location = /b7 { content_by_lua_block { require('b7_handler').handle() } }\n" ..
+      "    location = /idle { content_by_lua_block { require('b7_handler').idle() } }\n" ..
       "    location = /trickle { content_by_lua_block { require('b7_handler').trickle() } }" })
   local function one(who, n, c)
     return function()
@@ -171,13 +183,15 @@ function M.run(env)
   local ok, res = pcall(function()
     local seq = L.alternate(ROUNDS, { { "r", one("both", SEQ_CALLS, 1) } }).r
     local conc = L.alternate(ROUNDS, { { "r", one("both", CONC_CALLS, 64) } }).r
-    -- the libcurl driver busy with a download, API calls alongside
+    -- the libcurl driver: idle (no download: it does not run), then with one download
+    -- trickling at 200 KB/s (limit_rate of another nginx)
+    local idle = L.alternate(ROUNDS, { { "r", function() return L.result(get(worker.url .. "/idle?s=2"), "idle") end } }).r
+    local idle_driving = L.result(get(worker.url .. "/idle?s=0"), "i").driving
     local started = get(worker.url .. "/trickle?url=" .. files.url .. "/trickle/big.bin&path=" .. dir .. "/down.bin")
     assert(started:find("started"), started)
     os.execute("sleep 1")
-    local dl = L.alternate(ROUNDS, { { "r", one("taskapi", SEQ_CALLS, 1) } }).r
-    local after = L.alternate(1, { { "r", one("taskapi", SEQ_CALLS, 1) } }).r
-    return { seq = seq, conc = conc, dl = dl, driving = after.driving }
+    local dl = L.alternate(ROUNDS, { { "r", function() return L.result(get(worker.url .. "/idle?s=2"), "idle") end } }).r
+    return { seq = seq, conc = conc, idle = idle, dl = dl, idle_driving = idle_driving }
   end)
   worker.stop()
   files.stop()
@@ -192,12 +206,11 @@ function M.run(env)
   end
   row("B7 OpenResty, one worker: sequential `client:status`, " .. L.fmt(SEQ_CALLS) .. " calls", res.seq, ">= 0.90 x peer")
   row("B7 OpenResty, one worker: 64 light threads, " .. L.fmt(CONC_CALLS) .. " calls", res.conc, ">= 0.90 x peer")
-  local d, s = res.dl, res.seq
-  rows[#rows + 1] = L.row("B7 the sequential calls while a download (200 KB/s) runs on the libcurl driver",
-    L.fmt(d.taskapi_rate) .. "/s, " .. L.fmt(d.taskapi_cpu_us, 1) .. " us CPU/call",
-    "taskapi without the download " .. L.fmt(s.taskapi_rate) .. "/s, " .. L.fmt(s.taskapi_cpu_us, 1) .. " us CPU/call",
-    L.fmt(d.taskapi_rate / s.taskapi_rate, 2) .. " x (CPU/call " .. L.fmt(d.taskapi_cpu_us / s.taskapi_cpu_us, 2) .. " x)",
-    "(information)")
+  rows[#rows + 1] = L.row("B7 the libcurl driver (downloads and uploads only): worker CPU while it waits",
+    "one 200 KB/s download in flight: " .. L.fmt(res.dl.cpu_ms_per_s, 1) .. " ms CPU/s (" ..
+      L.fmt(res.dl.cpu_ms_per_s / 10, 2) .. " % of a core)",
+    "no download (after the API calls above): " .. L.fmt(res.idle.cpu_ms_per_s, 2) .. " ms CPU/s, driver running: " ..
+      tostring(res.idle_driving), "", "(information)")
   return rows
 end
 

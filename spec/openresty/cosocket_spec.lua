@@ -279,6 +279,14 @@ describe("OpenResty API calls over cosockets #openresty", function()
       { provider = "tripo", api_key = fe.KEY, base_url = gone.url, min_interval = 0, retries = 0 })[1]
     fe.check_err(setmetatable(r.err, { __tostring = function(e) return e.text end }), "transport")
   end)
+
+  it("a host name without nginx's resolver directive: a transport error that says to set it", function()
+    local r = run(app, { get("http://taskapi-nowhere.invalid/x") })[1]
+    assert.truthy(r.err, cjson.encode(r))
+    assert.equal("transport", r.err.kind)
+    assert.is_false(r.err.sent)
+    assert.truthy(r.err.message:find("`resolver` directive", 1, true), r.err.message)
+  end)
 end)
 
 -- The PKI of the TLS specs: a CA and a leaf for 127.0.0.1 (as an IP and a DNS name: nginx
