@@ -93,8 +93,8 @@ local function median(xs)
   return k % 2 == 1 and xs[(k + 1) / 2] or (xs[k / 2] + xs[k / 2 + 1]) / 2
 end
 
--- who = "both": `rounds` alternations of n / rounds calls of each (taskapi first, then the
--- peer), medians of the rounds; who = "taskapi": taskapi alone, the same way.
+-- who = "both": `rounds` alternations of n / rounds calls of each (taskapi first in odd
+-- rounds, the peer first in even ones), medians of the rounds; who = "taskapi": taskapi alone.
 local function run(a)
   local n, c, rounds = tonumber(a.n), tonumber(a.c), tonumber(a.rounds) or 20
   local sides = a.who == "both" and { { "taskapi", taskapi_call }, { "peer", peer_call } } or { { "taskapi", taskapi_call } }
@@ -103,8 +103,10 @@ local function run(a)
     for _ = 1, 200 do side[2](a.base) end
     got[side[1]] = { rate = {}, cpu = {} }
   end
-  for _ = 1, rounds do
-    for _, side in ipairs(sides) do
+  for round = 1, rounds do
+    for k = 1, #sides do
+      -- taskapi first in odd rounds, the peer first in even ones
+      local side = sides[round % 2 == 1 and k or #sides + 1 - k]
       local r, us = measure(side[2], a.base, math.floor(n / rounds), c)
       table.insert(got[side[1]].rate, r)
       table.insert(got[side[1]].cpu, us)

@@ -380,6 +380,7 @@ local function read_response(sock, x, hp, method)
     body = ""
     if #buf >= start then reusable = false end
   elseif te and match(te, "chunked%s*$") then
+    if clen then reusable = false end -- both: the length is ignored, and the connection closed after
     local parts, n, total, p = {}, 0, 0, start
     while true do
       local e = find(buf, "\r\n", p, true)
