@@ -164,10 +164,17 @@ local TLS_HINT = " -- inside nginx, TLS is verified against the CAs of the `lua_
   "(for example `lua_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;` in the http block): " ..
   "set it, or use insecure = true for a test server"
 
-local function tls_error(hp, err)
-  local msg = "TLS error with " .. hp .. ": " .. tostring(err)
-  if find(err, "verify", 1, true) or find(err, "certificate", 1, true) or find(err, "issuer", 1, true) then
+-- OpenSSL's verify results that mean "no trusted CA for this chain"
+local UNTRUSTED = { ["2"] = true, ["18"] = true, ["19"] = true, ["20"] = true, ["21"] = true }
+
+local function tls_error(hp, host, err)
+  err = tostring(err)
+  local msg = "TLS error with " .. hp .. ": " .. err
+  local code = match(err, "^(%d+):")
+  if UNTRUSTED[code] or find(err, "issuer", 1, true) or find(err, "self[- ]signed") then
     msg = msg .. TLS_HINT
+  elseif find(err, "host mismatch", 1, true) then
+    msg = msg .. " (the certificate is not for " .. host .. ")"
   end
   return fail("transport", msg, false, false)
 end
@@ -524,7 +531,7 @@ local function exchange(x, rec, path, method, hblock, body)
       if not sok then
         sock:close()
         if serr == "timeout" then return fail("timeout", "TLS handshake timed out (" .. hp .. ")", true, false) end
-        return tls_error(hp, serr)
+        return tls_error(hp, rec.host, serr)
       end
     end
     local head = head_of(rec, x.user_agent, hblock)

@@ -289,15 +289,17 @@ describe("OpenResty API calls over cosockets #openresty", function()
   end)
 end)
 
--- The PKI of the TLS specs: a CA and a leaf for 127.0.0.1 (as an IP and a DNS name: nginx
--- checks the certificate against the name it is given), made at run time by openssl.
+-- The PKI of the TLS specs, made at run time by openssl: a CA, a leaf for 127.0.0.1 and one
+-- for wrong.example only.
 local function must(cmd)
   local ok = os.execute(cmd .. " >/dev/null 2>&1")
   assert(ok == true or ok == 0, "command failed: " .. cmd)
 end
 
 local function make_pki(d)
-  fe.write(d .. "/leaf.ext", "basicConstraints = CA:FALSE\nsubjectAltName = IP:127.0.0.1, DNS:127.0.0.1\n" ..
+  fe.write(d .. "/leaf.ext", "basicConstraints = CA:FALSE\nsubjectAltName = IP:127.0.0.1\n" ..
+    "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n")
+  fe.write(d .. "/wrong.ext", "basicConstraints = CA:FALSE\nsubjectAltName = DNS:wrong.example\n" ..
     "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n")
   fe.write(d .. "/ca.ext", "basicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n")
   must("openssl ecparam -genkey -name prime256v1 -noout -out " .. q(d .. "/ca.key"))
@@ -307,10 +309,14 @@ local function make_pki(d)
   must("openssl req -new -key " .. q(d .. "/leaf.key") .. " -subj '/CN=127.0.0.1' -out " .. q(d .. "/leaf.csr"))
   must("openssl x509 -req -in " .. q(d .. "/leaf.csr") .. " -CA " .. q(d .. "/ca.pem") .. " -CAkey " .. q(d .. "/ca.key") ..
     " -CAcreateserial -days 2 -extfile " .. q(d .. "/leaf.ext") .. " -out " .. q(d .. "/leaf.pem"))
+  must("openssl ecparam -genkey -name prime256v1 -noout -out " .. q(d .. "/wrong.key"))
+  must("openssl req -new -key " .. q(d .. "/wrong.key") .. " -subj '/CN=wrong.example' -out " .. q(d .. "/wrong.csr"))
+  must("openssl x509 -req -in " .. q(d .. "/wrong.csr") .. " -CA " .. q(d .. "/ca.pem") .. " -CAkey " .. q(d .. "/ca.key") ..
+    " -CAcreateserial -days 2 -extfile " .. q(d .. "/wrong.ext") .. " -out " .. q(d .. "/wrong.pem"))
 end
 
 describe("OpenResty API calls over TLS cosockets #openresty", function()
-  local pki, https, trusted, untrusted, id
+  local pki, https, wrong, trusted, untrusted, id
 
   setup(function()
     pki = fe.tmpdir()
@@ -322,12 +328,14 @@ describe("OpenResty API calls over TLS cosockets #openresty", function()
     id = p:read("*a"):match('"id"%s*:%s*"([^"]+)"')
     p:close()
     assert(id, "no task on the https fake")
+    wrong = assert(server.start { ttl = 300, listen_opts = " ssl",
+      server = "    ssl_certificate " .. pki .. "/wrong.pem;\n    ssl_certificate_key " .. pki .. "/wrong.key;\n" })
     trusted = assert(nginx.start(app_config("  lua_ssl_trusted_certificate " .. pki .. "/ca.pem;\n")))
     untrusted = assert(nginx.start(app_config()))
   end)
 
   teardown(function()
-    for _, s in ipairs { trusted, untrusted, https } do if s then s.stop() end end
+    for _, s in ipairs { trusted, untrusted, https, wrong } do if s then s.stop() end end
     if pki then fe.rmdir(pki) end
   end)
 
@@ -363,6 +371,16 @@ describe("OpenResty API calls over TLS cosockets #openresty", function()
     assert.truthy(r.err.message:find("lua_ssl_trusted_certificate", 1, true), r.err.message)
     assert.truthy(r.err.message:find("insecure = true", 1, true), r.err.message)
     assert.is_true(r.seconds < 1, "a TLS failure is not retried")
+  end)
+
+  it("checks the host name: a certificate of the trusted CA for another name fails, not retryable", function()
+    local r = run(trusted, { get(wrong.url .. "/_fake/log", { timeout = 5 }) })[1]
+    assert.truthy(r.err, cjson.encode(r))
+    assert.equal("transport", r.err.kind)
+    assert.is_false(r.err.retryable)
+    assert.is_false(r.err.sent)
+    assert.truthy(r.err.message:find("host mismatch", 1, true), r.err.message)
+    assert.truthy(r.err.message:find("not for 127.0.0.1", 1, true), r.err.message)
   end)
 
   it("insecure = true skips verification; ca_file gets a clear error before any request", function()
