@@ -6,6 +6,8 @@
 --                                    call or a download takes it
 --   {op = "status", id = "..."}      client:status(id)
 --   {op = "create", params = {...}}  client:create(params)
+--   {op = "both", req = {...}}       the request through the C module (m:request, blocking) and
+--                                    through taskapi.cosocket: {curl = res, cos = res}
 -- Each result: {res = {...}} or {err = {kind, message, retryable, sent, status, indeterminate}},
 -- and seconds (wall clock of the step).
 local cjson = require "cjson.safe"
@@ -48,6 +50,14 @@ function M.handle()
     if step.op == "transfer" then
       local res, err = engine.transfer(step.req)
       if res then out.res = res_of(res) else out.err = err_of(err) end
+    elseif step.op == "both" then
+      -- the same request through the C module (blocking: a spec only) and over cosockets
+      local m = require("taskapi.core").multi()
+      local a, aerr = m:request(step.req)
+      m:close()
+      local b, berr = require("taskapi.cosocket").request(step.req)
+      out.curl = a and res_of(a) or { err = err_of(aerr) }
+      out.cos = b and res_of(b) or { err = err_of(berr) }
     elseif step.op == "status" then
       local task, err = client:status(step.id)
       if task then out.task = { id = task.id, state = task.state, trace_id = task.trace_id } else out.err = err_of(err) end
