@@ -1,8 +1,11 @@
 rockspec_format = "3.0"
 package = "taskapi"
 version = "scm-1"
+-- scm-1: the tip of the main branch, no tag (a release rockspec names a tag). `luarocks make`
+-- in a checkout builds the files there and never fetches this.
 source = {
-  url = "git+https://example.invalid/taskapi.git",
+  url = "git+https://github.com/taskapi/taskapi.git",
+  branch = "main",
 }
 description = {
   summary = "Task status, waiting and result downloads for AI generation APIs (Tripo3D, SellerPic)",
@@ -54,6 +57,7 @@ build = {
     ["taskapi.cli"] = "lua/taskapi/cli.lua",
     ["taskapi.fake"] = "lua/taskapi/fake/init.lua",
     ["taskapi.fake.model"] = "lua/taskapi/fake/model.lua",
+    ["taskapi.fake.media"] = "lua/taskapi/fake/media.lua",
     ["taskapi.fake.inprocess"] = "lua/taskapi/fake/inprocess.lua",
     ["taskapi.fake.nginx"] = "lua/taskapi/fake/nginx.lua",
     ["taskapi.fake.server"] = "lua/taskapi/fake/server.lua",

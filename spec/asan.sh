@@ -4,6 +4,8 @@
 # suite under lua5.4 with the sanitizer runtimes preloaded. Any ASan or UBSan report fails the
 # run (halt_on_error, and the report log is checked afterwards too); prints busted's summary.
 cd "$(dirname "$0")/.." || exit 2
+# the suite's name: what a spec's own output files go under (build/asan/), see run-all.sh
+TASKAPI_SUITE=${TASKAPI_SUITE:-asan}; export TASKAPI_SUITE
 CC=${CC:-cc}
 OUT=build/asan
 mkdir -p "$OUT/taskapi"
