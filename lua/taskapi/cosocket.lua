@@ -533,6 +533,15 @@ local function exchange(x, rec, path, method, hblock, body)
         if serr == "timeout" then return fail("timeout", "TLS handshake timed out (" .. hp .. ")", true, false) end
         return tls_error(hp, rec.host, serr)
       end
+      -- lua-nginx-module 0.10.23 (Debian 12): when the handshake finishes asynchronously and
+      -- verification fails, sslhandshake returns true and has closed the connection; the
+      -- socket then says "closed", and nothing may be sent.
+      if not sock:getreusedtimes() then
+        sock:close()
+        return fail("transport", "TLS error with " .. hp .. ": the certificate did not verify (nginx closed the " ..
+          "connection after the handshake; its error log says why: a CA not in lua_ssl_trusted_certificate, " ..
+          "a certificate not for " .. rec.host .. ", or an expired one)" .. TLS_HINT, false, false)
+      end
     end
     local head = head_of(rec, x.user_agent, hblock)
     local data

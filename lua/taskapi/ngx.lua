@@ -1,6 +1,6 @@
 -- taskapi.ngx: the engine inside OpenResty. API calls (JSON answers in memory) go over nginx's
 -- own sockets (taskapi.cosocket): no timer, no polling, each call yields only on its socket.
--- Downloads to disk (req.path) and multipart uploads (req.mime) stay on libcurl: one multi
+-- Downloads to disk (req.path) and uploads (req.mime, req.body_file) stay on libcurl: one multi
 -- handle per nginx worker, driven by a background light thread (ngx.timer) that runs only
 -- while such a transfer is in flight, calls perform (never blocking) and sleeps with ngx.sleep
 -- between turns; each of those requests parks on an ngx.semaphore until its transfer is done.
@@ -74,7 +74,7 @@ local cosocket_request = cosocket.request
 
 function M.transfer(req, on_progress)
   if not YIELDABLE[ngx.get_phase()] then return nil, phase_error("make a request") end
-  if req.json and not req.path and not req.mime and not on_progress then
+  if req.json and not req.path and not req.mime and not req.body_file and not on_progress then
     return cosocket_request(req)
   end
   if not multi then multi = core.multi() end
