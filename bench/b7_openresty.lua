@@ -204,10 +204,12 @@ function M.run(env)
     local ratio = r.taskapi_rate / r.peer_rate
     rows[#rows + 1] = L.row(label, L.fmt(r.taskapi_rate) .. "/s, " .. L.fmt(r.taskapi_cpu_us, 1) .. " us CPU/call",
       "cosocket + cjson peer " .. L.fmt(r.peer_rate) .. "/s, " .. L.fmt(r.peer_cpu_us, 1) .. " us CPU/call",
-      L.fmt(ratio, 2) .. " x peer (CPU/call " .. L.fmt(r.taskapi_cpu_us / r.peer_cpu_us, 2) .. " x)", target, ratio >= 0.9)
+      L.fmt(ratio, 2) .. " x the peer's rate (CPU/call " .. L.fmt(r.taskapi_cpu_us / r.peer_cpu_us, 2) .. " x)", target,
+      ratio >= 0.9)
   end
-  row("B7 OpenResty, one worker: sequential `client:status`, " .. L.fmt(SEQ_CALLS) .. " calls", res.seq, ">= 0.90 x peer")
-  row("B7 OpenResty, one worker: 64 light threads, " .. L.fmt(CONC_CALLS) .. " calls", res.conc, ">= 0.90 x peer")
+  row("B7 OpenResty sequential `client:status` in one worker (" .. L.fmt(SEQ_CALLS) .. " calls)", res.seq,
+    ">= 0.90 x the peer's rate")
+  row("B7 OpenResty 64 light threads in one worker (" .. L.fmt(CONC_CALLS) .. " calls)", res.conc, ">= 0.90 x the peer's rate")
   rows[#rows + 1] = L.row("B7 the libcurl driver (downloads and uploads only): worker CPU while it waits",
     "one 200 KB/s download in flight: " .. L.fmt(res.dl.cpu_ms_per_s, 1) .. " ms CPU/s (" ..
       L.fmt(res.dl.cpu_ms_per_s / 10, 2) .. " % of a core)",
