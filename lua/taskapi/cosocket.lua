@@ -113,12 +113,13 @@ M.resolve = resolve
 
 local METHODS = { GET = true, POST = true, HEAD = true, PUT = true, DELETE = true, PATCH = true }
 
--- headers array -> "Name: value\r\n..." (cached per array: a client's prebuilt header tables)
-local joined = setmetatable({}, { __mode = "k" })
+-- headers array -> "Name: value\r\n..." (cached per array, as long as its length stays: the
+-- client's prebuilt header tables, which nothing changes)
+local joined = setmetatable({}, { __mode = "k" }) -- array -> {block, length}
 local function header_block(headers)
   if headers == nil then return "" end
-  local s = joined[headers]
-  if s then return s end
+  local j = joined[headers]
+  if j and j[2] == #headers then return j[1] end
   if type(headers) ~= "table" then return nil, "req.headers must be an array of strings" end
   local parts = {}
   for i = 1, #headers do
@@ -129,8 +130,8 @@ local function header_block(headers)
     end
     parts[i] = h
   end
-  s = #parts > 0 and concat(parts, "\r\n") .. "\r\n" or ""
-  joined[headers] = s
+  local s = #parts > 0 and concat(parts, "\r\n") .. "\r\n" or ""
+  joined[headers] = { s, #headers }
   return s
 end
 
