@@ -570,7 +570,10 @@ local function exchange(x, rec, path, method, hblock, body)
         if location and reused and attempt == 1 and not fresh then goto again end
         return nil, reusable
       end
-      if reusable and not fresh then
+      -- only a connection of the shared pool goes back to it: the second attempt's came from
+      -- the pool of fresh connections, which must never hold an idle one (a create's next
+      -- connection comes from there)
+      if reusable and not fresh and attempt == 1 then
         sock:setkeepalive(M.keepalive_timeout * 1000, M.pool_size)
       else
         sock:close()

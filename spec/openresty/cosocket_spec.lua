@@ -72,6 +72,16 @@ local EXTRA = [[
         ngx.print(b)
       }
     }
+    location = /x/once {
+      content_by_lua_block {
+        -- a server that drops a kept-alive connection when it is used again, without a word
+        if tonumber(ngx.var.connection_requests) > 1 then return ngx.exit(444) end
+        local b = '{"code":0,"data":{"conn":' .. ngx.var.connection .. '}}'
+        ngx.header["Content-Type"] = "application/json"
+        ngx.header["Content-Length"] = #b
+        ngx.print(b)
+      }
+    }
     location = /x/redirect { return 302 /x/conn; }
     location = /x/loop { return 302 /x/loop; }
 ]]
@@ -206,6 +216,22 @@ describe("OpenResty API calls over cosockets #openresty", function()
     local results = run(app, { get(env.url .. "/x/close"), get(env.url .. "/x/conn"), get(env.url .. "/x/conn") })
     assert.are_not.equal(conn_of(results[1]), conn_of(results[2]))
     assert.equal(conn_of(results[2]), conn_of(results[3]))
+  end)
+
+  it("a kept-alive connection the server drops before answering: sent once more, on a new connection", function()
+    local c = { provider = "tripo", api_key = fe.KEY, base_url = env.base.tripo, min_interval = 0, retries = 0 }
+    local params = { type = "text_to_model", model_version = "v3.1-20260211", prompt = "a cat", fake = { queue = 0, run = 0 } }
+    local mark = env:mark()
+    local results = run(app, { get(env.url .. "/x/once"), get(env.url .. "/x/once"), get(env.url .. "/x/once"),
+      { op = "create", params = params } }, c)
+    for i = 1, 3 do assert.truthy(results[i].res, cjson.encode(results[i])) end
+    assert.are_not.equal(conn_of(results[1]), conn_of(results[2]))
+    assert.are_not.equal(conn_of(results[2]), conn_of(results[3]))
+    -- and the connection of such a second attempt is not kept for a create
+    assert.is_string(results[4].id, cjson.encode(results[4]))
+    local log = env:log(mark)
+    assert.equal(1, #log)
+    for i = 1, 3 do assert.are_not.equal(conn_of(results[i]), log[1].connection) end
   end)
 
   it("times out per request: kind timeout, retryable, on time, and that connection is not reused", function()
