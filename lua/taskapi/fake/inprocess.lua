@@ -32,63 +32,26 @@ local function default_clock_and_sleep()
   end
 end
 
--- The C module when it can be loaded: exact JSON integers and its header parsers.
-local core_cache
-local function core()
-  if core_cache == nil then
-    local ok, c = pcall(require, "taskapi.core")
-    core_cache = (ok and type(c) == "table") and c or false
-  end
-  return core_cache or nil
-end
-
-local cjson_ok, cjson = pcall(require, "cjson")
-local cjson_dec
-if cjson_ok then cjson_dec = cjson.new and cjson.new() or cjson end
+-- The C module: exact JSON integers and the same header parsers the real transport uses (one
+-- owner of each parse: the 86,400 s cap of Retry-After, filename* and the rest hold here too).
+local core = require "taskapi.core"
 
 local function json_decode(s)
-  local c = core()
-  if c and c.json_decode then
-    local v, err = c.json_decode(s)
-    if v == nil then return nil, type(err) == "table" and err.message or tostring(err) end
-    return v
-  end
-  if not cjson_dec then return nil, "no JSON decoder" end
-  local ok, v = pcall(cjson_dec.decode, s)
-  if not ok then return nil, tostring(v) end
+  local v, err = core.json_decode(s)
+  if v == nil then return nil, type(err) == "table" and err.message or tostring(err) end
   return v
 end
 
-local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
-
-local days_from_civil = require("taskapi.provider").days_from_civil
-
---- Retry-After: delta-seconds or an IMF-fixdate, in whole seconds from now (>= 0), or nil.
+--- Retry-After in whole seconds from now (the C module's parse), or nil.
 function M.parse_retry_after(v, now)
   if type(v) ~= "string" then return nil end
-  local n = v:match("^%s*(%d+)%s*$")
-  if n then return tonumber(n) end
-  local d, mon, y, hh, mm, ss = v:match("^%s*%a+,%s*(%d+)%s+(%a+)%s+(%d+)%s+(%d+):(%d+):(%d+)%s+GMT%s*$")
-  if not d or not MONTHS[mon] then return nil end
-  local t = days_from_civil(tonumber(y), MONTHS[mon], tonumber(d)) * 86400 + tonumber(hh) * 3600 +
-    tonumber(mm) * 60 + tonumber(ss)
-  return max(0, floor(t - (now or os.time()) + 0.5))
+  return core.parse_retry_after(v, floor(now or os.time()))
 end
 
-local function parse_content_type(v)
-  if type(v) ~= "string" then return nil end
-  local t = v:match("^%s*([^;%s]+)")
-  return t and t:lower() or nil
-end
-
---- A safe base name from Content-Disposition (never holds / \ or ..), or nil.
+--- A safe base name from Content-Disposition (never holds / \ or ..), or nil (the C module's).
 function M.parse_content_disposition(v)
   if type(v) ~= "string" then return nil end
-  local name = v:match('[Ff][Ii][Ll][Ee][Nn][Aa][Mm][Ee]%s*=%s*"([^"]*)"') or v:match("[Ff][Ii][Ll][Ee][Nn][Aa][Mm][Ee]%s*=%s*([^;%s]+)")
-  if not name then return nil end
-  name = name:match("([^/\\]*)$")
-  if name == "" or name == "." or name:find("..", 1, true) or name:find("%c") then return nil end
-  return name
+  return core.parse_content_disposition(v)
 end
 
 local function unescape(s)
@@ -292,17 +255,14 @@ function Fake:request(req)
 
   local res = { status = resp.status, headers = {}, effective_url = req.url, redirects = 0 }
   for k, v in pairs(resp.headers or {}) do res.headers[tostring(k):lower()] = v end
-  local c = core()
-  res.content_type = parse_content_type(res.headers["content-type"])
+  local ct = res.headers["content-type"]
+  res.content_type = type(ct) == "string" and core.parse_content_type(ct) or nil
   local ra = res.headers["retry-after"]
-  if ra then
-    if c and c.parse_retry_after then res.retry_after = c.parse_retry_after(ra, floor(self.clock()))
-    else res.retry_after = M.parse_retry_after(ra, self.clock()) end
-  end
+  if ra then res.retry_after = M.parse_retry_after(ra, self.clock()) end
   res.trace_id = res.headers["x-tripo-trace-id"]
   local cd = res.headers["content-disposition"]
   if cd then
-    res.filename = (c and c.parse_content_disposition) and c.parse_content_disposition(cd) or M.parse_content_disposition(cd)
+    res.filename = M.parse_content_disposition(cd)
   end
   local ok2xx = resp.status >= 200 and resp.status < 300
 
