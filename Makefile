@@ -6,6 +6,7 @@
 #   make asan       the suite against an ASan/UBSan build
 #   make bench      benchmarks against peers (bench/results.md)
 #   make install    install the module, the Lua layer and bin/taskapi under $(PREFIX)
+#                   (share/lua/5.x, lib/lua/5.x, bin; the launcher runs under $(LUA))
 
 LUA     ?= lua5.4
 PREFIX  ?= /usr/local
@@ -20,8 +21,9 @@ ifeq ($(LUA),luajit)
   LUA_INC  ?= /usr/include/luajit-2.1
   LUA_VER  := 5.1
 else
-  LUA_INC  ?= /usr/include/lua5.4
-  LUA_VER  := 5.4
+  # lua5.4 (default), lua5.3, lua5.1: Debian's headers live in /usr/include/<name>
+  LUA_INC  ?= /usr/include/$(LUA)
+  LUA_VER  := $(patsubst lua%,%,$(LUA))
 endif
 
 BUILD   := build/$(LUA)
@@ -74,7 +76,9 @@ install: build
 	    $(DESTDIR)$(PREFIX)/bin
 	install -m 0644 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/taskapi/core.so
 	cd lua && find taskapi -name '*.lua' -exec install -D -m 0644 {} $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/{} \;
-	install -m 0755 bin/taskapi $(DESTDIR)$(PREFIX)/bin/taskapi
+	# the launcher runs under the interpreter the module was built for
+	sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' bin/taskapi >$(DESTDIR)$(PREFIX)/bin/taskapi
+	chmod 0755 $(DESTDIR)$(PREFIX)/bin/taskapi
 
 clean:
 	rm -rf build

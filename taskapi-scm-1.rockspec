@@ -1,8 +1,11 @@
 rockspec_format = "3.0"
 package = "taskapi"
 version = "scm-1"
+-- scm-1: the tip of the main branch, no tag (a release rockspec names a tag). `luarocks make`
+-- in a checkout builds the files there and never fetches this.
 source = {
-  url = "git+https://example.invalid/taskapi.git",
+  url = "git+https://github.com/taskapi/taskapi.git",
+  branch = "main",
 }
 description = {
   summary = "Task status, waiting and result downloads for AI generation APIs (Tripo3D, SellerPic)",

@@ -183,8 +183,8 @@ for _, opt in ipairs({ "dir", "format", "max_bytes", "on_progress", "outputs", "
     end)
   end
 end
-case("client:download(id, {dir = a folder that does not exist}) is an io error", BOTH, "io", function(c, _, p)
-  return c:download(GOOD_ID[p], { dir = "/nonexistent/taskapi-bad-input" })
+case("client:download(id, {dir = a folder that cannot be made}) is an io error", BOTH, "io", function(c, _, p)
+  return c:download(GOOD_ID[p], { dir = "/etc/hostname/taskapi-bad-input" })
 end)
 case("client:download(id, {dir = a file})", BOTH, "io", function(c, _, p)
   return c:download(GOOD_ID[p], { dir = "/etc/hostname" })

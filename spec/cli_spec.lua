@@ -1,10 +1,13 @@
 -- bin/taskapi as a subprocess against the nginx fake: every subcommand, --json output parsed,
--- each exit code provoked (0, 1, 2, 3, 4), a terminal run under a pseudo-terminal (script)
--- showing the live line redrawn, and one run under LuaJIT.
+-- each exit code provoked (0, 1, 2, 3, 4, 5), the messages a new user meets (one line per
+-- usage error, suggestions, one prefix), a terminal run under a pseudo-terminal (script)
+-- showing the live line redrawn and the ETA counting down, `taskapi fake` per user and folder,
+-- and one run under LuaJIT.
 local cjson = require "cjson"
 local fe = require "support.fake_env"
 
 local LUA = jit and "luajit" or "lua5.4"
+local ROOT = fe.sh("pwd")
 local PNG = "\137PNG\r\n\26\n" .. string.rep("\1", 100)
 
 describe("bin/taskapi", function()
@@ -20,11 +23,13 @@ describe("bin/taskapi", function()
   end)
 
   -- Runs the launcher with the runtime of this spec; returns exit code, stdout, stderr.
+  -- opts: key (false: none), lua, cwd (run from that folder), env (more VAR=value words).
   local function run(args, opts)
     opts = opts or {}
     local key = opts.key == nil and "test-key" or opts.key
-    local envs = "LUA_PATH=';;' LUA_CPATH=';;' TASKAPI_API_KEY=" .. (key and fe.q(key) or "''") .. " TRIPO_API_KEY= SELLERPIC_API_KEY= "
-    local cmd = envs .. (opts.lua or LUA) .. " bin/taskapi " .. args
+    local envs = "LUA_PATH=';;' LUA_CPATH=';;' TASKAPI_API_KEY=" .. (key and fe.q(key) or "''") .. " TRIPO_API_KEY= SELLERPIC_API_KEY= " ..
+      (opts.env or "") .. " "
+    local cmd = (opts.cwd and "cd " .. fe.q(opts.cwd) .. " && " or "") .. envs .. (opts.lua or LUA) .. " " .. ROOT .. "/bin/taskapi " .. args
     local out, err = dir .. "/out", dir .. "/err"
     local p = io.popen(cmd .. " >" .. out .. " 2>" .. err .. "; echo $?")
     local code = tonumber(p:read("*a"):match("(%d+)%s*$"))
@@ -53,7 +58,84 @@ describe("bin/taskapi", function()
       assert.equal(0, c2)
       assert.matches("^usage: taskapi " .. c, out2)
     end
-    assert.matches("Exit codes: 0 all succeeded, 1 a task failed, 2 usage error, 3 API or network error, 4 timeout", out, 1, true)
+    assert.matches("Exit codes: 0 all succeeded, 1 a task failed, 2 usage or local file error, 3 API or network\n" ..
+      "error, 4 timeout, 5 a task is not finished yet (status, download).", out, 1, true)
+  end)
+
+  it("a usage error is one line and where to look, never the whole help; a near command or option is suggested", function()
+    for _, c in ipairs({ { "stauts x", "^taskapi: unknown command 'stauts'; did you mean 'status'%?\nsee taskapi %-%-help\n$" },
+      { "dwonload x", "did you mean 'download'%?" }, { "frobnicate", "^taskapi: unknown command 'frobnicate'\nsee taskapi %-%-help\n$" },
+      { "status", "^taskapi status: missing argument ID\nsee taskapi status %-%-help\n$" },
+      { "status x --jsn", "^taskapi status: unknown option %-%-jsn; did you mean %-%-json%?\nsee taskapi status %-%-help\n$" },
+      { "wait x --timout 3", "did you mean %-%-timeout%?" },
+      { "balance extra", "^taskapi balance: takes no argument, got 'extra'\n" },
+      { "upload a b", "^taskapi upload: too many arguments %(one FILE%)\n" },
+      { "download x", "^taskapi download: %-%-dir is required\nsee taskapi download %-%-help\n$" },
+      { "create --type x --param novalue " .. base(), "^taskapi create: %-%-param expects key=value, got 'novalue'\nsee taskapi create %-%-help\n$" },
+      { "fake statu", "^taskapi fake: unknown command 'statu' %(start, stop or status%)\nsee taskapi fake %-%-help\n$" },
+    }) do
+      local code, out, err = run(c[1])
+      assert.equal(2, code)
+      assert.equal("", out)
+      assert.matches(c[2], err)
+      assert.is_nil(err:find("options of every command", 1, true))
+    end
+  end)
+
+  it("--provider takes a built-in name in any case; anything else is refused naming the names", function()
+    local code, out = run("balance --provider SellerPic --base-url " .. env.base.sellerpic)
+    assert.equal(0, code)
+    assert.matches("remaining: %d+", out)
+    assert.equal(0, (run("balance --provider TRIPO " .. base())))
+    local err
+    code, _, err = run("balance --provider selerpic " .. base())
+    assert.equal(2, code)
+    assert.matches("^taskapi balance: %-%-provider must be one of tripo, [%w, -]*sellerpic, got 'selerpic'; did you mean sellerpic%?\n", err)
+    assert.is_nil(err:find("definition table", 1, true))
+  end)
+
+  it("errors carry one prefix, name the task once, and a refused connection says so once", function()
+    local code, _, err = run("status abc-123 --base-url http://127.0.0.1:9/x")
+    assert.equal(3, code)
+    assert.matches("^taskapi transport: ", err)
+    local _, n = err:gsub("Couldn't connect to server", "")
+    assert.equal(1, n, err)
+    _, n = err:gsub("abc%-123", "")
+    assert.equal(1, n, err)
+    local id = env:add { provider = "tripo", queue = 30, run = 30 }
+    code, _, err = run("wait " .. id .. " --timeout 1 " .. FAST .. " " .. base())
+    assert.equal(4, code)
+    _, n = err:gsub(id:gsub("%-", "%%-"), "")
+    assert.equal(1, n, err)
+    assert.matches("^taskapi timeout: ", err)
+  end)
+
+  it("exit 5 for a task not finished yet (status, download); --overwrite hint and exit 2 for a file that exists", function()
+    local id = env:add { provider = "tripo", queue = 30, run = 30 }
+    local code, out = run("status " .. id .. " " .. base())
+    assert.equal(5, code)
+    assert.matches(id .. "  queued", out, 1, true)
+    local ddir = dir .. "/unfinished"
+    assert.equal(5, (run("download " .. id .. " --dir " .. ddir .. " " .. base())))
+    local done = env:add { provider = "tripo", queue = 0, run = 0 }
+    local ok = env:add { provider = "tripo", queue = 0, run = 0 }
+    assert.equal(5, (run("status " .. done .. " " .. id .. " " .. base())))    -- 5 wins over 0
+    local failed = env:add { provider = "tripo", queue = 0, run = 0, final = "failed" }
+    assert.equal(1, (run("status " .. failed .. " " .. id .. " " .. base())))  -- 1 wins over 5
+    assert.equal(0, (run("download " .. ok .. " --dir " .. ddir .. " " .. base())))
+    local err
+    code, _, err = run("download " .. ok .. " --dir " .. ddir .. " " .. base())
+    assert.equal(2, code)
+    assert.matches("^taskapi io: file '.*' exists %(pass %-%-overwrite to replace it%)", err)
+    assert.is_nil(err:find("overwrite = true", 1, true))
+  end)
+
+  it("sizes in decimal units named as such", function()
+    local cli = require "taskapi.cli"
+    assert.equal("800.0 MB", cli.fmt_bytes(800000000))
+    assert.equal("1.5 GB", cli.fmt_bytes(1500000000))
+    assert.equal("2.0 kB", cli.fmt_bytes(2048))
+    assert.equal("999 B", cli.fmt_bytes(999))
   end)
 
   it("exit 2 for usage errors: no command, unknown command or option, missing argument, no key", function()
@@ -72,7 +154,7 @@ describe("bin/taskapi", function()
     assert.matches("no API key: set TASKAPI_API_KEY", err)
     code, _, err = run("upload " .. dir .. "/missing.png " .. base())
     assert.equal(2, code)
-    assert.matches("^taskapi: taskapi invalid_argument: upload: cannot open", err)
+    assert.matches("^taskapi invalid_argument: upload: cannot open", err)
     code, _, err = run("create --type x --param novalue " .. base())
     assert.equal(2, code)
     assert.matches("key=value", err)
@@ -131,7 +213,7 @@ describe("bin/taskapi", function()
         assert.equal(1, info.spec.run)
 
         code, out = run("status " .. id .. " --json " .. P)
-        assert.equal(0, code)
+        assert.equal(5, code) -- not finished yet
         local t = json_lines(out)[1]
         assert.equal(id, t.id)
         assert.is_false(t.done)
@@ -140,10 +222,12 @@ describe("bin/taskapi", function()
         code, out = run("wait " .. id .. " --json --download " .. wdir .. " " .. FAST .. " " .. P)
         assert.equal(0, code)
         local lines = json_lines(out)
+        assert.equal("task", lines[1].object)
         assert.equal("succeeded", lines[1].state)
         assert.is_true(lines[1].ok)
         assert.is_true(#lines >= 2)
         for i = 2, #lines do
+          assert.equal("file", lines[i].object)
           assert.equal(id, lines[i].id)
           assert.equal(lines[i].bytes, #fe.read(lines[i].path))
         end
@@ -172,7 +256,7 @@ describe("bin/taskapi", function()
         local id = env:add { provider = provider, queue = 0, run = 0 }
         local code, out, err = run("status " .. id .. " --json " .. P, { key = "wrong-key-123" })
         assert.equal(3, code)
-        assert.matches("^taskapi: taskapi auth: ", err)
+        assert.matches("^taskapi auth: ", err)
         assert.is_nil(err:find("wrong-key-123", 1, true))
         assert.equal("auth", json_lines(out)[1].error.kind)
         local missing = provider == "tripo" and "no-such-task" or "1234567890"
@@ -189,6 +273,7 @@ describe("bin/taskapi", function()
         assert.equal(4, code)
         assert.matches("timeout", err)
         local j = json_lines(out)[1]
+        assert.equal("error", j.object)
         assert.equal(id, j.id)
         assert.equal("timeout", j.error.kind)
       end)
@@ -228,24 +313,113 @@ describe("bin/taskapi", function()
     assert.matches("saved " .. ddir, out, 1, true)
   end)
 
+  it("on a terminal the ETA counts down between polls", function()
+    local id = env:add { provider = "tripo", queue = 0, run = 8 }
+    local mark = env:mark()
+    local cmd = "LUA_PATH=';;' LUA_CPATH=';;' TASKAPI_API_KEY=test-key " .. LUA .. " bin/taskapi wait " .. id ..
+      " --min-interval 0.1 " .. base()
+    local p = io.popen("script -qfec " .. fe.q(cmd) .. " /dev/null; echo \"exit=$?\"")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("exit=0", out)
+    local etas, order = {}, {}
+    for e in out:gmatch("eta (%d+)s") do
+      if not etas[e] then etas[e] = true; order[#order + 1] = tonumber(e) end
+    end
+    local polls = #fe.status_requests(env:log(mark), id)
+    assert.is_true(#order >= 4, "ETAs shown: " .. table.concat(order, " "))
+    assert.is_true(#order > polls, #order .. " ETAs for " .. polls .. " polls")
+    assert.is_true(order[#order] < order[1])
+  end)
+
   it("runs under LuaJIT too", function()
     local code, out = run("balance --json " .. base(), { lua = "luajit" })
     assert.equal(0, code)
     assert.is_number(json_lines(out)[1].balance)
   end)
 
-  it("fake start, status and stop", function()
-    local code, out = run("fake start --ttl 30 --state " .. state)
-    assert.equal(0, code)
-    local url = out:match("^(http://127%.0%.0%.1:%d+)")
+  -- the live (not zombie) processes of process group pgid: a watchdog's shell and its sleep
+  local function group(pgid)
+    local n = 0
+    for line in fe.sh("ps -o stat= -g " .. pgid .. " || true"):gmatch("[^\n]+") do
+      if not line:match("^%s*Z") then n = n + 1 end
+    end
+    return n
+  end
+
+  it("fake start, status and stop with --state; --key adds a key; stop leaves no watchdog", function()
+    local code, out, err = run("fake start --ttl 30 --key my-own-key --state " .. state)
+    assert.equal(0, code, err)
+    local url = out:match("^(http://127%.0%.0%.1:%d+)\n$")
     assert.is_string(url)
-    code, out = run("fake status --state " .. state)
+    assert.matches("stops by itself in 30 s", err)
+    local fdir = fe.read(state):match("^%S+%s+(%S+)")
+    local wd = assert(tonumber(fe.read(fdir .. "/watchdog.pid"):match("%d+")))
+    os.execute("sleep 0.2")
+    assert.equal(2, group(wd))
+    code, out, err = run("fake status --state " .. state)
     assert.equal(0, code)
     assert.equal(url .. "\n", out)
-    code = run("balance --base-url " .. url .. "/tripo/v2/openapi")
+    assert.matches("^taskapi fake: running, pid %d+, stops by itself in %d+ s", err)
+    assert.equal(0, (run("balance --base-url " .. url .. "/tripo/v2/openapi")))
+    assert.equal(0, (run("balance --base-url " .. url .. "/tripo/v2/openapi", { key = "my-own-key" })))
+    assert.equal(3, (run("balance --base-url " .. url .. "/tripo/v2/openapi", { key = "not-this-key" })))
+    assert.is_nil(fe.read(state):find("my-own-key", 1, true))  -- the state file holds no key
+    code, out, err = run("fake start --key another-key --state " .. state)  -- not silently reused
+    assert.equal(1, code)
+    assert.matches("other %-%-key values", err)
+    code, _, err = run("fake stop --state " .. state)
     assert.equal(0, code)
-    assert.equal(0, (run("fake stop --state " .. state)))
-    assert.equal(1, (run("fake status --state " .. state)))
+    assert.matches("stopped " .. url, err, 1, true)
+    os.execute("sleep 0.2")
+    assert.equal(0, group(wd))
+    code, out, err = run("fake status --state " .. state)
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.matches("not running %(no state file ", err)
+  end)
+
+  it("fake: one state per user and folder under $TMPDIR; status says what it found", function()
+    local tmp = dir .. "/tmpdir"
+    local a, b = dir .. "/folder a", dir .. "/folder-b"
+    os.execute("mkdir -p " .. fe.q(tmp) .. " " .. fe.q(a) .. " " .. fe.q(b))
+    local E = "TMPDIR=" .. fe.q(tmp)
+    local code, out, err = run("fake status", { cwd = a, env = E })
+    assert.equal(1, code)
+    assert.matches("not running %(no state file " .. tmp:gsub("%p", "%%%0") .. "/taskapi%-fake%-%d+/folder_a%-%x+%.state%)", err)
+    code, out = run("fake start --ttl 30", { cwd = a, env = E })
+    assert.equal(0, code)
+    local url_a = out:match("^(http://[%d.:]+)\n$")
+    code, out = run("fake start --ttl 30", { cwd = b, env = E })
+    assert.equal(0, code)
+    local url_b = out:match("^(http://[%d.:]+)\n$")
+    assert.is_string(url_a)
+    assert.is_string(url_b)
+    assert.are_not.equal(url_a, url_b)                       -- another folder, another server
+    code, out, err = run("fake start", { cwd = a, env = E })   -- the same folder: the same one
+    assert.equal(0, code)
+    assert.equal(url_a .. "\n", out)
+    assert.matches("already running", err)
+    local sdir = fe.sh("ls -d " .. fe.q(tmp) .. "/taskapi-fake-*")
+    assert.equal("drwx------", fe.sh("stat -c %A " .. fe.q(sdir)))
+    assert.equal(0, (run("fake stop", { cwd = a, env = E })))
+    code, out = run("fake status", { cwd = b, env = E })
+    assert.equal(0, code)
+    assert.equal(url_b .. "\n", out)
+    -- a state whose server is gone: status says so
+    local fdir = fe.read(fe.sh("ls " .. fe.q(sdir) .. "/folder-b-*.state")):match("^%S+%s+(%S+)")
+    require("taskapi.fake.nginx").stop(fdir, false)
+    code, out, err = run("fake status", { cwd = b, env = E })
+    assert.equal(1, code)
+    assert.matches("not running: the state file .* names " .. url_b:gsub("%p", "%%%0") .. ", but its folder .* has no nginx.pid", err)
+    assert.equal(0, (run("fake stop", { cwd = b, env = E })))
+    fe.rmdir(fdir)
+    -- a state folder of someone else is refused
+    local other = dir .. "/other"
+    os.execute("mkdir -p " .. fe.q(other) .. " && ln -s /tmp " .. fe.q(other .. "/taskapi-fake-" .. fe.sh("id -u")))
+    code, _, err = run("fake start", { cwd = a, env = "TMPDIR=" .. fe.q(other) })
+    assert.equal(1, code)
+    assert.matches("is not a folder of yours: pass %-%-state FILE", err)
   end)
 end)
 

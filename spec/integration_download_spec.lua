@@ -249,12 +249,22 @@ describe("integration: download", function()
         assert.equal(1, #names_in())
       end)
 
-      it("fails with 'io' before any request when the folder is not a folder", function()
+      it("makes a missing folder and its parents (mkdir -p), then saves into it", function()
+        local task = finished {}
+        local d = fe.tmpdir()
+        local files = assert(c:download(task, { dir = d .. "/a/b c/" }))
+        assert.is_true(#files > 0)
+        assert.equal(d .. "/a/b c/" .. task.id, files[1].path:sub(1, #d + 7 + #task.id))
+        assert.is_true(fe.exists(files[1].path))
+        fe.rmdir(d)
+      end)
+
+      it("fails with 'io' before any request when the folder is not a folder or cannot be made", function()
         local task = finished {}
         local file = dir .. "/plain"
         fe.write(file, "x")
         local mark = env:mark()
-        for _, d in ipairs({ file, file .. "/sub", dir .. "/missing" }) do
+        for _, d in ipairs({ file, file .. "/sub", file .. "/sub/deeper" }) do
           local files, err = c:download(task, { dir = d })
           assert.is_nil(files)
           fe.check_err(err, "io")

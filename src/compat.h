@@ -1,6 +1,6 @@
-/* compat.h: Lua 5.1 (LuaJIT 2.1) / Lua 5.4 compatibility shims used by every file of
- * taskapi.core. LuaJIT 2.1 already has luaL_setfuncs, luaL_testudata, luaL_setmetatable
- * and luaL_traceback; it lacks lua_rawlen, lua_absindex, integers and uservalues. */
+/* compat.h: Lua 5.1 (plain PUC Lua 5.1 and LuaJIT 2.1) / Lua 5.4 compatibility shims used
+ * by every file of taskapi.core. Plain Lua 5.1 lacks luaL_setfuncs (LuaJIT 2.1 has it);
+ * both lack lua_rawlen, lua_absindex, integers and uservalues. */
 #ifndef TK_COMPAT_H
 #define TK_COMPAT_H
 
@@ -16,6 +16,22 @@
 #define tk_newuserdata(L, sz) lua_newuserdata((L), (sz))
 #define tk_getuservalue(L, i) lua_getfenv((L), (i))
 #define tk_setuservalue(L, i) lua_setfenv((L), (i))
+/* luaL_setfuncs (5.2+): sets each function of l into the table below the nup upvalues on
+ * the stack top, each closure sharing those upvalues, then pops them. LuaJIT declares its
+ * own; plain 5.1 does not, so every 5.1 build uses this one (the macro leaves LuaJIT's
+ * parenthesised declaration alone). */
+static inline void tk_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
+{
+  luaL_checkstack(L, nup, "too many upvalues");
+  for (; l->name != NULL; l++) {
+    int i;
+    for (i = 0; i < nup; i++) lua_pushvalue(L, -nup);
+    lua_pushcclosure(L, l->func, nup);
+    lua_setfield(L, -(nup + 2), l->name);
+  }
+  lua_pop(L, nup);
+}
+#define luaL_setfuncs(L, l, nup) tk_setfuncs((L), (l), (nup))
 #else
 #define tk_rawlen(L, i) lua_rawlen((L), (i))
 #define tk_absindex(L, i) lua_absindex((L), (i))

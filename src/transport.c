@@ -468,7 +468,18 @@ static void push_transfer_error_only(lua_State *L, tk_transfer *t)
     tk_push_error(L, "transport", msg, status, (long)t->code, 0);
     return;
   }
-  snprintf(msg, sizeof msg, "%s (%s): %s", curl_easy_strerror(t->code), hp, detail);
+  {
+    /* libcurl's buffer often ends with the words of curl_easy_strerror: say them once */
+    const char *what = curl_easy_strerror(t->code);
+    size_t dl = strlen(detail), wl = strlen(what);
+    if (strcmp(detail, what) == 0) {
+      snprintf(msg, sizeof msg, "%s (%s)", what, hp);
+    } else {
+      if (dl > wl + 2 && strcmp(detail + dl - wl, what) == 0 && memcmp(detail + dl - wl - 2, ": ", 2) == 0)
+        dl -= wl + 2;
+      snprintf(msg, sizeof msg, "%s (%s): %.*s", what, hp, (int)dl, detail);
+    }
+  }
   tk_push_error(L, "transport", msg, status, (long)t->code, is_retryable_transport(t->code));
 }
 

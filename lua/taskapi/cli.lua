@@ -2,14 +2,15 @@
 -- usage, its own options and a run function; the parsing of options, the client, the key,
 -- the output (plain, live on a terminal, or --json) and the exit codes are shared.
 --
--- Exit codes: 0 all succeeded, 1 a task failed, 2 usage error, 3 API or network error,
--- 4 timeout (waiting). With several tasks the most serious wins: 2, 3, 4, 1, 0.
+-- Exit codes: 0 all succeeded, 1 a task failed, 2 usage or local file error, 3 API or
+-- network error, 4 timeout (waiting), 5 a task is not finished yet (status, download).
+-- With several tasks the most serious wins: 2, 3, 4, 1, 5, 0.
 local M = {}
 
 local json = require "taskapi.json"
 
-local EXIT = { ok = 0, failed = 1, usage = 2, api = 3, timeout = 4 }
-local RANK = { [0] = 0, [1] = 1, [4] = 2, [3] = 3, [2] = 4 }
+local EXIT = { ok = 0, failed = 1, usage = 2, api = 3, timeout = 4, unfinished = 5 }
+local RANK = { [0] = 0, [5] = 1, [1] = 2, [4] = 3, [3] = 4, [2] = 5 }
 
 ----------------------------------------------------------------------------------------------
 -- output
@@ -19,11 +20,14 @@ local function isatty()
   return ok == true or ok == 0
 end
 
+-- Decimal units, named as such: 800,000,000 bytes are 800.0 MB.
 local function fmt_bytes(n)
-  if n >= 1024 * 1024 then return string.format("%.1f MB", n / 1048576) end
-  if n >= 1024 then return string.format("%.1f kB", n / 1024) end
+  if n >= 1e9 then return string.format("%.1f GB", n / 1e9) end
+  if n >= 1e6 then return string.format("%.1f MB", n / 1e6) end
+  if n >= 1e3 then return string.format("%.1f kB", n / 1e3) end
   return string.format("%d B", n)
 end
+M.fmt_bytes = fmt_bytes
 
 local function bar(fraction, width)
   width = width or 20
@@ -83,23 +87,27 @@ function Live:finish(key, text)
   end
 end
 
-local function task_line(task)
+-- elapsed: seconds since the task was read (the ETA counts down between polls).
+local function task_line(task, elapsed)
   local parts = { task.id, string.format("%-9s", task.state) }
   if task.progress then
     parts[#parts + 1] = bar(task.progress / 100) .. string.format(" %3d%%", task.progress)
   end
   if task.queue_position and task.state == "queued" then parts[#parts + 1] = "queue " .. task.queue_position end
-  if task.eta and not task.done then parts[#parts + 1] = "eta " .. task.eta .. "s" end
+  if task.eta and not task.done then
+    parts[#parts + 1] = "eta " .. math.max(0, math.floor(task.eta - (elapsed or 0) + 0.5)) .. "s"
+  end
   if task.error and task.error.message then parts[#parts + 1] = "(" .. tostring(task.error.message) .. ")" end
   return table.concat(parts, "  ")
 end
 
+-- Every --json line has `object`: "task", "file", "error", "created", "upload" or "balance".
 local function task_json(task)
   local outputs = json.array({})
   for i, o in ipairs(task.outputs or {}) do outputs[i] = { name = o.name, url = o.url, kind = o.kind } end
   local e = task.error and { code = task.error.code, message = task.error.message } or nil
   return {
-    id = task.id, provider = task.provider, state = task.state, status = task.status, done = task.done,
+    object = "task", id = task.id, provider = task.provider, state = task.state, status = task.status, done = task.done,
     ok = task.ok, progress = task.progress, queue_position = task.queue_position, eta = task.eta,
     outputs = outputs, error = e, trace_id = task.trace_id,
   }
@@ -108,6 +116,24 @@ end
 local function err_json(err)
   return { kind = err.kind, message = err.message, status = err.status, code = err.code,
     trace_id = err.trace_id }
+end
+
+local function err_line(id, err)
+  return { object = "error", id = id, error = err_json(err) }
+end
+
+-- The library speaks Lua (option names); the command line has flags.
+local function cli_message(err)
+  if type(err) == "table" and type(err.message) == "string" then
+    err.message = err.message:gsub("pass overwrite = true to replace it", "pass --overwrite to replace it")
+  end
+  return err
+end
+
+-- "task X is not finished (state ...)": the library's refusal to download an unfinished task
+local function unfinished(err)
+  return err.kind == "invalid_argument" and type(err.message) == "string" and
+    err.message:find("^task %S+ is not finished %(state ") ~= nil
 end
 
 ----------------------------------------------------------------------------------------------
@@ -124,9 +150,13 @@ end
 --- Prints an error on stderr and records its exit code (timeout only counts as such while
 --- waiting: elsewhere a timed-out request is a network error).
 function Ctx:fail(err, waiting)
-  io.stderr:write("taskapi: ", tostring(err), "\n")
+  cli_message(err)
+  local text = tostring(err)
+  -- "taskapi auth: ...", not "taskapi: taskapi auth: ..."
+  io.stderr:write(text:find("^taskapi[ :]") and "" or "taskapi: ", text, "\n")
   local kind = type(err) == "table" and err.kind
-  if kind == "invalid_argument" then self:outcome(EXIT.usage)
+  if kind == "invalid_argument" and unfinished(err) then self:outcome(EXIT.unfinished)
+  elseif kind == "invalid_argument" or kind == "io" then self:outcome(EXIT.usage)
   elseif kind == "task_failed" then self:outcome(EXIT.failed)
   elseif kind == "timeout" and waiting then self:outcome(EXIT.timeout)
   else self:outcome(EXIT.api) end
@@ -145,19 +175,13 @@ end
 
 function Ctx:task_outcome(task)
   if task.done and not task.ok then self:outcome(EXIT.failed) end
-end
-
-local function mkdir_p(dir)
-  if type(dir) == "string" and dir ~= "" and not dir:find("%c") then
-    os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
-  end
+  if not task.done then self:outcome(EXIT.unfinished) end
 end
 
 -- Downloads the results of one task (a task table or an id), with a live line per file.
--- The folder is made when missing.
+-- The folder is made when missing (by the library).
 function Ctx:download(task, dopts)
   local id = type(task) == "table" and task.id or task
-  mkdir_p(dopts.dir)
   local started, last = {}, {}
   local now = require("taskapi.core").now
   local o = { dir = dopts.dir, outputs = dopts.outputs, format = dopts.format, overwrite = dopts.overwrite }
@@ -176,13 +200,13 @@ function Ctx:download(task, dopts)
   if not files then
     err.task_id = err.task_id or id
     self:fail(err)
-    if self.opts.json then self:emit({ id = id, error = err_json(err) }) end
+    if self.opts.json then self:emit(err_line(id, err)) end
     return nil
   end
   for _, f in ipairs(files) do
     local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ")"
     if self.opts.json then
-      self:emit({ id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type })
+      self:emit({ object = "file", id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type })
     else
       self.live:finish(id .. " " .. f.name, line)
     end
@@ -191,23 +215,54 @@ function Ctx:download(task, dopts)
 end
 
 -- Waits for ids concurrently (each as it finishes), with a live line per task; downloads
--- the results of each succeeded one into o.download when set.
+-- the results of each succeeded one into o.download when set. On a terminal a ticker redraws
+-- the live lines every second between polls, the ETA counting down.
 function Ctx:wait(ids, o)
   local wopts = { timeout = o.timeout, interval = o.interval, min_interval = o.min_interval }
+  local now = require("taskapi.core").now
+  local seen = {} -- id -> {task =, at =} of the live lines
   if not self.opts.json then
-    wopts.on_progress = function(task) self.live:set(task.id, task_line(task), true) end
-  end
-  for task, err in self.client:each_completed(ids, wopts) do
-    if err then
-      self:fail(err, true)
-      self:emit({ id = err.task_id or task.id, error = err_json(err) })
-    else
-      -- the final line: redrawn on a terminal, printed once otherwise; or the JSON object
-      if self.opts.json then self:emit(task_json(task)) else self.live:finish(task.id, task_line(task)) end
-      self:task_outcome(task)
-      if o.download and task.ok then self:download(task, { dir = o.download }) end
+    wopts.on_progress = function(task)
+      seen[task.id] = { task = task, at = now() }
+      self.live:set(task.id, task_line(task), true)
     end
   end
+  local function loop()
+    -- the iterator called by hand, not by `for`: plain Lua 5.1 cannot yield across a for
+    -- iterator, and inside run the iterator yields
+    local next_done = self.client:each_completed(ids, wopts)
+    while true do
+      local task, err = next_done()
+      if task == nil then break end
+      if err then
+        seen[err.task_id or task.id] = nil
+        self:fail(err, true)
+        self:emit(err_line(err.task_id or task.id, err))
+      else
+        seen[task.id] = nil
+        -- the final line: redrawn on a terminal, printed once otherwise; or the JSON object
+        if self.opts.json then self:emit(task_json(task)) else self.live:finish(task.id, task_line(task)) end
+        self:task_outcome(task)
+        if o.download and task.ok then self:download(task, { dir = o.download }) end
+      end
+    end
+  end
+  if not self.live.tty then return loop() end
+  local taskapi = require "taskapi"
+  taskapi.run(function()
+    local ticker = taskapi.spawn(function()
+      while true do
+        taskapi.sleep(1)
+        for id, s in pairs(seen) do
+          if s.task.eta and self.live.text[id] then self.live:set(id, task_line(s.task, now() - s.at), false) end
+        end
+      end
+    end)
+    -- joined, not pcall'ed: plain Lua 5.1 cannot yield across pcall either
+    local _, err = taskapi.spawn(loop):join()
+    ticker:cancel()
+    if err then error(err.kind == "runtime" and err.value ~= nil and err.value or err, 0) end
+  end)
 end
 
 ----------------------------------------------------------------------------------------------
@@ -258,8 +313,14 @@ M.put_param = put_param
 
 -- Options: name -> {arg = "WORD" (takes a value) | nil (a flag), number = true, many = true,
 -- help = "..."}. Every command also takes the global options below.
+-- The built-in provider names (the definitions' registry when it has one).
+local function provider_names()
+  local p = require "taskapi.provider"
+  return p.BUILTIN_NAMES or { "tripo", "sellerpic" }
+end
+
 local GLOBAL = {
-  provider = { arg = "NAME", help = "tripo (default) or sellerpic" },
+  provider = { arg = "NAME", help = table.concat(provider_names(), ", ") .. " (default tripo; any case)" },
   ["base-url"] = { arg = "URL", help = "another API root (a region, the fake provider)" },
   ["api-key"] = { arg = "KEY", help = "the key (lands in your shell history: prefer the environment)" },
   json = { help = "one JSON object per task or file per line" },
@@ -291,7 +352,7 @@ COMMANDS.status = {
       local task, err = ctx.client:status(id)
       if not task then
         ctx:fail(err)
-        ctx:emit({ id = id, error = err_json(err) })
+        ctx:emit(err_line(id, err))
       else
         ctx:emit(task_json(task), task_line(task))
         ctx:task_outcome(task)
@@ -351,7 +412,7 @@ COMMANDS.create = {
       return ctx:wait({ id }, { timeout = o.timeout, interval = o.interval, min_interval = o["min-interval"],
         download = o.download })
     end
-    ctx:emit({ id = id, provider = ctx.client.def.name }, id)
+    ctx:emit({ object = "created", id = id, provider = ctx.client.def.name }, id)
   end,
 }
 
@@ -363,7 +424,7 @@ COMMANDS.upload = {
     local ref, err = ctx.client:upload(args[1])
     if not ref then return ctx:fail(err) end
     local field = ctx.client.def.upload_result
-    ctx:emit({ path = args[1], provider = ctx.client.def.name, ref = ref, [field] = ref }, ref)
+    ctx:emit({ object = "upload", path = args[1], provider = ctx.client.def.name, ref = ref, [field] = ref }, ref)
   end,
 }
 
@@ -374,17 +435,20 @@ COMMANDS.balance = {
   run = function(ctx)
     local b, err = ctx.client:balance()
     if not b then return ctx:fail(err) end
-    local keys = {}
-    for k, v in pairs(b) do if type(v) ~= "table" then keys[#keys + 1] = k end end
+    local keys, obj = {}, { object = "balance" }
+    for k, v in pairs(b) do
+      if type(v) ~= "table" then keys[#keys + 1] = k end
+      if k ~= "object" then obj[k] = v end
+    end
     table.sort(keys)
     local lines = {}
     for _, k in ipairs(keys) do lines[#lines + 1] = k .. ": " .. tostring(b[k]) end
-    ctx:emit(b, table.concat(lines, "\n"))
+    ctx:emit(obj, table.concat(lines, "\n"))
   end,
 }
 
 COMMANDS.fake = {
-  usage = "fake start|stop|status [--ttl S]",
+  usage = "fake start|stop|status [--ttl S] [--key KEY] [--state FILE]",
   about = "the local fake provider on 127.0.0.1 (start prints its URL; the key is test-key)",
   no_client = true,
   raw = true, -- its arguments go to taskapi.fake.cli as they are
@@ -411,7 +475,8 @@ end
 
 local ENV_HELP = [[
 The API key comes from TASKAPI_API_KEY, or the provider's own TRIPO_API_KEY / SELLERPIC_API_KEY.
-Exit codes: 0 all succeeded, 1 a task failed, 2 usage error, 3 API or network error, 4 timeout.]]
+Exit codes: 0 all succeeded, 1 a task failed, 2 usage or local file error, 3 API or network
+error, 4 timeout, 5 a task is not finished yet (status, download).]]
 
 local function usage_text()
   local lines = { "usage: taskapi <command> [options]", "", "commands:" }
@@ -428,11 +493,43 @@ end
 
 local function command_help(name)
   local c = COMMANDS[name]
+  if name == "fake" then return require("taskapi.fake.cli").USAGE .. "\n" end
   local s = "usage: taskapi " .. c.usage .. "\n\n" .. c.about .. "\n"
   if c.opts then s = s .. "\noptions:\n" .. options_help(c.opts) .. "\n" end
   if not c.raw then s = s .. "\noptions of every command:\n" .. options_help(GLOBAL) .. "\n\n" .. ENV_HELP .. "\n" end
   return s
 end
+
+-- Edit distance (insert, delete, substitute, swap two neighbours) of two short words.
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 0, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      local v = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1) and a:sub(i - 1, i - 1) == b:sub(j, j) then
+        v = math.min(v, d[i - 2][j - 2] + 1)
+      end
+      d[i][j] = v
+    end
+  end
+  return d[#a][#b]
+end
+
+--- The candidate nearest to word (a prefix of it, or at most 2 edits away, 1 for short
+--- words), or nil.
+local function nearest(word, candidates)
+  if type(word) ~= "string" or #word > 64 then return nil end
+  local best, best_d
+  for _, c in ipairs(candidates) do
+    local d = (#word >= 2 and c:sub(1, #word) == word) and 0.5 or distance(word:lower(), c)
+    if d <= (#c <= 4 and 1 or 2) and (not best_d or d < best_d) then best, best_d = c, d end
+  end
+  return best
+end
+M.nearest = nearest
 
 --- Parses args (after the command name) against the command's and the global options.
 --- Returns opts, positional or nil, message.
@@ -451,7 +548,13 @@ local function parse(cmd, args)
       local name, value = a:match("^%-%-([^=]+)=(.*)$")
       name = name or a:sub(3)
       local s = spec[name]
-      if not s then return nil, "unknown option --" .. name end
+      if not s then
+        local names = {}
+        for k in pairs(spec) do names[#names + 1] = k end
+        table.sort(names)
+        local near = nearest(name, names)
+        return nil, "unknown option --" .. name .. (near and "; did you mean --" .. near .. "?" or "")
+      end
       if s.arg then
         if value == nil then
           i = i + 1
@@ -482,14 +585,27 @@ local function parse(cmd, args)
   for name, s in pairs(cmd.opts or {}) do
     if s.required and o[name] == nil then return nil, "--" .. name .. " is required" end
   end
-  if cmd.min_args and #pos < cmd.min_args then return nil, "missing argument" end
-  if cmd.max_args and #pos > cmd.max_args then return nil, "too many arguments" end
+  local wanted = cmd.usage:match("^%S+%s+([A-Z]+)")
+  if cmd.min_args and #pos < cmd.min_args then return nil, "missing argument" .. (wanted and " " .. wanted or "") end
+  if cmd.max_args and #pos > cmd.max_args then
+    return nil, cmd.max_args == 0 and "takes no argument, got '" .. pos[1] .. "'" or
+      "too many arguments (one " .. (wanted or "argument") .. ")"
+  end
   return o, pos
 end
 
 local function make_client(o, env)
   local taskapi = require "taskapi"
-  local provider = o.provider or "tripo"
+  -- a name, in any case ("SellerPic"); on the command line never a definition table
+  local provider = (o.provider or "tripo"):lower()
+  local known = provider_names()
+  local found = false
+  for _, n in ipairs(known) do found = found or n == provider end
+  if not found then
+    local near = nearest(provider, known)
+    return nil, require("taskapi.errors").new("invalid_argument", "--provider must be one of " ..
+      table.concat(known, ", ") .. ", got '" .. o.provider:sub(1, 40) .. "'" .. (near and "; did you mean " .. near .. "?" or ""))
+  end
   local def, derr = require("taskapi.provider").load(provider)
   if not def then return nil, derr end
   local key = o["api-key"]
@@ -518,7 +634,9 @@ function M.main(args, env)
   end
   local cmd = COMMANDS[name]
   if not cmd then
-    io.stderr:write("taskapi: unknown command '", tostring(name), "'\n\n", usage_text())
+    local near = nearest(name, ORDER)
+    io.stderr:write("taskapi: unknown command '", tostring(name):sub(1, 64), "'",
+      near and "; did you mean '" .. near .. "'?" or "", "\nsee taskapi --help\n")
     return EXIT.usage
   end
   local rest = {}
@@ -531,8 +649,8 @@ function M.main(args, env)
     return cmd.run(nil, rest)
   end
   local o, pos = parse(cmd, rest)
-  if not o then
-    io.stderr:write("taskapi ", name, ": ", pos, "\n\n", command_help(name))
+  if not o then -- one line, and where the rest is
+    io.stderr:write("taskapi ", name, ": ", pos, "\nsee taskapi ", name, " --help\n")
     return EXIT.usage
   end
   if o.help then
@@ -541,12 +659,16 @@ function M.main(args, env)
   end
   local ctx = setmetatable({ opts = o, code = EXIT.ok, live = new_live(io.stdout, not o.json and isatty()) }, Ctx)
   function ctx.usage(_, msg)
-    io.stderr:write("taskapi ", name, ": ", msg, "\n")
+    io.stderr:write("taskapi ", name, ": ", msg, "\nsee taskapi ", name, " --help\n")
     ctx:outcome(EXIT.usage)
   end
   local client, err = make_client(o, env)
   if not client then
-    ctx:fail(err)
+    if err.kind == "invalid_argument" then
+      ctx:usage(err.message)
+    else
+      ctx:fail(err)
+    end
     return ctx.code
   end
   ctx.client = client

@@ -53,7 +53,15 @@ function M.new(opts)
   local def, err = provider.load(opts.provider)
   if not def then return nil, err end
   local key = opts.api_key
-  if key == nil then return errors.invalid("option 'api_key' is required") end
+  -- newuser: no api_key: the provider's own variable (TRIPO_API_KEY, SELLERPIC_API_KEY), as the CLI
+  if key == nil and type(def.key_env) == "string" then
+    key = os.getenv(def.key_env)
+    if key == "" then key = nil end
+  end
+  if key == nil then
+    return errors.invalid("option 'api_key' is required" ..
+      (type(def.key_env) == "string" and " (or set " .. def.key_env .. ")" or ""))
+  end
   if type(key) ~= "string" or key == "" then return errors.invalid("option 'api_key' must be a non-empty string") end
   if key:find("[%c%s]") then return errors.invalid("option 'api_key' contains white space or control characters") end
   if #key > 4096 then return errors.invalid("option 'api_key' is " .. #key .. " bytes long (at most 4096)") end

@@ -43,7 +43,6 @@ function M.check_opts(def, opts)
   if type(o.dir) ~= "string" or o.dir == "" then return errors.invalid("download option 'dir' must be a non-empty string") end
   if o.dir:find("%z") then return errors.invalid("download option 'dir' contains a NUL byte") end
   if #o.dir > 4096 then return errors.invalid("download option 'dir' is " .. #o.dir .. " bytes long (at most 4096)") end
-  if not is_dir(o.dir) then return nil, errors.new("io", "download folder '" .. o.dir:sub(1, 200) .. "' does not exist or is not a folder") end
   o.dir = o.dir:gsub("/+$", "")
   if o.dir == "" then o.dir = "/" end
   if opts.outputs ~= nil then
@@ -91,6 +90,15 @@ function M.check_opts(def, opts)
     return errors.invalid("download option 'timeout' must be a positive number of seconds")
   end
   o.timeout = opts.timeout or 0
+  -- newuser: a missing folder is made with its parents (mkdir -p), last, so that a refused
+  -- option makes nothing; a file in the way or no permission is an io error before any request
+  if not is_dir(o.dir) then
+    local msg = files.sh("mkdir -p -- " .. files.quote(o.dir) .. " 2>&1")
+    if not is_dir(o.dir) then
+      return nil, errors.new("io", "download folder '" .. o.dir:sub(1, 200) .. "' cannot be made" ..
+        (msg and msg ~= "" and ": " .. msg:gsub("^mkdir: ", ""):sub(1, 300) or ""))
+    end
+  end
   return o
 end
 

@@ -18,10 +18,20 @@ function Error.__tostring(e)
   local extra = {}
   if e.status then extra[#extra + 1] = "HTTP " .. tostring(e.status) end
   if e.code ~= nil then extra[#extra + 1] = "code " .. tostring(e.code) end
-  if e.task_id then extra[#extra + 1] = "task " .. tostring(e.task_id) end
+  -- the task once: not again when the message already names it
+  if e.task_id and not tostring(e.message):find("task " .. tostring(e.task_id), 1, true) then
+    extra[#extra + 1] = "task " .. tostring(e.task_id)
+  end
   if e.trace_id then extra[#extra + 1] = "trace " .. tostring(e.trace_id) end
   if #extra > 0 then parts[#parts + 1] = " (" .. table.concat(extra, ", ") .. ")" end
   return (table.concat(parts):gsub("[\r\n]+", " "))
+end
+
+-- "failed: " .. err and err .. "!" read as tostring(err) does (Lua calls __concat when
+-- either operand is an error table).
+function Error.__concat(a, b)
+  return (getmetatable(a) == Error and Error.__tostring(a) or a) ..
+    (getmetatable(b) == Error and Error.__tostring(b) or b)
 end
 
 --- Makes an error. fields: any of status, code, retryable, trace_id, task_id, retry_after, task.

@@ -110,9 +110,10 @@ function M.start(opts)
     if ok == true or ok == 0 then
       local pid = (read(dir .. "/nginx.pid") or ""):match("%d+")
       local ttl = tonumber(opts.ttl) or 600
-      -- Watchdog: stops this nginx after ttl seconds unless it was stopped before.
-      os.execute("( sleep " .. ttl .. "; [ -f '" .. dir .. "/nginx.pid' ] && kill -QUIT $(cat '" .. dir ..
-        "/nginx.pid') ) >/dev/null 2>&1 </dev/null &")
+      -- Watchdog: stops this nginx after ttl seconds unless it was stopped before. Its own
+      -- session (setsid), its pid (= its process group) in watchdog.pid: stop() ends it.
+      local wd = "sleep " .. ttl .. "; [ -f '" .. dir .. "/nginx.pid' ] && kill -QUIT $(cat '" .. dir .. "/nginx.pid')"
+      os.execute("setsid sh -c " .. files.quote(wd) .. " >/dev/null 2>&1 </dev/null & echo $! >'" .. dir .. "/watchdog.pid'")
       local scheme = (o.listen_opts or ""):find("ssl") and "https" or "http"
       local h = { url = scheme .. "://127.0.0.1:" .. o.port, port = o.port, dir = dir, pid = tonumber(pid), root = o.root }
       function h.stop() return M.stop(dir, not opts.dir) end
@@ -135,6 +136,11 @@ function M.stop(dir, remove)
       os.execute("sleep 0.025")
     end
     os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+  end
+  local wd = (read(dir .. "/watchdog.pid") or ""):match("%d+")
+  if wd then -- its process group: the shell and its sleep
+    os.execute("kill -TERM -" .. wd .. " 2>/dev/null")
+    os.remove(dir .. "/watchdog.pid")
   end
   if remove and dir:match("^/tmp/taskapi%-") then os.execute("rm -rf '" .. dir .. "'") end
   return true
