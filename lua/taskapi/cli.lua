@@ -205,8 +205,10 @@ function Ctx:download(task, dopts)
   end
   for _, f in ipairs(files) do
     local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ")"
+    if f.skipped then line = "kept " .. f.path .. " (exists; --overwrite replaces it)" end -- files branch
     if self.opts.json then
-      self:emit({ object = "file", id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type })
+      self:emit({ object = "file", id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type,
+        skipped = f.skipped })
     else
       self.live:finish(id .. " " .. f.name, line)
     end
