@@ -5,7 +5,7 @@
 cd "$(dirname "$0")/.." || exit 2
 mkdir -p build
 command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y valgrind" >&2; exit 1; }
-specs=$(ls spec/core_transport_spec.lua spec/core_download_spec.lua spec/core_mime_spec.lua spec/integration_*_spec.lua 2>/dev/null)
+specs=$(ls spec/core_transport_spec.lua spec/core_download_spec.lua spec/core_mime_spec.lua spec/integration_*_spec.lua spec/download_safety_spec.lua 2>/dev/null)
 vlog=build/memcheck.valgrind.log
 TASKAPI_MEMCHECK=1 valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
   --error-exitcode=99 --log-file="$vlog" \
