@@ -16,6 +16,10 @@ local q = fe.q
 
 -- An nginx location that sends a 100000-byte "model" 2 bytes a second.
 local TRICKLE = [[
+    location = /noext/model {
+      default_type model/gltf-binary;
+      return 200 "glTF from a link without extension";
+    }
     location /trickle/ {
       content_by_lua_block {
         ngx.header["Content-Type"] = "model/gltf-binary"
@@ -259,6 +263,29 @@ describe("download safety", function()
       assert.equal(#task.outputs, #fe.ls(dir))
     end)
   end
+
+  it("a file named by its content type is placed without replacing one that exists (skipped)", function()
+    local c = env:client("tripo")
+    local id = env:add { provider = "tripo", queue = 0, run = 0 }
+    local task = assert(c:status(id))
+    local copy = {}
+    for k, v in pairs(task) do copy[k] = v end
+    copy.outputs = { { name = "model", url = env.url .. "/noext/model" } }
+    local files = assert(c:download(copy, { dir = dir }))
+    local final = dir .. "/" .. id .. "_model.glb"
+    assert.equal(final, files[1].path)
+    assert.is_nil(files[1].skipped)
+    assert.equal("glTF from a link without extension", fe.read(final))
+    fe.write(final, "precious")
+    files = assert(c:download(copy, { dir = dir })) -- the name is known only from the answer
+    assert.is_true(files[1].skipped)
+    assert.equal("precious", fe.read(final))
+    assert.same({ id .. "_model.glb" }, fe.ls(dir)) -- no part or staging file left
+    files = assert(c:download(copy, { dir = dir, overwrite = true }))
+    assert.is_nil(files[1].skipped)
+    assert.equal("glTF from a link without extension", fe.read(final))
+    assert.same({ id .. "_model.glb" }, fe.ls(dir))
+  end)
 
   describe("a host trickling 2 bytes/s", function()
     local c, task
