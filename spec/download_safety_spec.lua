@@ -231,6 +231,23 @@ describe("download safety", function()
     assert.same({ id .. "_model.glb" }, fe.ls(dir))
   end)
 
+  it("a part file longer than the served file is not trusted: started over (416, then the whole file)", function()
+    local c = env:client("tripo")
+    local id = env:add { provider = "tripo", queue = 0, run = 0, file_size = SIZE }
+    local task = assert(c:status(id))
+    local final, part = download.names({ dir = dir }, task, task.outputs[1], "glb")
+    fe.write(part, string.rep("x", SIZE + 10))
+    local mark = env:mark()
+    local files = assert(c:download(task, { dir = dir, outputs = "model" }))
+    assert.is_nil(files[1].resumed)
+    assert.is_true(fe.read(final) == fe.expected_bytes(id, "model", SIZE))
+    local reqs = fe.file_requests(env:log(mark))
+    assert.equal(2, #reqs)
+    assert.equal("bytes=" .. (SIZE + 10) .. "-", reqs[1].headers.range)
+    assert.is_nil(reqs[2].headers.range)
+    assert.same({ id .. "_model.glb" }, fe.ls(dir))
+  end)
+
   for _, p in ipairs({ "tripo", "sellerpic" }) do
     it(p .. ": a folder where some outputs exist gets the missing ones; the others are skipped and reported", function()
       local c = env:client(p)
