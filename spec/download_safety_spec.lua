@@ -176,7 +176,7 @@ describe("download safety", function()
   end)
 
   for _, p in ipairs({ "tripo", "sellerpic" }) do
-    it(p .. ": a symlink planted at the part path is not followed (io error, its target untouched, no file request)", function()
+    it(p .. ": a symlink (or a hard link) planted at the part path is not followed (io error, its target untouched, no file request)", function()
       local c = env:client(p)
       local id = env:add { provider = p, queue = 0, run = 0, file_size = SIZE }
       local task = assert(c:status(id))
@@ -194,6 +194,15 @@ describe("download safety", function()
       assert.is_false(fe.exists(final))
       assert.equal(0, #fe.file_requests(env:log(mark)))
       assert.equal("link", fe.sh("test -L " .. q(part) .. " && echo link"))
+      -- a hard link to another file is not written through either
+      os.remove(part)
+      fe.sh("ln " .. q(victim) .. " " .. q(part))
+      files, err = c:download(task, { dir = dir, outputs = out.name })
+      assert.is_nil(files)
+      fe.check_err(err, "io")
+      assert.truthy(err.message:find("hard links", 1, true), err.message)
+      assert.equal("precious", fe.read(victim))
+      assert.is_false(fe.exists(final))
     end)
   end
 

@@ -4,8 +4,8 @@
  * part file's fate: renamed on success; on failure kept only with req.keep_partial, else
  * unlinked (only ever a regular file).
  * The part file is opened when the request is added, without following a symlink
- * (O_NOFOLLOW; created with O_EXCL), must be a regular file, and is held with an exclusive
- * flock(2) for the whole transfer: a second download of the same part gets an "io" error
+ * (O_NOFOLLOW; created with O_EXCL), must be a regular file with no other hard link, and
+ * is held with an exclusive flock(2) for the whole transfer: a second download of the same part gets an "io" error
  * (busy) at once instead of writing into it, and a killed process's lock dies with it, so the
  * next run may resume its part. Every unlink or rename of the part happens while the lock is
  * held and only after checking that the name still points at the inode we hold. The final
@@ -56,7 +56,8 @@ static int same_file(const char *name, long long dev, long long ino)
 /* Opens the part file without following a symlink, checks it is a regular file and takes
  * its exclusive lock. Returns the fd (size in *size), or -1 with errno set; EWOULDBLOCK when
  * another download holds it, ELOOP for a symlink, EINVAL for anything else that is not a
- * regular file, ENOENT when absent and not `create`. */
+ * regular file, EMLINK for a file with other hard links (writing would change them too),
+ * ENOENT when absent and not `create`. */
 static int lock_part(const char *part, int create, long long *dev, long long *ino,
                      long long *size)
 {
@@ -69,8 +70,8 @@ static int lock_part(const char *part, int create, long long *dev, long long *in
       if (fd < 0 && errno == EEXIST) continue; /* another process made it: look again */
     }
     if (fd < 0) return -1;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      int e = EINVAL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+      int e = S_ISREG(st.st_mode) && st.st_nlink > 1 ? EMLINK : EINVAL;
       close(fd);
       errno = e;
       return -1;
@@ -109,6 +110,8 @@ static void lock_err(tk_transfer *t, int e)
     tk_set_err(t, "io", 0, "part file %s is a symbolic link (not followed)", part);
   else if (e == EINVAL)
     tk_set_err(t, "io", 0, "part file %s is not a regular file", part);
+  else if (e == EMLINK)
+    tk_set_err(t, "io", 0, "part file %s has other hard links (not written through)", part);
   else
     set_io_err(t, "cannot open", e);
 }
@@ -464,6 +467,7 @@ int tk_dl_remove_part(lua_State *L)
     lua_pushboolean(L, 0);
     lua_pushstring(L, e == EWOULDBLOCK ? "locked by another download" :
                       e == ELOOP ? "a symbolic link" : e == EINVAL ? "not a regular file" :
+                      e == EMLINK ? "has other hard links" :
                       strerror(e));
     return 2;
   }
