@@ -15,7 +15,10 @@ CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 PKGS    := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted luajit2 \
            libluajit2-5.1-dev nginx libnginx-mod-http-lua lua-resty-core valgrind \
-           openssl coreutils util-linux
+           openssl libssl-dev coreutils util-linux \
+           luarocks lua5.1 liblua5.1-0-dev \
+           file pngcheck gifsicle webp libjpeg-turbo-progs python3-pil \
+           chromium
 
 ifeq ($(LUA),luajit)
   LUA_INC  ?= /usr/include/luajit-2.1
@@ -40,7 +43,7 @@ build: $(MODULE)
 $(MODULE): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -std=c99 -D_GNU_SOURCE -fPIC -shared -I$(LUA_INC) \
-	    -o $@ $(SRCS) -lcurl
+	    -o $@ $(SRCS) -lcurl -lcrypto
 
 build-all:
 	$(MAKE) build LUA=lua5.4

@@ -20,7 +20,7 @@ dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1.0",
 }
--- libcurl comes from the system (Debian: libcurl4-openssl-dev); its headers live in a
+-- libcurl and libcrypto come from the system (Debian: libcurl4-openssl-dev, libssl-dev); their headers live in a
 -- multiarch folder the compiler finds by itself, so no external_dependencies probe is made.
 build = {
   type = "builtin",
@@ -29,9 +29,10 @@ build = {
       sources = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
         "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c",
+        "src/crypto.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "curl" },
+      libraries = { "curl", "crypto" },
     },
     ["taskapi"] = "lua/taskapi/init.lua",
     ["taskapi.client"] = "lua/taskapi/client.lua",
@@ -45,18 +46,22 @@ build = {
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
     ["taskapi.provider"] = "lua/taskapi/provider.lua",
     ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",
+    ["taskapi.providers.tripo_v2"] = "lua/taskapi/providers/tripo_v2.lua",
     ["taskapi.providers.sellerpic"] = "lua/taskapi/providers/sellerpic.lua",
     ["taskapi.scheduler"] = "lua/taskapi/scheduler.lua",
     ["taskapi.secret"] = "lua/taskapi/secret.lua",
     ["taskapi.wait"] = "lua/taskapi/wait.lua",
+    ["taskapi.webhook"] = "lua/taskapi/webhook.lua",
     ["taskapi.upload"] = "lua/taskapi/upload.lua",
     ["taskapi.cli"] = "lua/taskapi/cli.lua",
     ["taskapi.fake"] = "lua/taskapi/fake/init.lua",
     ["taskapi.fake.model"] = "lua/taskapi/fake/model.lua",
+    ["taskapi.fake.media"] = "lua/taskapi/fake/media.lua",
     ["taskapi.fake.inprocess"] = "lua/taskapi/fake/inprocess.lua",
     ["taskapi.fake.nginx"] = "lua/taskapi/fake/nginx.lua",
     ["taskapi.fake.server"] = "lua/taskapi/fake/server.lua",
     ["taskapi.fake.cli"] = "lua/taskapi/fake/cli.lua",
+    ["taskapi.fake.webhook"] = "lua/taskapi/fake/webhook.lua",
   },
   install = {
     bin = { taskapi = "bin/taskapi" },

@@ -137,17 +137,27 @@ function L.start_fake(ttl)
   return assert(require("taskapi.fake.server").start { ttl = ttl or 900 })
 end
 
--- A Tripo client of the fake's constant status (`/static/task/<id>`): min_interval 0.
+-- A Tripo V3 client of the fake's constant status (`/static/tasks/<id>`): min_interval 0.
 function L.static_client(url)
   return assert(require("taskapi").new {
     provider = "tripo", api_key = L.KEY, base_url = url .. "/static", min_interval = 0,
   })
 end
 
--- A Tripo client of the fake's model (min_interval 0: the fake's tasks are short).
-function L.fake_client(url)
+--- The Tripo V3 definition without its batch read (a copy): one GET per task and poll.
+function L.tripo_without_batch()
+  local d = {}
+  for k, v in pairs(require("taskapi.providers.tripo")) do d[k] = v end
+  d.batch = nil
+  return d
+end
+
+-- A Tripo V3 client of the fake's model (min_interval 0: the fake's tasks are short).
+-- batch = false: without the batch read (one GET per task and poll).
+function L.fake_client(url, batch)
   return assert(require("taskapi").new {
-    provider = "tripo", api_key = L.KEY, base_url = url .. "/tripo/v2/openapi", min_interval = 0,
+    provider = batch == false and L.tripo_without_batch() or "tripo", api_key = L.KEY,
+    base_url = url .. "/tripo/v3", min_interval = 0,
   })
 end
 
@@ -167,15 +177,23 @@ function L.create_tasks(url, n, spec)
 end
 
 -- Counts every transfer the library makes from now on (API calls, retries, downloads);
--- returns a function giving the count so far.
+-- returns a function giving the count so far, and the task polls among them (a status GET
+-- is one, a batch read of n tasks n: counted from wait's calls of client:_status_many, one
+-- request each, without decoding anything).
 function L.count_requests()
   local engine = require "taskapi.engine"
+  local Client = require("taskapi.client").Client
   local n, orig = 0, engine.request
+  local batches, batched, many = 0, 0, Client._status_many
   engine.request = function(...)
     n = n + 1
     return orig(...)
   end
-  return function() return n end
+  Client._status_many = function(self, sids, ...)
+    batches, batched = batches + 1, batched + #sids
+    return many(self, sids, ...)
+  end
+  return function() return n, n - batches + batched end
 end
 
 -- The peers' normalization: the same normalized task as client:status builds.

@@ -20,4 +20,4 @@ LUA_PATH='./?.lua;./lua/?.lua;./lua/?/init.lua;;'
 LUA_CPATH_5_4='./build/lua5.4/?.so;;'
 LUA_CPATH='./build/luajit/?.so;;'
 export LUA_PATH LUA_CPATH_5_4 LUA_CPATH
-exec lua5.4 bench/run.lua "$@"
+lua5.4 bench/run.lua "$@"; rc=$?; lua5.4 bench/plot.lua || rc=1; exit $rc # [plot] bench/policy.svg, bench/ratios.svg

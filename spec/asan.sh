@@ -4,12 +4,14 @@
 # suite under lua5.4 with the sanitizer runtimes preloaded. Any ASan or UBSan report fails the
 # run (halt_on_error, and the report log is checked afterwards too); prints busted's summary.
 cd "$(dirname "$0")/.." || exit 2
+# the suite's name: what a spec's own output files go under (build/asan/), see run-all.sh
+TASKAPI_SUITE=${TASKAPI_SUITE:-asan}; export TASKAPI_SUITE
 CC=${CC:-cc}
 OUT=build/asan
 mkdir -p "$OUT/taskapi"
 $CC -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
   -Wall -Wextra -std=c99 -D_GNU_SOURCE -fPIC -shared -I/usr/include/lua5.4 \
-  -o "$OUT/taskapi/core.so" src/*.c -lcurl || exit 1
+  -o "$OUT/taskapi/core.so" src/*.c -lcurl -lcrypto || exit 1
 # Child processes of the specs (nginx, curl, mktemp, sh) must not inherit the sanitizer
 # runtime (their own leaks at exit are not ours): a tiny preloaded library takes LD_PRELOAD
 # out of the environment once the interpreter has started with it.

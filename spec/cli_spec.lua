@@ -159,6 +159,14 @@ describe("bin/taskapi", function()
     assert.matches("key=value", err)
   end)
 
+  it("--region picks Tripo's region and a wrong one is a usage error naming the known ones", function()
+    local code, _, err = run("balance --region mars " .. base())
+    assert.equal(2, code)
+    assert.matches("option 'region' must be one of cn, global, got 'mars'", err)
+    code = run("balance --region cn " .. base()) -- --base-url still wins: the fake answers
+    assert.equal(0, code)
+  end)
+
   it("--api-key works but warns that it lands in shell history", function()
     local code, out, err = run("balance --api-key test-key " .. base(), { key = false })
     assert.equal(0, code)
@@ -173,11 +181,12 @@ describe("bin/taskapi", function()
       it("balance, plain and --json", function()
         local code, out = run("balance " .. P)
         assert.equal(0, code)
-        assert.matches(provider == "tripo" and "balance: %d+\nfrozen: %d+" or "remaining: %d+\ntotal: %d+\nusage: %d+", out)
+        assert.matches(({ tripo = "balance: %d+%.?%d*\nfrozen: %d+", ["tripo-v2"] = "balance: %d+\nfrozen: %d+",
+          sellerpic = "remaining: %d+\ntotal: %d+\nusage: %d+" })[provider], out)
         code, out = run("balance --json " .. P)
         assert.equal(0, code)
         local b = json_lines(out)[1]
-        if provider == "tripo" then assert.is_number(b.balance) else assert.is_number(b.remaining) end
+        if fe.is_tripo(provider) then assert.is_number(b.balance) else assert.is_number(b.remaining) end
       end)
 
       it("upload prints the reference; --json names it; the fake got the bytes", function()
@@ -186,7 +195,7 @@ describe("bin/taskapi", function()
         local code, out = run("upload " .. dir .. "/cat.png --json " .. P)
         assert.equal(0, code)
         local j = json_lines(out)[1]
-        local field = provider == "tripo" and "image_token" or "fileKey"
+        local field = ({ tripo = "file_token", ["tripo-v2"] = "image_token", sellerpic = "fileKey" })[provider]
         assert.is_string(j.ref)
         assert.equal(j.ref, j[field])
         local log = env:log(mark)
@@ -197,8 +206,8 @@ describe("bin/taskapi", function()
       end)
 
       it("create --param (numbers, booleans, nested fake script), then status, wait --download and download", function()
-        local code, out = run("create --type " .. (provider == "tripo" and "text_to_model" or "instructEdit") ..
-          " --param prompt=cat --param seed=42 --param hd=true --param fake.queue=0 --param fake.run=1 --json " .. P)
+        local code, out = run("create --type " .. (fe.is_tripo(provider) and "text_to_model" or "instructEdit") ..
+          (provider == "tripo" and " --param model_version=v3.1-20260211" or "") .. " --param prompt=cat --param seed=42 --param hd=true --param fake.queue=0 --param fake.run=1 --json " .. P)
         assert.equal(0, code)
         local id = json_lines(out)[1].id
         assert.is_string(id)
@@ -293,7 +302,7 @@ describe("bin/taskapi", function()
   it("create --wait on a terminal redraws a live progress line in place", function()
     local ddir = dir .. "/tty"
     local cmd = "LUA_PATH=';;' LUA_CPATH=';;' TASKAPI_API_KEY=test-key " .. LUA .. " bin/taskapi create --type text_to_model" ..
-      " --param fake.queue=1 --param fake.run=2 --param fake.file_size=200000 --wait --download " .. ddir .. " " ..
+      " --param model_version=v3.1-20260211 --param fake.queue=1 --param fake.run=2 --param fake.file_size=200000 --wait --download " .. ddir .. " " ..
       FAST .. " " .. base()
     local p = io.popen("script -qfec " .. fe.q(cmd) .. " /dev/null; echo \"exit=$?\"")
     local out = p:read("*a")
@@ -360,9 +369,9 @@ describe("bin/taskapi", function()
     assert.equal(0, code)
     assert.equal(url .. "\n", out)
     assert.matches("^taskapi fake: running, pid %d+, stops by itself in %d+ s", err)
-    assert.equal(0, (run("balance --base-url " .. url .. "/tripo/v2/openapi")))
-    assert.equal(0, (run("balance --base-url " .. url .. "/tripo/v2/openapi", { key = "my-own-key" })))
-    assert.equal(3, (run("balance --base-url " .. url .. "/tripo/v2/openapi", { key = "not-this-key" })))
+    assert.equal(0, (run("balance --base-url " .. url .. "/tripo/v3")))
+    assert.equal(0, (run("balance --base-url " .. url .. "/tripo/v3", { key = "my-own-key" })))
+    assert.equal(3, (run("balance --base-url " .. url .. "/tripo/v3", { key = "not-this-key" })))
     assert.is_nil(fe.read(state):find("my-own-key", 1, true))  -- the state file holds no key
     code, out, err = run("fake start --key another-key --state " .. state)  -- not silently reused
     assert.equal(1, code)

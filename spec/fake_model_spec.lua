@@ -699,9 +699,11 @@ describe("fake model", function()
       assert.is_nil(d.running_left_time)
       assert.equal(0, d.credits_consumed)
       assert.equal("2023-11-14T22:13:20Z", d.created_at)
-      assert.equal(cjson.null, d.completed_at)
-      assert.equal(cjson.null, d.error_code)
-      assert.equal(cjson.null, d.error_message)
+      -- left out, not null, until final / unless failed (Tripo's JS SDK types them optional)
+      assert.is_nil(d.completed_at)
+      assert.is_nil(d.error_code)
+      assert.is_nil(d.error_message)
+      assert.falsy(r.body:find("null", 1, true))
       assert.same({}, d.output)
       assert.same({}, d.input)
       assert.is_nil(d.create_time)
@@ -712,7 +714,7 @@ describe("fake model", function()
       assert.equal(50, d.progress)
       assert.equal(2, d.running_left_time)
       assert.is_nil(d.queuing_num)
-      assert.equal(cjson.null, d.completed_at)
+      assert.is_nil(d.completed_at)
       now = now + 2
       d = select(2, v3status(id)).data
       assert.equal("success", d.status)
@@ -724,7 +726,7 @@ describe("fake model", function()
       assert.is_true(is_iso(d.created_at))
       assert.is_nil(d.queuing_num)
       assert.is_nil(d.running_left_time)
-      assert.equal(cjson.null, d.error_code)
+      assert.is_nil(d.error_code)
       assert.matches("^http://fake%.invalid/files/%w+/model%.glb$", d.output.model_url)
       assert.matches("^http://fake%.invalid/files/%w+/rendered_image%.webp$", d.output.rendered_image_url)
       assert.is_nil(d.output.model)
@@ -945,6 +947,39 @@ describe("fake model", function()
       assert.matches("/model%.fbx$", select(2, v3status(id)).data.output.model_url)
     end)
 
+    it("makes the model file in the format the create asked for (format, out_format, quad)", function()
+      -- Tripo's SDKs: convertModel emits the requested format, quad forces FBX; downloads are
+      -- named by the URL's extension
+      local function model_url(path, body)
+        local id = create(path, body)
+        now = now + 10
+        return select(2, v3status(id)).data.output.model_url
+      end
+      assert.matches("/model%.fbx$", model_url("/models/convert", '{"input":"t1","format":"FBX"}'))
+      assert.matches("/model%.obj$", model_url("/models/convert", '{"input":"t1","format":"obj"}'))
+      assert.matches("/model%.fbx$", model_url("/animations/rig", '{"input":"t1","out_format":"fbx"}'))
+      assert.matches("/model%.fbx$", model_url("/generation/text-to-model",
+        '{"prompt":"p","model":"P2-20260801","quad":true}'))
+      assert.matches("/model%.glb$", model_url("/generation/text-to-model", '{"prompt":"p","model":"v3.1-20260211"}'))
+      assert.matches("/model%.glb$", model_url("/models/convert", '{"input":"t1","format":"GLB"}'))
+      assert.matches("/model%.glb$", model_url("/models/convert", '{"input":"t1","format":"WAV"}'))
+      local rid = create("/animations/retarget", '{"input":"t1","animations":["preset:idle","preset:walk"],"out_format":"fbx"}')
+      now = now + 10
+      local urls = select(2, v3status(rid)).data.output.model_urls
+      assert.equal(2, #urls)
+      for _, u in ipairs(urls) do assert.matches("%.fbx$", u) end
+      -- V2 the same (the Python SDK's convert_model sends format "FBX")
+      local r = post(TRIPO .. "/task", '{"type":"convert_model","original_model_task_id":"t1","format":"FBX"}')
+      local id = decode(r).data.task_id
+      now = now + 10
+      local d = select(2, tstatus(id)).data
+      assert.matches("/model%.fbx$", d.output.model)
+      assert.matches("/rendered_image%.webp$", d.output.rendered_image)
+      -- a spec's own outputs win
+      id = m:add_task({ provider = "tripo", queue = 0, run = 0, input = { format = "FBX" }, outputs = { "model" } })
+      assert.matches("/model%.glb$", select(2, v3status(id)).data.output.model_url)
+    end)
+
     it("sends the five-value status list by default, banned and expired as failed with their codes", function()
       local want = {
         success = { "success" }, cancelled = { "cancelled" }, failed = { "failed", 1001 },
@@ -961,8 +996,8 @@ describe("fake model", function()
           assert.equal(0, d.credits_consumed)
           assert.same({}, d.output)
         else
-          assert.equal(cjson.null, d.error_code)
-          assert.equal(cjson.null, d.error_message)
+          assert.is_nil(d.error_code)
+          assert.is_nil(d.error_message)
         end
         assert.equal(final, select(2, tstatus(id)).data.status) -- V2 keeps its own list
       end
@@ -1193,6 +1228,21 @@ describe("fake model", function()
         assert.equal(200, upload("upload.bin", "x", nil, "image/png").status)
         assert.equal(200, upload("upload.bin", "x", nil, "model/gltf-binary; charset=binary").status)
         assert.equal(400, upload("upload.bin", "x", nil, "image/gif").status)
+        -- neither name nor type tells (the JS SDK's uploadFile(buffer) without options sends
+        -- "upload.bin" as application/octet-stream): the leading bytes decide
+        local png = "\137PNG\r\n\26\n\0\0\0\rIHDR"
+        for _, c in ipairs({ { "upload.bin", "application/octet-stream", png, "png" }, { "blob", nil, png, "png" },
+          { "upload.bin", "application/octet-stream", "\255\216\255\224..JFIF", "jpeg" },
+          { "upload.bin", "application/octet-stream", "RIFF\0\0\0\0WEBPVP8 ", "webp" },
+          { "upload.bin", "application/octet-stream", "glTF\2\0\0\0", "glb" } }) do
+          local r = upload(c[1], c[3], nil, c[2])
+          assert.equal(200, r.status, c[4])
+          assert.equal(c[4], m.file_tokens[decode(r).data.file_token].format)
+        end
+        -- a name or a type that says otherwise still refuses, whatever the bytes
+        assert.equal(2004, decode(upload("hero.gif", png, nil, "application/octet-stream")).code)
+        assert.equal(2004, decode(upload("upload.bin", png, nil, "image/gif")).code)
+        assert.equal(2004, decode(upload("upload.bin", "plain text", nil, "application/octet-stream")).code)
         local r = m:handle({ method = "POST", path = V3 .. "/files", query = {},
           headers = { authorization = "Bearer test-key", ["content-type"] = "multipart/form-data; boundary=XyZ" },
           body = multipart("a.png", "x", "image") })

@@ -3,12 +3,17 @@
 -- (the right result, or the documented error) and that nothing is lost: the destination holds
 -- only complete files (no .part, no partial file under any name), no error, file or file-host
 -- request carries the API key. The rows are data; one loop runs them. The table is written to
--- build/fault_matrix.md as the spec runs.
+-- build/<suite>/fault_matrix.md as the spec runs: <suite> is $TASKAPI_SUITE (spec/run-all.sh,
+-- asan.sh and memcheck.sh set it: lua5.4, luajit, asan, memcheck) or the runtime's name, so
+-- suites running at once never write one file.
 local fe = require "support.fake_env"
 
 local KEY = fe.KEY
 local SIZE = 300000
-local MD = "build/fault_matrix.md"
+local SUITE = os.getenv("TASKAPI_SUITE")
+if not SUITE or not SUITE:match("^[%w._-]+$") then SUITE = jit and "luajit" or "lua5.4" end
+local MD_DIR = "build/" .. SUITE
+local MD = MD_DIR .. "/fault_matrix.md"
 
 -- Extra locations of the fake's nginx for faults the model does not script: a connection cut
 -- in the middle of a JSON body, a body nested 10,000 deep, a redirect loop. Each answers any
@@ -127,7 +132,7 @@ describe("fault matrix", function()
 
   setup(function()
     env = fe.start { locations = LOCATIONS }
-    os.execute("mkdir -p build")
+    os.execute("mkdir -p " .. fe.q(MD_DIR))
     local f = assert(io.open(MD, "w"))
     f:write("| fault | provider | outcome | files left | keys leaked |\n|---|---|---|---|---|\n")
     f:close()

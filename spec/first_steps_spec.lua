@@ -64,7 +64,8 @@ describe("first steps", function()
   end)
 
   for _, p in ipairs(fe.PROVIDERS) do
-    local var = p == "tripo" and "TRIPO_API_KEY" or "SELLERPIC_API_KEY"
+    local tripo = p:match("^tripo") ~= nil -- tripo, tripo-v2
+    local var = tripo and "TRIPO_API_KEY" or "SELLERPIC_API_KEY"
     it("taskapi.new without api_key reads " .. var .. "; without it the error names the variable (" .. p .. ")", function()
       local cwd = dir .. "/env-" .. p
       os.execute("mkdir " .. q(cwd))
@@ -83,7 +84,7 @@ describe("first steps", function()
       assert.matches("^balance: taskapi auth: ", out)
       assert.is_nil(out:find("wrong-key-4567", 1, true))
       -- neither api_key nor the variable (the other provider's does not count)
-      code, out = script(cwd, text, (p == "tripo" and "SELLERPIC_API_KEY" or "TRIPO_API_KEY") .. "=test-key")
+      code, out = script(cwd, text, (tripo and "SELLERPIC_API_KEY" or "TRIPO_API_KEY") .. "=test-key")
       assert.equal(2, code, out)
       assert.equal("new: taskapi invalid_argument: option 'api_key' is required (or set " .. var .. ")\n", out)
     end)

@@ -90,6 +90,15 @@ describe("installing", function()
     end)
   end
 
+  it("a symbolic link to a checkout's bin/taskapi finds that checkout", function()
+    local links = tmp .. "/links"
+    files.mkdir_p(links)
+    assert(os.execute("ln -s " .. q(src .. "/bin/taskapi") .. " " .. q(links .. "/taskapi")))
+    local code = run_in(src, nil, "make -s build LUA=lua5.4 >/dev/null")
+    assert.equal(0, code)
+    check_launcher(links .. "/taskapi", "5.4")
+  end)
+
   for _, ver in ipairs({ "5.1", "5.4" }) do
     it("luarocks make --deps-mode=none --lua-version=" .. ver .. " into a new tree builds without warning and loads", function()
       if not has_luarocks(ver) then

@@ -136,9 +136,10 @@ describe("scheduler over HTTP", function()
 
 
   it("wakes one coroutine per due poll in wait_all, not every worker", function()
-    local c = env:client("tripo")
+    -- SellerPic: one request per poll (Tripo's batched polls: spec/wait_batch_spec.lua)
+    local c = env:client("sellerpic")
     local ids = {}
-    for i = 1, 150 do ids[i] = env:add { provider = "tripo", queue = (i % 13) * 0.05, run = 0.5 + (i % 37) * 0.05 } end
+    for i = 1, 150 do ids[i] = env:add { provider = "sellerpic", queue = (i % 13) * 0.05, run = 0.5 + (i % 37) * 0.05 } end
     local engine = require "taskapi.engine"
     local resumes, polls = 0, 0
     local resume, request = coroutine.resume, engine.request

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "compat.h"
+#include "crypto.h"
 #include "errors.h"
 #include "json.h"
 #include "parse.h"
@@ -83,6 +84,7 @@ int luaopen_taskapi_core(lua_State *L)
   tk_transport_open(L);
   lua_newtable(L);
   luaL_setfuncs(L, core_funcs, 0);
+  tk_crypto_open(L); /* hmac_sha256, sha256, sha256_file, equal (crypto.c) */
   lua_pushliteral(L, TK_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushstring(L, curl_version());

@@ -1,14 +1,23 @@
-/* mime.c: multipart/form-data bodies for taskapi.core (req.mime), built with libcurl's mime
- * API. A part is either a file, {name=, path=, type=?, filename=?}, which libcurl streams from
- * disk while sending (curl_mime_filedata: the file is never read into Lua or into memory), or
- * a plain field, {name=, data=} (copied by libcurl).
- * Ownership: the curl_mime handle belongs to its transfer (t->mime) from the moment it is
- * made; tk_mime_free is its one, idempotent release, called once the easy handle that uses
- * it is gone (transfer finished, aborted or released). */
+/* mime.c: request bodies from files for taskapi.core.
+ * - req.mime: multipart/form-data, built with libcurl's mime API. A part is either a file,
+ *   {name=, path=, type=?, filename=?}, which libcurl streams from disk while sending
+ *   (curl_mime_filedata: the file is never read into Lua or into memory), or a plain field,
+ *   {name=, data=} (copied by libcurl).
+ * - req.body_file: the whole body of a PUT or POST is one file, sent as it is (a presigned
+ *   upload to a storage host), read by our read callback in libcurl's chunks, with its size
+ *   at setup (fstat) as Content-Length and req.body_type (or nothing) as Content-Type. A
+ *   seek callback lets libcurl rewind it (a redirect, a reused connection that closed). A
+ *   file that shrinks or cannot be read while sending ends the transfer as kind io.
+ * Ownership: the curl_mime handle (t->mime) and the body file's FILE (t->bf.fp) belong to
+ * their transfer from the moment they are made; tk_mime_free is their one, idempotent
+ * release, called once the easy handle that uses them is gone (transfer finished, aborted or
+ * released, including a setup that failed). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include "transport.h"
 
@@ -116,8 +125,137 @@ const char *tk_mime_setup(lua_State *L, int ridx, tk_transfer *t)
   return NULL;
 }
 
+/* ---------------------------------------------------------------- req.body_file */
+
+static size_t body_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+  tk_transfer *t = (tk_transfer *)ud;
+  tk_body_file *bf = &t->bf;
+  size_t want = size * nitems, n;
+  long long left = bf->size - bf->sent;
+  if (left <= 0 || !bf->fp) return 0;
+  if ((long long)want > left) want = (size_t)left;
+  n = fread(buf, 1, want, bf->fp);
+  if (n == 0) {
+    if (ferror(bf->fp))
+      tk_set_err(t, "io", 0, "cannot read the file to send: %s", strerror(errno));
+    else
+      tk_set_err(t, "io", 0, "the file to send shrank while sending (%lld of %lld bytes read)",
+                 bf->sent, bf->size);
+    return CURL_READFUNC_ABORT;
+  }
+  bf->sent += (long long)n;
+  return n;
+}
+
+static int body_seek(void *ud, curl_off_t offset, int origin)
+{
+  tk_transfer *t = (tk_transfer *)ud;
+  tk_body_file *bf = &t->bf;
+  if (!bf->fp || origin != SEEK_SET) return CURL_SEEKFUNC_CANTSEEK;
+  if (offset < 0 || (long long)offset > bf->size) return CURL_SEEKFUNC_FAIL;
+  clearerr(bf->fp);
+  if (fseeko(bf->fp, (off_t)offset, SEEK_SET) != 0) return CURL_SEEKFUNC_FAIL;
+  bf->sent = (long long)offset;
+  return CURL_SEEKFUNC_OK;
+}
+
+static int slist_has(const struct curl_slist *s, const char *name)
+{
+  size_t n = strlen(name);
+  for (; s; s = s->next)
+    if (strncasecmp(s->data, name, n) == 0 && s->data[n] == ':') return 1;
+  return 0;
+}
+
+static const char *body_err(tk_transfer *t, const char *what, const char *detail)
+{
+  char *b = tk_err_buf(t);
+  if (!b) return "req.body_file: out of memory";
+  snprintf(b, TK_ERR_MSG_MAX, "req.body_file: %s: %s", what, detail);
+  return b;
+}
+
+const char *tk_body_file_setup(lua_State *L, int ridx, tk_transfer *t)
+{
+  CURL *e = t->easy;
+  const char *path, *method = "GET", *type = NULL;
+  size_t plen, tlen = 0;
+  struct stat st;
+  int put, base = lua_gettop(L);
+  const char *err = NULL;
+
+  lua_getfield(L, ridx, "body_file");
+  if (lua_isnil(L, -1)) {
+    lua_settop(L, base);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) return "req.body_file must be a path (a string)";
+  path = lua_tolstring(L, -1, &plen);
+  lua_getfield(L, ridx, "method");
+  if (lua_type(L, -1) == LUA_TSTRING) method = lua_tostring(L, -1);
+  lua_getfield(L, ridx, "body");
+  lua_getfield(L, ridx, "body_type");
+  if (plen == 0 || memchr(path, '\0', plen)) err = "req.body_file is empty or holds a NUL byte";
+  else if (t->mime) err = "req.mime and req.body_file exclude each other";
+  else if (!lua_isnil(L, -2)) err = "req.body and req.body_file exclude each other";
+  else if (strcmp(method, "PUT") != 0 && strcmp(method, "POST") != 0)
+    err = "req.body_file needs method PUT or POST";
+  else if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+    err = "req.body_type must be a string";
+  if (!err && lua_type(L, -1) == LUA_TSTRING) {
+    size_t i;
+    type = lua_tolstring(L, -1, &tlen);
+    for (i = 0; i < tlen; i++)
+      if (type[i] == '\r' || type[i] == '\n' || type[i] == '\0') break;
+    if (tlen == 0 || i < tlen) err = "req.body_type must be a content type without line breaks";
+    else if (tlen > 256) err = "req.body_type is longer than 256 bytes";
+    else if (slist_has(t->slist, "Content-Type"))
+      err = "req.body_type and a Content-Type header in req.headers exclude each other";
+  }
+  if (err) return err; /* the caller drops the stack */
+  put = strcmp(method, "PUT") == 0;
+  /* stat first: opening a FIFO would block */
+  if (stat(path, &st) != 0) return body_err(t, "cannot read the file", strerror(errno));
+  if (!S_ISREG(st.st_mode)) return "req.body_file is not a regular file";
+  t->bf.fp = fopen(path, "rbe"); /* owned by t from here: tk_mime_free closes it */
+  if (!t->bf.fp) return body_err(t, "cannot open the file", strerror(errno));
+  if (fstat(fileno(t->bf.fp), &st) != 0) return body_err(t, "cannot read the file", strerror(errno));
+  if (!S_ISREG(st.st_mode)) return "req.body_file is not a regular file";
+  t->bf.active = 1;
+  t->bf.size = (long long)st.st_size;
+  t->bf.sent = 0;
+  {
+    /* a Content-Type of our own, or none: "Content-Type:" removes libcurl's form default */
+    char h[300];
+    struct curl_slist *s;
+    if (type) snprintf(h, sizeof h, "Content-Type: %s", type);
+    else snprintf(h, sizeof h, "Content-Type:");
+    if (type || !slist_has(t->slist, "Content-Type")) {
+      s = curl_slist_append(t->slist, h);
+      if (!s) return "out of memory";
+      t->slist = s; /* setup() sets CURLOPT_HTTPHEADER from t->slist afterwards */
+    }
+  }
+  curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
+  curl_easy_setopt(e, CURLOPT_READDATA, (void *)t);
+  curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
+  curl_easy_setopt(e, CURLOPT_SEEKDATA, (void *)t);
+  if (put) {
+    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)t->bf.size);
+  } else {
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->bf.size);
+  }
+  lua_settop(L, base);
+  return NULL;
+}
+
 void tk_mime_free(tk_transfer *t)
 {
   if (t->mime) curl_mime_free(t->mime);
   t->mime = NULL;
+  if (t->bf.fp) fclose(t->bf.fp);
+  t->bf.fp = NULL;
 }

@@ -703,13 +703,16 @@ static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   lua_pop(L, 1);
 
   if ((err = tk_mime_setup(L, ridx, t))) return err;
+  if ((err = tk_body_file_setup(L, ridx, t))) return err; /* checks method, body and mime */
 
   lua_getfield(L, ridx, "method");
   if (lua_type(L, -1) == LUA_TSTRING) method = lua_tostring(L, -1);
   else if (!lua_isnil(L, -1)) return "req.method must be a string";
   lua_getfield(L, ridx, "body");
   if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) return "req.body must be a string";
-  if (t->mime) {
+  if (t->bf.active) {
+    /* req.body_file: the PUT or POST body (tk_body_file_setup) */
+  } else if (t->mime) {
     /* multipart: CURLOPT_MIMEPOST (set by tk_mime_setup) is the body */
     if (!lua_isnil(L, -1)) return "req.body and req.mime exclude each other";
     if (strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0)
@@ -997,6 +1000,9 @@ static int transfer_progress(lua_State *L)
   long long done = 0, total = 0;
   if (t->dl.active) {
     tk_dl_progress(t, &done, &total);
+  } else if (t->bf.active) { /* req.body_file: bytes of the file sent */
+    done = t->bf.sent;
+    total = t->bf.size;
   } else if (t->easy) {
     curl_off_t d = 0, c = -1;
     curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &d);

@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -51,6 +52,15 @@ typedef struct tk_dl {
   long long start_ms;    /* monotonic ms at setup */
 } tk_dl;
 
+/* req.body_file: the request body read from one file (mime.c); the FILE is owned by its
+ * transfer and closed once, by tk_mime_free. */
+typedef struct tk_body_file {
+  FILE *fp;              /* NULL when none, or once closed */
+  int active;            /* the transfer sends a body file (stays set after the close) */
+  long long size;        /* fstat size at setup: the Content-Length sent */
+  long long sent;        /* bytes handed to libcurl so far (progress) */
+} tk_body_file;
+
 enum { TK_RUNNING = 1, TK_DONE, TK_CANCELLED, TK_CLOSED };
 
 struct tk_multi;
@@ -65,6 +75,7 @@ typedef struct tk_transfer {
   CURLcode code;
   struct curl_slist *slist;
   curl_mime *mime;                 /* req.mime body (mime.c), NULL when none */
+  tk_body_file bf;                 /* req.body_file body (mime.c) */
   char errbuf[CURL_ERROR_SIZE];
   double timeout, low_speed_time;
   long low_speed_limit, max_redirects;
@@ -144,7 +155,12 @@ int tk_dl_remove_part(lua_State *L);
 /* Reads req.mime of the req table at index idx into t->mime and sets it as the body;
  * returns NULL or an error text. */
 const char *tk_mime_setup(lua_State *L, int idx, tk_transfer *t);
-/* The one release of t->mime (idempotent); only after t->easy is gone. */
+/* Reads req.body_file (with req.body_type, req.method) of the req table at index idx: opens
+ * the file into t->bf and sets it as the PUT or POST body, its fstat size as Content-Length;
+ * returns NULL or an error text. After tk_mime_setup and the headers (it checks both). */
+const char *tk_body_file_setup(lua_State *L, int idx, tk_transfer *t);
+/* The one release of t's request bodies from files, t->mime and t->bf's FILE (idempotent);
+ * only after t->easy is gone. */
 void tk_mime_free(tk_transfer *t);
 
 /* pool.c */

@@ -196,6 +196,7 @@ function Ctx:download(task, dopts)
       "  " .. fmt_bytes(speed) .. "/s" .. (total > 0 and "  " .. bar(done / total) or "")
     self.live:set(key, text, false)
   end
+  local t0 = now()
   local files, err = self.client:download(task, o)
   if not files then
     err.task_id = err.task_id or id
@@ -204,7 +205,10 @@ function Ctx:download(task, dopts)
     return nil
   end
   for _, f in ipairs(files) do
-    local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ")"
+    -- the average speed of the whole call: shown even when the file came too fast for a
+    -- progress report
+    local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ", " ..
+      fmt_bytes(f.bytes / math.max(now() - (started[id .. " " .. f.name] or t0), 0.001)) .. "/s)"
     if f.skipped then line = "kept " .. f.path .. " (exists; --overwrite replaces it)" end -- files branch
     if self.opts.json then
       self:emit({ object = "file", id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type,
@@ -322,8 +326,10 @@ local function provider_names()
 end
 
 local GLOBAL = {
-  provider = { arg = "NAME", help = table.concat(provider_names(), ", ") .. " (default tripo; any case)" },
-  ["base-url"] = { arg = "URL", help = "another API root (a region, the fake provider)" },
+  provider = { arg = "NAME", help = table.concat(provider_names(), ", ") ..
+    " (default tripo: Tripo's current V3 API; any case)" },
+  region = { arg = "NAME", help = "Tripo: cn for Tripo's China hosts (a key works in its own region)" },
+  ["base-url"] = { arg = "URL", help = "another API root (the fake provider, a proxy)" },
   ["api-key"] = { arg = "KEY", help = "the key (lands in your shell history: prefer the environment)" },
   json = { help = "one JSON object per task or file per line" },
   help = { help = "this text" },
@@ -420,7 +426,7 @@ COMMANDS.create = {
 
 COMMANDS.upload = {
   usage = "upload FILE",
-  about = "upload an image (jpg, jpeg, png, webp); prints the token to pass to create",
+  about = "upload an image (jpg, jpeg, png, webp; Tripo V3 also bmp, tiff and models: glb obj fbx stl 3mf usdz); prints the token to pass to create",
   min_args = 1, max_args = 1,
   run = function(ctx, args)
     local ref, err = ctx.client:upload(args[1])
@@ -621,7 +627,8 @@ local function make_client(o, env)
     return nil, require("taskapi.errors").new("invalid_argument",
       "no API key: set TASKAPI_API_KEY (or " .. tostring(def.key_env) .. ")")
   end
-  return taskapi.new({ provider = provider, api_key = key, base_url = o["base-url"], min_interval = o["min-interval"] })
+  return taskapi.new({ provider = provider, api_key = key, base_url = o["base-url"], region = o.region,
+    min_interval = o["min-interval"] })
 end
 
 --- Runs the command line args (arg of the script); returns the exit code.

@@ -158,6 +158,59 @@ function Client:_status(sid, retries)
   return provider.task(self.def, data, sid, trace, core.null)
 end
 
+-- Batch reads -------------------------------------------------------------------------------
+-- def.batch = {path=, max=, field=, read=function(data, null) -> by_id, missed}: many tasks
+-- in one POST {[field] = {ids...}}. A client that got 404, 405 or 501 from it (no such
+-- endpoint), or 400 or 422 (an endpoint that does not take the request as sent: each task's
+-- own GET then says which id is at fault, if one is), remembers that it cannot batch, and
+-- reads one task per request from then on.
+local NO_ENDPOINT = { [400] = true, [404] = true, [405] = true, [422] = true, [501] = true }
+
+-- The client's batch read (def.batch), or nil when its provider has none or it proved missing.
+function Client:_batch()
+  if self.no_batch then return nil end
+  return self.def.batch
+end
+
+--- One batch read of checked ids (at most def.batch.max); retries as in _status. Returns
+--- tasks_by_id, errs_by_id (every id in one of them: an id the answer says it missed ends as
+--- not_found, one it left out as a retryable bad_response), or nil, err when the whole
+--- request failed.
+function Client:_status_many(sids, retries)
+  local def = self.def
+  local b = def.batch
+  -- checked ids (URL-safe characters) and a plain field name need no JSON escaping: the
+  -- body is joined as it is (json.encode costs 2 us per id)
+  local body = { [b.field] = sids }
+  if type(b.field) == "string" and b.field:match("^[%w_]+$") then
+    body = '{"' .. b.field .. '":["' .. table.concat(sids, '","') .. '"]}'
+  end
+  local data, trace = http.call(self, "POST", b.path, nil, body, nil, retries)
+  if not data then
+    if trace.status and NO_ENDPOINT[trace.status] then self.no_batch = true end
+    return nil, trace
+  end
+  local by, missed = b.read(data, core.null)
+  local tasks, errs = {}, {}
+  local gone = {}
+  for i = 1, #(missed or {}) do gone[missed[i]] = true end
+  for i = 1, #sids do
+    local sid = sids[i]
+    local payload = by[sid]
+    if payload ~= nil then
+      local t, e = provider.task(def, payload, sid, trace, core.null)
+      if t then tasks[sid] = t else errs[sid] = e end
+    elseif gone[sid] then
+      errs[sid] = errors.new("not_found", def.name .. ": task not found (the batch read missed it)",
+        { task_id = sid, trace_id = trace })
+    else
+      errs[sid] = errors.new("bad_response", def.name .. ": the batch read's answer left the task out",
+        { task_id = sid, trace_id = trace, retryable = true })
+    end
+  end
+  return tasks, errs
+end
+
 local function is_task(v, def)
   return type(v) == "table" and type(v.id) == "string" and type(v.outputs) == "table" and v.provider == def.name
 end
@@ -180,8 +233,17 @@ end
 --- the body. Tripo V3: the type picks the capability's endpoint (V2 names such as
 --- "text_to_model" or V3 names such as "text-to-model"), the body goes without `type`. Tripo V2:
 --- the body carries `type`. SellerPic: the type picks the endpoint.
-function Client:create(params)
+function Client:create(params, opts)
   if type(params) ~= "table" then return errors.invalid("create expects a table of parameters, got " .. type(params)) end
+  local any_type = false
+  if opts ~= nil then
+    if type(opts) ~= "table" then return errors.invalid("create: options must be a table, got " .. type(opts)) end
+    for k, v in pairs(opts) do
+      if k ~= "any_type" then return errors.invalid("create: unknown option '" .. tostring(k):sub(1, 40) .. "'") end
+      if type(v) ~= "boolean" then return errors.invalid("create: option 'any_type' must be a boolean") end
+    end
+    any_type = opts.any_type == true
+  end
   local def = self.def
   if not def.create_path and not def.create_types then return errors.invalid(def.name .. ": this provider has no create") end
   local t = params.type
@@ -198,12 +260,20 @@ function Client:create(params)
     if type(k) ~= "string" then return errors.invalid("create: parameter names must be strings, got a " .. type(k)) end
   end
   local path, body = def.create_path, params
+  -- A type the definition does not know is refused, unless the caller says it is newer than
+  -- the library (any_type): then Tripo V3 needs it as the endpoint's "group/name".
+  local known = def.create_types and (def.create_types[t] or def.create_types[t:lower()])
+  if def.create_types and not known and any_type and t:match("^[%w_%-]+/[%w_%-]+$") then known = "/" .. t end
+  if not known and def.create_known and (def.create_known[t] or any_type) then known = true end
+  if not known and (def.create_types or def.create_known) then
+    return errors.invalid("create: unknown " .. def.name .. " task type '" .. t:sub(1, 40) .. "' (known: " ..
+      table.concat(def.create_names or {}, ", ") ..
+      (def.create_types and "; or the endpoint's name, such as text-to-model" or "") ..
+      "; for a type newer than this library: create(params, { any_type = true })" ..
+      (def.create_types and " with the endpoint as the type, e.g. 'generation/new-thing'" or "") .. ")")
+  end
   if def.create_types then
-    path = def.create_types[t] or def.create_types[t:lower()]
-    if not path then
-      return errors.invalid("create: unknown " .. def.name .. " task type '" .. t:sub(1, 40) .. "' (known: " ..
-        table.concat(def.create_names or {}, ", ") .. "; or the endpoint's name, such as text-to-model)")
-    end
+    path = known
     local need = def.create_required and def.create_required[path]
     if need then
       local found = false
@@ -230,13 +300,16 @@ function Client:create(params)
   return id
 end
 
---- Uploads a local image (jpg/jpeg/png/webp) as multipart, streamed from the file: a path or
---- {path=, type=?, filename=?}. Returns the provider's reference to it as a string: Tripo's
---- image_token, SellerPic's fileKey. The file is checked before any request.
+--- Uploads a local file of a type the provider takes, streamed from the file: a path or
+--- {path=, type=?, filename=?}. Multipart up to the definition's upload_max_bytes; above it,
+--- when the definition has a presign_path, a presigned PUT to the storage host (upload.lua).
+--- Returns the provider's reference to it as a string: Tripo's file_token (V3) or image_token
+--- (V2), SellerPic's fileKey. The file is checked before any request.
 function Client:upload(path_or_opts)
-  local parts, err = upload.parts(self.def, path_or_opts)
-  if not parts then return nil, err end
+  local parts, size, info = upload.parts(self.def, path_or_opts)
+  if not parts then return nil, size end -- size is the error here
   local def = self.def
+  if upload.is_presigned(def, size) then return upload.presigned(self, info) end
   local data, uerr = http.upload(self, def.upload_path, parts)
   if not data then return nil, uerr end
   local ref = data[def.upload_result]
@@ -319,6 +392,42 @@ local function check_ids(def, ids)
     end
   end
   return out
+end
+
+--- One read of many tasks: batch requests of up to def.batch.max ids where the provider has
+--- them, one status request per id where it has none. Returns two tables keyed by task id:
+--- the tasks, and the errors of those not read (a failed request's error under each of its
+--- ids, err.task_id set). Bad ids: nil, err before any request.
+function Client:status_many(ids)
+  local list, err = check_ids(self.def, ids)
+  if not list then return nil, err end
+  local tasks, errs = {}, {}
+  local i = 1
+  while i <= #list do
+    local b = self:_batch()
+    if not b then
+      local sid = list[i]
+      tasks[sid], errs[sid] = self:_status(sid)
+      i = i + 1
+    else
+      local chunk = {}
+      for j = i, math.min(i + b.max - 1, #list) do chunk[#chunk + 1] = list[j] end
+      local t, e = self:_status_many(chunk)
+      if t then
+        for sid, task in pairs(t) do tasks[sid] = task end
+        for sid, x in pairs(e) do errs[sid] = x end
+        i = i + #chunk
+      elseif self:_batch() then
+        for _, sid in ipairs(chunk) do
+          local x = errors.new(e.kind, e.message, e)
+          x.task_id = sid
+          errs[sid] = x
+        end
+        i = i + #chunk
+      end -- else: no batch endpoint after all; the same ids again, one request each
+    end
+  end
+  return tasks, errs
 end
 
 --- Waits for many tasks at once (coroutines on one multi handle); returns two tables keyed

@@ -176,7 +176,7 @@ end
 
 --- One API call: method, a path template of the provider's ({id} and the like filled from
 --- vars: a table, or one string for {id}), an optional body table (encoded as JSON, integers
---- exact). Returns data, trace_id.
+--- exact; or a string of JSON, sent as it is). Returns data, trace_id.
 --- retries: overrides the client's count (wait passes 0: it retries on its own schedule).
 --- billed: the call may create a paid task (a create): it goes over a fresh connection (so
 --- libcurl cannot resend it on its own) and is retried only after a clean failure.
@@ -192,7 +192,8 @@ function M.call(client, method, template, vars, body, task_id, retries, billed)
   req.user_agent, req.ca_file, req.insecure = client.user_agent, client.ca_file, client.insecure
   req.max_body, req.low_speed_time = client.max_body, client.stall_time
   if body ~= nil then
-    local text, err = json.encode(body)
+    local text, err = body, nil
+    if type(body) ~= "string" then text, err = json.encode(body) end -- a string is JSON already
     if not text then return errors.invalid("request body: " .. tostring(err)) end
     req.body = text
     req.headers = s.json_headers

@@ -22,6 +22,8 @@ M.spawn = scheduler.spawn
 M.sleep = scheduler.sleep
 M.gather = scheduler.gather
 
+M.webhook = require "taskapi.webhook" -- verify(secret, headers, body), new{secret=, store=}
+
 -- Inside OpenResty, HTTP and sleeps go through nginx's event loop.
 if ngx and ngx.config and ngx.config.subsystem then require "taskapi.ngx" end
 

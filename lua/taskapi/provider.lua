@@ -173,6 +173,7 @@ local function days_from_civil(y, m, d)
   local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
   return era * 146097 + doe - 719468
 end
+M.days_from_civil = days_from_civil
 
 --- An ISO 8601 date-time ("2026-12-03T08:45:40Z", "...40.125+08:00", "... 08:45:40") as Unix
 --- seconds (a number, fractions kept), or nil when it is not one. No offset means UTC.

@@ -1,8 +1,13 @@
--- taskapi.upload: the checks of client:upload before any request, and the multipart parts
--- they turn into. The file itself is never read into Lua: only its first bytes (to know its
--- type) and its size; the C module streams it (req.mime). What differs per provider is data in
--- the provider definition: upload_path, upload_field, upload_max_bytes, upload_result.
+-- taskapi.upload: the checks of client:upload before any request, the multipart parts they
+-- turn into, and the presigned path for files over the multipart limit. The file itself is
+-- never read into Lua: only its first bytes (to know its type) and its size; the C module
+-- streams it (req.mime, or req.body_file for the presigned PUT). What differs per provider is
+-- data in the provider definition: upload_path, upload_field, upload_max_bytes (the multipart
+-- limit), upload_result, upload_types, and presign_path (a file over upload_max_bytes goes
+-- there instead: POST {"format"} answers {upload_url, <upload_result>}, then a PUT of the raw
+-- bytes to upload_url, a storage host, without the API key).
 local errors = require "taskapi.errors"
+local http = require "taskapi.http"
 
 local M = {}
 
@@ -38,7 +43,9 @@ local function mb(n)
 end
 
 --- Checks what client:upload was given: a path, or {path=, type=?, filename=?}. Returns the
---- parts of req.mime and the file's size, or nil, err (invalid_argument naming the problem).
+--- parts of req.mime, the file's size and what the presigned path needs ({path=, size=,
+--- format=, type=}), or nil, err (invalid_argument naming the problem). A file over
+--- upload_max_bytes is refused unless the definition has a presign_path.
 function M.parts(def, arg)
   if not def.upload_path then return errors.invalid(def.name .. ": this provider has no upload") end
   local o = arg
@@ -71,7 +78,7 @@ function M.parts(def, arg)
   end
   if size == 0 then return errors.invalid("upload: " .. shown .. " is empty") end
   local limit = def.upload_max_bytes
-  if limit and size > limit then
+  if limit and size > limit and not def.presign_path then
     return errors.invalid("upload: " .. shown .. " is " .. mb(size) .. " (" .. size .. " bytes); " .. def.name ..
       " takes at most " .. mb(limit))
   end
@@ -105,7 +112,117 @@ function M.parts(def, arg)
     if filename:find('["%c]') then filename = "upload." .. kind
     elseif not (ext and CONTENT_TYPES[ext]) then filename = filename .. "." .. kind end
   end
-  return { { name = def.upload_field or "file", path = path, type = ctype, filename = filename } }, size
+  return { { name = def.upload_field or "file", path = path, type = ctype, filename = filename } }, size,
+    { path = path, size = size, format = kind, type = ctype }
+end
+
+--- True when the file of M.parts goes the presigned way (over the multipart limit).
+function M.is_presigned(def, size)
+  local limit = def.upload_max_bytes
+  return def.presign_path ~= nil and limit ~= nil and size > limit
+end
+
+-- The presigned path ------------------------------------------------------------------------
+
+local function plain(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+
+-- Removes the signed URL's query string (and the URL itself) from an error's text fields.
+local function hide_url(e, url)
+  local q = url:match("%?(.*)$")
+  for k, v in pairs(e) do
+    if type(v) == "string" then
+      v = v:gsub(plain(url), ((url:gsub("%?.*$", "?...")):gsub("%%", "%%%%")))
+      if q and #q >= 4 then v = v:gsub(plain(q), "...") end
+      e[k] = v
+    end
+  end
+  return e
+end
+
+-- An error of one step: message "<provider>: upload, <step>: <what>", err.step set.
+local function step_error(def, step, err)
+  err = errors.adopt(err)
+  local msg = tostring(err.message or "")
+  local prefix = def.name .. ": "
+  if msg:sub(1, #prefix) == prefix then msg = msg:sub(#prefix + 1) end
+  err.message = def.name .. ": upload, " .. step .. ": " .. msg
+  err.step = step
+  return err
+end
+
+local function host_of(url)
+  return url:match("^%a+://([^/?#]+)") or "?"
+end
+
+-- How a storage host's answer to the PUT reads: nil on 2xx, else an error (403 expired).
+local function put_answer(def, res, host)
+  local st = res.status
+  if st >= 200 and st <= 299 then return nil end
+  local kind, retryable = "bad_response", false
+  if st == 403 then kind = "auth"
+  elseif st == 404 then kind = "not_found"
+  elseif st == 408 then kind, retryable = "timeout", true
+  elseif st == 429 then kind, retryable = "rate_limited", true
+  elseif st >= 500 then kind, retryable = "server", true
+  elseif st >= 400 then kind = "invalid_argument" end
+  local snippet = type(res.body) == "string" and res.body:sub(1, 120):gsub("%s+", " ") or ""
+  local what = st == 403 and "the storage host refused the presigned URL (expired?)" or "the storage host answered"
+  return errors.new(kind, def.name .. ": " .. what .. " (" .. host .. ")" ..
+    (snippet ~= "" and ": " .. snippet or ""), { status = st, retryable = retryable, retry_after = res.retry_after })
+end
+
+-- PUTs the file to upload_url through the engine with the client's TLS settings and stall
+-- limit (no total limit, like a download), no API headers, retried like an API call.
+-- Returns true, or nil, err (err.expired when the storage host answered 403).
+local function put_file(client, url, info)
+  local def = client.def
+  local host = host_of(url)
+  local req = {
+    method = "PUT", url = url, body_file = info.path, body_type = info.type, timeout = 0,
+    user_agent = client.user_agent, ca_file = client.ca_file, insecure = client.insecure,
+    low_speed_time = client.stall_time, max_body = 64 * 1024, response_headers = false,
+  }
+  local ok, err = http.with_retries(client, req, function(res)
+    local e = put_answer(def, res, host)
+    if e then return nil, e end
+    return true
+  end)
+  if ok then return true end
+  err = hide_url(errors.adopt(err), url)
+  if err.status == 403 then err.expired = true end
+  return nil, err
+end
+
+--- The presigned upload of a file checked by M.parts (info): presign, then PUT the bytes to
+--- the storage host; a URL the storage host refuses with 403 (expired) gets one new presign.
+--- Returns the provider's reference (upload_result of the presign answer), or nil, err with
+--- err.step "presign" or "put".
+function M.presigned(client, info)
+  local def = client.def
+  local https = client.base_url:lower():sub(1, 8) == "https://"
+  local last
+  for round = 1, 2 do
+    local data, err = http.call(client, "POST", def.presign_path, nil, { format = info.format })
+    if not data then return nil, step_error(def, "presign", err) end
+    local url, ref = data.upload_url, data[def.upload_result]
+    if type(url) ~= "string" or not url:lower():match("^https?://[^/?#]") or url:find("[%c ]") then
+      return nil, step_error(def, "presign", errors.new("bad_response", "the answer has no usable 'upload_url'"))
+    end
+    if https and url:lower():sub(1, 8) ~= "https://" then
+      return nil, step_error(def, "presign", errors.new("bad_response",
+        "the answer's upload_url is not https (" .. host_of(url) .. ") while the API is"))
+    end
+    if type(ref) ~= "string" or ref == "" then
+      return nil, step_error(def, "presign", errors.new("bad_response", "the answer has no '" .. def.upload_result .. "'"))
+    end
+    local ok, perr = put_file(client, url, info)
+    if ok then return ref end
+    last = step_error(def, "PUT to the storage host", perr)
+    last.step = "put"
+    if not perr.expired or round == 2 then break end
+  end
+  if last.expired then last.message = last.message .. "; again after a new presign" end
+  return nil, last
 end
 
 return M

@@ -7,6 +7,7 @@ local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local provider = require "taskapi.provider"
 local heap = require "taskapi.heap"
+local webhook = require "taskapi.webhook" -- [webhook] deliveries end sleeps early (webhook.hook)
 
 local M = {}
 
@@ -118,10 +119,17 @@ end
 
 --- Polls once. Returns "done", task | "failed", err | "again", seconds until the next poll.
 function M.step(w)
-  local client, p = w.client, w.p
   if w.expired then return "failed", w.expired end
   -- one request per poll: transient failures are retried on this loop's own schedule
-  local task, perr = client:_status(w.sid, 0)
+  local task, perr = w.client:_status(w.sid, 0)
+  return M.settle(w, task, perr)
+end
+
+--- What one poll's answer (task, or nil and perr) means for wait w, whether the poll was a
+--- request of its own (step) or a share of a batch (wait_many): the one place that decides
+--- the next poll. Returns what step returns.
+function M.settle(w, task, perr)
+  local client, p = w.client, w.p
   w.polls, w.polled = w.polls + 1, engine.now(client)
   local delay
   local last = w.last
@@ -162,11 +170,12 @@ end
 --- never changes: wait_all shares one among all its tasks).
 function M.wait_checked(client, sid, p)
   local w = M.start(client, sid, p)
+  local hook = webhook.hook(client):watch(w) -- [webhook] a delivery for sid ends the sleep
   while true do
     local what, v = M.step(w)
-    if what == "done" then return v end
-    if what == "failed" then return nil, v end
-    engine.sleep(client, v)
+    if what == "done" then hook:close() return v end
+    if what == "failed" then hook:close() return nil, v end
+    hook:sleep(v) -- [webhook] engine.sleep(client, v), ended at once by a delivery
   end
 end
 
@@ -174,17 +183,27 @@ M.WORKERS = 64 -- coroutines polling for wait_many, however many tasks it awaits
 M.BATCH = 0.05 -- seconds a due poll may wait for the ones due just after it, so that many
                -- waits share one wake-up of the process (polls are delayed, never advanced)
 
+-- A whole batch's failure as the error of one of its tasks (each its own table: task_id
+-- names the task, and each_completed or the caller may change it).
+local function share_of(err, sid)
+  local e = errors.new(err.kind, err.message, err)
+  e.task_id = sid
+  return e
+end
+
 --- Waits for many checked ids inside a running scheduler `s`: a heap of wait states (each
 --- its own heap entry, ordered by `at`, its next poll) served by at most M.WORKERS coroutines
 --- (a waiting task costs its state, not a coroutine). One worker sleeps until the earliest
 --- poll is due (plus M.BATCH when others wait, so that polls due close together go out
 --- together); the others park on an event until there is work, so a due poll wakes one
---- coroutine, not all of them. Calls on_done(sid, task, err) as each one ends; returns when
---- all have.
+--- coroutine, not all of them. Where the provider reads many tasks in one request
+--- (client:_batch()), a worker takes every due poll, up to the batch's max, into one request
+--- (client:_status_many); each task's answer is then settled as its own poll would be
+--- (M.settle). Calls on_done(sid, task, err) as each one ends; returns when all have.
 function M.wait_many(client, s, list, p, on_done)
   local queue, left = heap.new(), #list
   for _, sid in ipairs(list) do heap.push(queue, M.start(client, sid, p)) end
-  local batch = #list > 1 and M.BATCH or 0
+  local window = #list > 1 and M.BATCH or 0
   local idle, nidle = {}, 0 -- events of parked workers (a stack)
   local watch = math.huge   -- when the worker sleeping on the earliest poll wakes (none: huge)
   local function wake_one()
@@ -194,28 +213,80 @@ function M.wait_many(client, s, list, p, on_done)
       ev.signal()
     end
   end
-  local function worker()
+  -- [webhook] a delivery for a task moves its next poll to now, ends the sleep, wakes a worker
+  local hook = webhook.hook(client, queue, wake_one)
+  for i = 1, #queue do hook:watch(queue[i]) end
+  -- [/webhook]
+  -- After a poll of w: its next poll into the heap, or its end.
+  local function settled(w, what, v)
+    if what == "again" then
+      w.at = engine.now(client) + v
+      heap.push(queue, w)
+    else
+      left = left - 1
+      if what == "done" then on_done(w.sid, v, nil) else on_done(w.sid, nil, v) end
+    end
+  end
+  -- The polls of group[1..n] (all due) in one request.
+  local function poll_group(group, n)
+    local sids, m = {}, 0
+    for i = 1, n do
+      local w = group[i]
+      if w.expired then
+        group[i] = false
+        settled(w, "failed", w.expired)
+      else
+        m = m + 1
+        sids[m] = w.sid
+      end
+    end
+    if m <= 1 then
+      for i = 1, n do if group[i] then settled(group[i], M.step(group[i])) end end
+      return
+    end
+    local tasks, errs = client:_status_many(sids, 0) -- retried on each task's own schedule
+    if not tasks and not client:_batch() then
+      -- the batch endpoint is missing after all (the client now knows it): these polls,
+      -- still due, go back to the heap and out one request each
+      for i = 1, n do if group[i] then heap.push(queue, group[i]) end end
+      return
+    end
+    for i = 1, n do
+      local w = group[i]
+      if w then
+        if tasks then settled(w, M.settle(w, tasks[w.sid], errs[w.sid]))
+        else settled(w, M.settle(w, nil, share_of(errs, w.sid))) end
+      end
+    end
+  end
+  local broken = false -- a worker raised (an on_progress or on_done of the caller's): all end
+  local function work()
     local ev = s:event()
-    while queue[1] do
+    -- a worker parks while others still have polls in flight (their tasks come back to the
+    -- heap), and ends once every wait has
+    while left > 0 and not broken do
       local now = engine.now(client)
-      local at = queue[1].at
+      local at = queue[1] and queue[1].at or math.huge
       if at <= now then
-        local w = heap.pop(queue)
+        local b = client:_batch()
+        local w, group, n
+        if b then
+          group, n = {}, 0
+          repeat
+            n = n + 1
+            group[n] = heap.pop(queue)
+          until n >= b.max or not queue[1] or queue[1].at > now
+        else
+          w = heap.pop(queue)
+        end
         -- more work due, or nobody watching the next poll: hand it to a parked worker
         if queue[1] and (queue[1].at <= now or queue[1].at < watch) then wake_one() end
-        local what, v = M.step(w)
-        if what == "again" then
-          w.at = engine.now(client) + v
-          heap.push(queue, w)
-        else
-          left = left - 1
-          if what == "done" then on_done(w.sid, v, nil) else on_done(w.sid, nil, v) end
-        end
+        if group then poll_group(group, n) else settled(w, M.step(w)) end
       elseif at < watch then
         watch = at
-        local wake, deadline = at + batch, queue[1].deadline
+        local wake, deadline = at + window, queue[1].deadline
         if wake > deadline and deadline > now then wake = deadline end
-        engine.sleep(client, wake - now)
+        hook:sleep(wake - now) -- [webhook] engine.sleep, ended at once by a delivery
         if watch == at then watch = math.huge end
       else
         nidle = nidle + 1
@@ -225,12 +296,21 @@ function M.wait_many(client, s, list, p, on_done)
     end
     wake_one() -- nothing left to wait for: let the parked workers end too, one after another
   end
+  local function worker()
+    local ok, err = pcall(work)
+    if not ok then
+      broken = true
+      wake_one()
+      error(err, 0)
+    end
+  end
   local hs = {}
   for i = 1, math.min(M.WORKERS, #list) do hs[i] = s:spawn(worker) end
   for i = 1, #hs do
     local ok, err = hs[i]:join()
     if ok == nil and err then error(err, 0) end
   end
+  hook:close() -- [webhook]
   return left == 0
 end
 

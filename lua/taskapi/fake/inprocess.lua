@@ -61,16 +61,7 @@ end
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
 
--- days since 1970-01-01 of a civil date (proleptic Gregorian)
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
+local days_from_civil = require("taskapi.provider").days_from_civil
 
 --- Retry-After: delta-seconds or an IMF-fixdate, in whole seconds from now (>= 0), or nil.
 function M.parse_retry_after(v, now)
@@ -273,6 +264,13 @@ function Fake:request(req)
     local merr
     body, merr = M.multipart_body(req.mime, headers)
     if not body then return nil, merr end
+  end
+  if req.body_file ~= nil then -- the C module's req.body_file (branch presign): the raw bytes
+    local f = type(req.body_file) == "string" and io.open(req.body_file, "rb")
+    if not f then return nil, terr("invalid_argument", "req.body_file: cannot read the file") end
+    body = f:read("*a")
+    f:close()
+    if req.body_type then headers["content-type"] = req.body_type end
   end
   local resp = self.model:handle({
     method = req.method or "GET", path = unescape(path), query = parse_query(query),

@@ -12,6 +12,7 @@
 -- See doc/internals.md ("The fake provider's model") and the task spec below (M.new, add_task).
 local json = require "taskapi.json"
 local files = require "taskapi.files"
+local media = require "taskapi.fake.media"
 
 local M = {}
 
@@ -113,6 +114,20 @@ local TRIPO_OUTPUT_EXT = {
   model = "glb", base_model = "glb", pbr_model = "glb",
   generated_image = "png", rendered_image = "webp", rendered_video = "mp4", multiview_basecolor = "png",
 }
+
+-- The model file format a create asked for, when its spec names no outputs: convert's
+-- `format`, rig and retarget's `out_format`, or `quad = true` (FBX), as Tripo's SDKs say
+-- ("quad forces FBX", "convertModel emits whichever format was requested"); nil: glb.
+local MODEL_FORMATS = { glb = true, gltf = true, fbx = true, obj = true, stl = true, usdz = true, ["3mf"] = true }
+local function requested_model_format(input)
+  if type(input) ~= "table" then return nil end
+  for _, k in ipairs({ "format", "out_format" }) do
+    local v = type(input[k]) == "string" and input[k]:lower()
+    if v and MODEL_FORMATS[v] then return v end
+  end
+  if input.quad == true then return "fbx" end
+  return nil
+end
 
 local CONTENT_TYPES = {
   glb = "model/gltf-binary", gltf = "model/gltf+json", fbx = "application/octet-stream",
@@ -368,6 +383,7 @@ function Model:reset()
   self.sellerpic_used = 0
   self.file_tokens = {} -- V3 file_token -> {owner=, format=, ready=, size=, adler32=}
   self.presigned = {}   -- upload id of a presigned upload_url -> {token=, expires=, name=}
+  self.storage_faults = { presign = {}, put = {}, down = 0, sign = 0 } -- set_storage_faults
   self.stats = { creates = {}, created = {} }
   self.request_faults = {} -- scripted failures of the next creates or uploads (POST /_fake/faults)
   for _, api in ipairs(M.CREATE_APIS) do self.stats.creates[api], self.stats.created[api] = 0, 0 end
@@ -438,7 +454,8 @@ end
 --- Adds a scripted task (the same as POST /_fake/tasks). Returns its id (a string) or nil, err.
 --- spec: provider ("tripo" | "sellerpic"; "tripo"; "tripo-v2" and "tripo-v3" mean "tripo":
 --- one Tripo task reads through both APIs), id, owner_key ("test-key"), type,
---- queue (seconds queued; 1), run (seconds running; 2), final, error_code, status_value,
+--- queue (seconds queued; 1), run (seconds running; 2), final, error_code, error_message
+--- (the message of a failed task: V3 error_message, SellerPic errorMsg), status_value,
 --- outputs (Tripo names, or {name = ext}; default by type, see TRIPO_KIND), multiview,
 --- riggable (true) and rig_type ("biped") of a rig check, credits (V3 credits_consumed),
 --- v3_statuses (5 | 8), v3_eta (bool), results (SellerPic count; 1),
@@ -480,6 +497,9 @@ function Model:add_task(spec)
     content_type = (not is_null(spec.content_type)) and spec.content_type or nil,
     status_value = (not is_null(spec.status_value)) and tostring(spec.status_value) or nil,
     error_code = (not is_null(spec.error_code)) and spec.error_code or nil,
+    -- [error_message] a failed task's message (V3 error_message, SellerPic errorMsg) instead of the default
+    error_message = type(spec.error_message) == "string" and spec.error_message or nil,
+    -- [/error_message]
     eta_noise = floor(num(spec.eta_noise, 0)),
     numeric_ids = spec.numeric_ids == true,
     input = type(spec.input) == "table" and copy(spec.input) or {},
@@ -526,6 +546,12 @@ function Model:add_task(spec)
       table.sort(names)
       for _, name in ipairs(names) do
         outputs[#outputs + 1] = { name = name, ext = tostring(so[name]) }
+      end
+    end
+    local fmt = is_null(spec.outputs) and requested_model_format(t.input)
+    if fmt then
+      for _, o in ipairs(outputs) do
+        if TRIPO_OUTPUT_EXT[o.name] == "glb" then o.ext = fmt end
       end
     end
     t.outputs = outputs
@@ -695,17 +721,31 @@ local function safe_name(s)
   return (tostring(s):gsub("[^%w%-_.]", "_"))
 end
 
--- Registers the file of task t under key; returns its record.
+-- Registers the file of task t under key; returns its record. A task whose spec gives no
+-- file_size gets the real media file of the output's type (taskapi.fake.media: png, jpg, webp,
+-- gif, glb, gltf, obj, mp4; a SellerPic video asked as webp gets the animated WebP), with
+-- "taskapi-fake <id> <key>" in its metadata: {media = name, tag =, size = its length}; one
+-- with a file_size, or of a type
+-- media has no file for (fbx, usdz, bin...), gets the deterministic filler of that size (2048
+-- by default): {seed =, size =}. M.record_bytes(rec) gives the bytes of either.
 function Model:file_record(t, key, filename, ext)
   local rec = t.files[key]
   if not rec then
+    ext = ext and tostring(ext):lower()
     rec = {
       key = key,
       filename = filename,
       content_type = t.content_type or CONTENT_TYPES[ext] or "application/octet-stream",
-      size = t.file_size,
-      seed = "taskapi-fake " .. t.id .. " " .. key,
     }
+    local seed = "taskapi-fake " .. t.id .. " " .. key
+    if is_null(t.spec and t.spec.file_size) and media.has(ext) then
+      rec.media = (t.video and ext == "webp") and "webp_animated" or ext -- a video as WebP moves
+      rec.tag = seed -- in the file's comment or metadata: each task's file is its own
+      rec.size = #media.bytes(rec.media, rec.tag)
+    else
+      rec.size = t.file_size
+      rec.seed = seed
+    end
     t.files[key] = rec
   end
   return rec
@@ -725,11 +765,31 @@ function Model:issue_link(t, ctx, key, filename, ext)
   return ctx.base .. "/files/" .. token .. "/" .. filename
 end
 
---- The path of a result file of a task, made on first need (64 KiB chunks).
+-- Writes bytes to path unless a file of that size is there (through a temporary name).
+local function write_once(path, bytes)
+  if file_size(path) == #bytes then return true end
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(bytes)
+  f:close()
+  if not ok then os.remove(tmp); return nil, werr end
+  return os.rename(tmp, path)
+end
+
+--- The path of a result file of a task, made on first need (one file per task and key): the
+--- filler in 64 KiB chunks, or the media file with the record's tag.
 function Model:file_path(t, key)
   if type(t) ~= "table" then t = self.tasks[tostring(t)] end
   local rec = t and t.files[key]
   if not rec then return nil, "no such file" end
+  if rec.media then
+    local path = self:get_files_dir() .. "/" .. safe_name(t.id) .. "-" .. safe_name(key) .. "-" ..
+      media.file_name(rec.media)
+    local ok, err = write_once(path, media.bytes(rec.media, rec.tag))
+    if not ok then return nil, err end
+    return path, rec
+  end
   local path = self:get_files_dir() .. "/" .. safe_name(t.id) .. "-" .. safe_name(key) .. "-" .. rec.size
   if file_size(path) ~= rec.size then
     local ok, err = M.generate_file(path, rec.seed, rec.size)
@@ -738,10 +798,31 @@ function Model:file_path(t, key)
   return path, rec
 end
 
---- The expected bytes of a result file (for specs): seed and size of its record.
+--- The record of a result file (for specs): {key=, filename=, content_type=, size=, and seed=
+--- (filler) or media= and tag= (a real file of that type, the tag in its metadata)}; nil
+--- before its link was issued.
 function Model:file_info(task_id, key)
   local t = self.tasks[tostring(task_id)]
   return t and t.files[key]
+end
+
+-- GET /_fake/tasks/{id}/files: the task's file records, key -> record (see file_info).
+function Model:file_records(task_id)
+  local t = self.tasks[tostring(task_id)]
+  if not t then return json_resp(404, { error = "no such task" }) end
+  return json_resp(200, t.files)
+end
+
+--- The bytes a file record stands for, from offset (0-based), length bytes (the whole file by
+--- default): the media file or the filler. rec may be a decoded copy (GET
+--- /_fake/tasks/{id}/files answers a task's records, key -> record).
+function M.record_bytes(rec, offset, length)
+  if rec.media then
+    local b = media.bytes(rec.media, rec.tag)
+    offset = offset or 0
+    return b:sub(offset + 1, offset + (length or #b))
+  end
+  return M.file_bytes(rec.seed, rec.size, offset, length)
 end
 
 local EXPIRED_XML = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>' ..
@@ -909,7 +990,7 @@ function Model:tripo3_final(t)
   end
   if raw == "success" or raw == "cancelled" then code = nil end
   if code == nil then return raw, nil, nil end
-  return raw, code, V3_ERROR_MESSAGE[tonumber(code)] or "The task failed"
+  return raw, code, t.error_message or V3_ERROR_MESSAGE[tonumber(code)] or "The task failed" -- [error_message]
 end
 
 -- The V3 output of a successful task.
@@ -949,16 +1030,17 @@ function Model:tripo3_output(t, ctx)
 end
 
 --- The V3 task object of t: task_id, type, status, progress, input, output, credits_consumed,
---- created_at, completed_at (null until final), error_code, error_message (null unless the
---- task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- created_at, completed_at (left out until final), error_code, error_message (left out unless
+--- the task failed), and queuing_num / running_left_time when known unless v3_eta is false.
+--- Left out, not null: Tripo's JS SDK types them optional ("absent until the task reaches a
+--- terminal status") and its TripoTaskError tests error_code against undefined.
 function Model:tripo3_data(t, ctx)
   local phase, progress, queuing, left = self:tripo_progress(t, ctx)
   local eta = t.v3_eta
   if eta == nil then eta = self.v3_eta end
   local data = {
     task_id = t.id, type = t.type, status = "queued", progress = progress, input = t.input,
-    output = {}, credits_consumed = 0, created_at = iso8601(t.created), completed_at = json.null,
-    error_code = json.null, error_message = json.null,
+    output = {}, credits_consumed = 0, created_at = iso8601(t.created),
   }
   if phase == "queued" then
     if eta then data.queuing_num = queuing end
@@ -1088,6 +1170,19 @@ function Model:created(ctx, api, id)
   if ctx.log and ctx.log.create then ctx.log.create.task_id = id end
 end
 
+-- The task spec a create's body makes: its `fake` field scripts the task, the rest is the
+-- task's input; the key that created it owns it.
+local function create_spec(body, provider, typ, key)
+  local spec = type(body.fake) == "table" and copy(body.fake) or {}
+  spec.provider = provider
+  spec.type = typ
+  if is_null(spec.owner_key) then spec.owner_key = key end
+  local input = {}
+  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
+  spec.input = input
+  return spec
+end
+
 function Model:tripo_create(ctx)
   self:count_create(ctx, "tripo-v2")
   local body, err = decode_json(ctx.body or "")
@@ -1097,13 +1192,7 @@ function Model:tripo_create(ctx)
   if type(body.type) ~= "string" or body.type == "" then
     return self:tripo(400, 1004, "invalid parameter: type is required", "Set the task type")
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "tripo"
-  spec.type = body.type
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "tripo", body.type, ctx.key)
   local id, aerr = self:add_task(spec)
   if not id then return self:tripo(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo-v2", id)
@@ -1144,13 +1233,7 @@ function Model:tripo3_create(ctx, path, typ)
         "PUT the file to its upload_url first")
     end
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "tripo"
-  spec.type = typ
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  local spec = create_spec(body, "tripo", typ, ctx.key)
   local id, aerr = self:add_task(spec)
   if not id then return self:tripo3(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo", id)
@@ -1181,12 +1264,33 @@ local V3_FORMAT_OF_TYPE = {
   ["model/3mf"] = "3mf", ["model/vnd.usdz+zip"] = "usdz",
 }
 
-local function v3_format(name, content_type)
+-- Leading bytes -> format, for a part whose name and type tell nothing: Tripo's JS SDK
+-- sends uploadFile(buffer) without options as "upload.bin", application/octet-stream.
+local V3_MAGIC = {
+  { "\137PNG\r\n\26\n", "png" }, { "\255\216\255", "jpeg" }, { "glTF", "glb" }, { "BM", "bmp" },
+  { "II*\0", "tiff" }, { "MM\0*", "tiff" }, { "Kaydara FBX Binary", "fbx" },
+}
+local function sniff_format(data)
+  data = data or ""
+  if data:sub(1, 4) == "RIFF" and data:sub(9, 12) == "WEBP" then return "webp" end
+  for _, magic in ipairs(V3_MAGIC) do
+    if data:sub(1, #magic[1]) == magic[1] then return magic[2] end
+  end
+  return nil
+end
+
+local function v3_format(name, content_type, data)
   local ext = tostring(name or ""):match("%.([%w]+)$")
   ext = ext and ext:lower()
   if ext and M.V3_FILE_FORMATS[ext] then return ext end
   local ct = type(content_type) == "string" and content_type:match("^%s*([^;%s]+)")
-  return ct and V3_FORMAT_OF_TYPE[ct:lower()] or nil
+  ct = ct and ct:lower()
+  if ct and V3_FORMAT_OF_TYPE[ct] then return V3_FORMAT_OF_TYPE[ct] end
+  -- no extension (or .bin) and no type (or octet-stream): the bytes decide
+  if (ext == nil or ext == "bin") and (ct == nil or ct == "application/octet-stream") then
+    return sniff_format(data)
+  end
+  return nil
 end
 
 local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, stl, 3mf, usdz (models)"
@@ -1194,7 +1298,7 @@ local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, 
 function Model:tripo3_upload(ctx)
   local part, err = self:upload_part(ctx)
   if not part then return self:tripo3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
-  local fmt = v3_format(part.filename, part.content_type)
+  local fmt = v3_format(part.filename, part.content_type, part.data)
   if not fmt then
     return self:tripo3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
   end
@@ -1205,6 +1309,8 @@ function Model:tripo3_upload(ctx)
 end
 
 function Model:tripo3_presign(ctx)
+  local fault = self:presign_fault() -- storage faults (branch presign)
+  if fault then return fault end
   local body, err = decode_json(ctx.body or "")
   if type(body) ~= "table" then
     return self:tripo3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
@@ -1223,7 +1329,7 @@ function Model:tripo3_presign(ctx)
   self.file_tokens[token] = { owner = ctx.owner, format = fmt, ready = false }
   self.presigned[upload] = { token = token, name = name, expires = ctx.now + self.presign_ttl }
   return self:tripo3(200, {
-    upload_url = ctx.base .. "/storage/uploads/" .. upload .. "/" .. name,
+    upload_url = self:storage_base(ctx) .. "/storage/uploads/" .. upload .. "/" .. name .. self:storage_query(n),
     file_token = token,
     expires_in = self.presign_ttl,
   })
@@ -1242,6 +1348,8 @@ function Model:serve_storage(ctx)
     return text_resp(405, "method not allowed\n", "text/plain", { Allow = "PUT" })
   end
   if ctx.now >= rec.expires then return text_resp(403, EXPIRED_XML, "application/xml") end
+  local fault = self:storage_fault() -- storage faults (branch presign)
+  if fault then return fault end
   local data = ctx.body or ""
   local sum = adler32(data)
   if ctx.log then
@@ -1251,6 +1359,67 @@ function Model:serve_storage(ctx)
   if tok then tok.ready, tok.size, tok.adler32 = true, #data, sum end
   return text_resp(200, "", "text/plain", { ETag = '"' .. sum .. '"' })
 end
+
+-- ---- storage faults (branch presign) -----------------------------------------------------
+-- POST /_fake/storage_faults {"presign": [status, ...], "put": [status, ...], "down": n}: the
+-- next presign calls answer these statuses (a V3 error: 429 code 1007, 5xx 1000, others 1004),
+-- the next PUTs to a valid upload_url answer these (403: the expired-URL XML; others a text
+-- body), the next n presign answers point upload_url at 127.0.0.1:1, where nothing listens
+-- ("down": n), and the next n upload_urls carry a signature query like object storage's
+-- ("sign": n; the storage route ignores it). Each is used up in order; reset clears them.
+function Model:set_storage_faults(ctx)
+  local spec, err = decode_json(ctx.body or "")
+  if type(spec) ~= "table" then
+    return json_resp(400, { error = "the body must be a JSON object: " .. tostring(err or "not an object") })
+  end
+  local f = self.storage_faults
+  for _, k in ipairs({ "presign", "put" }) do
+    local list = spec[k]
+    if list ~= nil and not is_null(list) then
+      if type(list) ~= "table" then return json_resp(400, { error = k .. " must be an array of HTTP statuses" }) end
+      for _, st in ipairs(list) do
+        if type(st) ~= "number" or st < 100 or st > 599 then
+          return json_resp(400, { error = k .. " must be an array of HTTP statuses" })
+        end
+        f[k][#f[k] + 1] = floor(st)
+      end
+    end
+  end
+  if tonumber(spec.down) then f.down = f.down + floor(tonumber(spec.down)) end
+  if tonumber(spec.sign) then f.sign = f.sign + floor(tonumber(spec.sign)) end
+  return json_resp(200, { presign = #f.presign, put = #f.put, down = f.down, sign = f.sign })
+end
+
+function Model:presign_fault()
+  local st = table.remove(self.storage_faults.presign, 1)
+  if not st then return nil end
+  local code = st == 429 and 1007 or st >= 500 and 1000 or 1004
+  return self:tripo3(st, code, "fake presign fault (HTTP " .. st .. ")", "scripted by /_fake/storage_faults")
+end
+
+function Model:storage_fault()
+  local st = table.remove(self.storage_faults.put, 1)
+  if not st then return nil end
+  if st == 403 then return text_resp(403, EXPIRED_XML, "application/xml") end
+  return text_resp(st, "fake storage fault (HTTP " .. st .. ")\n", "text/plain")
+end
+
+function Model:storage_base(ctx)
+  local f = self.storage_faults
+  if f.down > 0 then
+    f.down = f.down - 1
+    return "http://127.0.0.1:1"
+  end
+  return ctx.base
+end
+
+function Model:storage_query(n)
+  local f = self.storage_faults
+  if f.sign <= 0 then return "" end
+  f.sign = f.sign - 1
+  return format("?X-Amz-Expires=%d&X-Amz-Signature=fakesig%08x", self.presign_ttl, (n * 2654435761) % 4294967296)
+end
+-- ---- end of storage faults ----------------------------------------------------------------
 
 function Model:tripo3_usage(ctx)
   local limit, offset = tonumber(ctx.query.limit or 20), tonumber(ctx.query.offset or 0)
@@ -1357,7 +1526,7 @@ function Model:sellerpic_data(t, ctx)
         e.fileUrl = self:issue_link(t, ctx, r.id .. "." .. ext, r.id .. "." .. ext, ext)
       elseif e.status == "FAILED" then
         e.errorCode = t.error_code or 50001
-        e.errorMsg = "generation failed"
+        e.errorMsg = t.error_message or "generation failed" -- [error_message]
       end
     end
     list[#list + 1] = e
@@ -1419,13 +1588,11 @@ function Model:sellerpic_create(ctx, typ)
     if type(b) ~= "table" then return self:sellerpic(400, nil, 400, "malformed request body: " .. tostring(err)) end
     body = b
   end
-  local spec = type(body.fake) == "table" and copy(body.fake) or {}
-  spec.provider = "sellerpic"
-  spec.type = typ
-  if is_null(spec.owner_key) then spec.owner_key = ctx.key end
-  local input = {}
-  for k, v in pairs(body) do if k ~= "fake" then input[k] = v end end
-  spec.input = input
+  if not require("taskapi.providers.sellerpic").create_known[typ] then
+    -- the API's own task types (the definition keeps their list): another is not an endpoint
+    return self:sellerpic(404, nil, 404, "no such task type: " .. tostring(typ))
+  end
+  local spec = create_spec(body, "sellerpic", typ, ctx.key)
   local id, err = self:add_task(spec)
   if not id then return self:sellerpic(400, nil, 400, "invalid parameter: " .. err) end
   self.sellerpic_used = self.sellerpic_used + 1
@@ -1584,6 +1751,7 @@ end
 
 function Model:route_control(ctx)
   local p, m = ctx.path, ctx.method
+  if m == "GET" and p:match("^/_fake/tasks/[^/]+/files$") then return self:file_records(p:match("^/_fake/tasks/([^/]+)")) end
   if p == "/_fake/tasks" and m == "POST" then
     local spec, err = decode_json(ctx.body or "")
     if type(spec) ~= "table" then
@@ -1607,6 +1775,7 @@ function Model:route_control(ctx)
     self.request_faults = {}
     return json_resp(200, { ok = true, cleared = n })
   end
+  if p == "/_fake/storage_faults" and m == "POST" then return self:set_storage_faults(ctx) end
   if p == "/_fake/reset" and m == "POST" then self:reset(); return json_resp(200, { ok = true }) end
   if p == "/_fake/advance" and m == "POST" then
     local s = tonumber(ctx.query.seconds)
@@ -1649,6 +1818,9 @@ function Model:handle(req)
   local key, has_auth = bearer(headers)
   ctx.key = key
   ctx.owner = key and self.keys[key] or nil
+  -- [webhook] signed deliveries (taskapi.fake.webhook): /_fake/webhook, arming its sender
+  local wh = require("taskapi.fake.webhook").on_request(self, ctx)
+  if wh then return wh end
   local p = ctx.path
   if p:sub(1, 7) == "/_fake/" then return self:route_control(ctx) end
 

@@ -27,7 +27,7 @@ M.STATIC_TRIPO_STATUS = STATIC_TRIPO_STATUS
 
 -- The same for Tripo V3 (/static/tasks/<any id>: a V3 client with base_url url .. "/static").
 local STATIC_TRIPO3_STATUS = '{"code":0,"data":{"completed_at":"2023-11-14T22:13:23Z","created_at":"2023-11-14T22:13:20Z",' ..
-  '"credits_consumed":12.5,"error_code":null,"error_message":null,"input":{},' ..
+  '"credits_consumed":12.5,"input":{},' ..
   '"output":{"model_url":"http://127.0.0.1/files/static/model.glb","rendered_image_url":"http://127.0.0.1/files/static/rendered_image.webp"},' ..
   '"progress":100,"status":"success","task_id":"7f3a9c1e-0000-4000-a000-000000000000","type":"text_to_model"},' ..
   '"status":"success"}'
@@ -254,6 +254,11 @@ function M.start(opts)
     "        local ct = ngx.var.arg_ct",
     "        if ct and ngx.status < 300 then ngx.header['Content-Type'] = ngx.unescape_uri(ct) end",
     "      }",
+    "    }",
+    -- presigned PUTs (branch presign): bodies up to 1 GiB (nginx buffers them to a file)
+    "    location /storage/ {",
+    "      client_max_body_size 1g;",
+    "      content_by_lua_block { require('taskapi.fake.server').handle() }",
     "    }",
     "    location / {",
     "      content_by_lua_block { require('taskapi.fake.server').handle() }",

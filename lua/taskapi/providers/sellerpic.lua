@@ -57,7 +57,7 @@ local function read_task(d, null)
   }
 end
 
-return {
+local def = {
   name = "sellerpic",
   base_url = "https://api.sellerpic.ai",
   key_env = "SELLERPIC_API_KEY",
@@ -66,6 +66,12 @@ return {
   min_interval = 60,
   status_path = "/v1/api/generate?id={id}",
   create_path = "/v1/api/generate/{type}",
+  -- The task types of the API's "Create Task" pages: the first four are seen in its docs, the
+  -- others follow its sidebar's names (Try-On (Accessories), Lifestyle Scene, Swap Fashion
+  -- Model, Background Replacer) as the library reads them; create(params, {any_type = true})
+  -- sends any other.
+  create_names = { "imageToVideo", "instructEdit", "promptSegmentation", "tryOnApparel",
+    "backgroundReplacer", "lifestyleScene", "swapFashionModel", "tryOnAccessories" },
   balance_path = "/v1/api/usage",
   -- Upload (API 1.0.1): one image (jpg/jpeg/png/webp) as multipart field "file", up to 40 MB.
   upload_path = "/v1/api/upload",
@@ -84,3 +90,6 @@ return {
   states = RESULT_STATES,
   read_task = read_task,
 }
+def.create_known = {}
+for _, n in ipairs(def.create_names) do def.create_known[n] = true end
+return def

@@ -204,6 +204,7 @@ return {
   upload_max_bytes = 200 * 1024 * 1024,
   upload_result = "file_token",
   upload_types = { "png", "jpg", "webp", "bmp", "tiff", "glb", "obj", "fbx", "stl", "3mf", "usdz" },
+  presign_path = "/files/presign", -- above upload_max_bytes: presign, then PUT to the storage host
   -- An expired output link is renewed by reading the task again.
   refresh = "status",
   envelope = { code = "code", message = "message", suggestion = "suggestion", data = "data" },
@@ -211,5 +212,6 @@ return {
   states = STATES,
   read_task = read_task,
   -- shared with tripo-v2
-  _shared = { codes = CODES, states = STATES, read_task = read_task, read_batch = read_batch },
+  _shared = { codes = CODES, states = STATES, read_task = read_task, read_batch = read_batch,
+    create_names = CREATE_NAMES, create_known = ENDPOINTS },
 }

@@ -16,6 +16,9 @@ return {
   batch = { path = "/task/batch", max = 100, field = "task_ids", read = v3.read_batch },
   -- One endpoint for every task type: the body carries `type`.
   create_path = "/task",
+  -- The V2 type names (those V3 maps to its endpoints); create(params, {any_type = true})
+  -- sends any other.
+  create_names = v3.create_names, create_known = v3.create_known,
   create_result = "task_id",
   balance_path = "/user/balance",
   -- Upload: one image (jpg/jpeg/png/webp) as multipart field "file"; no size limit is
