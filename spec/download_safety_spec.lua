@@ -329,7 +329,10 @@ describe("download safety", function()
     local function timed(opts)
       local t0 = fe.now()
       local files, err = c:download(trickling(), opts)
-      return files, err, fe.now() - t0
+      local took = fe.now() - t0
+      print(string.format("\n[download safety] trickling host, %s: %s after %.2f s", opts.min_speed_time and "min_speed_time = " ..
+        opts.min_speed_time or opts.timeout and "timeout = " .. opts.timeout or "defaults", err and err.kind or "no error", took))
+      return files, err, took
     end
 
     it("ends at the speed floor (min_speed by default, min_speed_time = 2) with a timeout error", function()

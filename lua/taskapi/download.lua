@@ -218,8 +218,17 @@ local function save(client, task, out, o, deadline)
     on_progress = function(done, total) cb(done, total, name) end
   end
   local ctx = { task_id = task.id, on_progress = on_progress }
+  local out_of_time = false
   if deadline then
-    ctx.before_retry = function() req.timeout = math.max(0.001, deadline - now(client)) end
+    -- each attempt gets the time left; no retry that would start past the deadline
+    ctx.before_retry = function(_, _, delay)
+      local left = deadline - now(client) - delay
+      if left < 0.001 then
+        out_of_time = true
+        return false
+      end
+      req.timeout = left
+    end
   end
   local function decide(r)
     if r.status >= 200 and r.status < 300 then return r end
@@ -251,7 +260,7 @@ local function save(client, task, out, o, deadline)
         tostring(derr.message):find("exists: not replaced", 1, true) then
       return skipped(out, final)
     end
-    if deadline and now(client) >= deadline - 0.01 and (derr.kind == "timeout" or derr.kind == "transport") then
+    if deadline and (out_of_time or now(client) >= deadline - 0.01) and derr.retryable ~= false then
       derr = late(o, out, task)
     elseif derr.kind == "download" or derr.kind == "io" or derr.kind == "timeout" or derr.kind == "transport" then
       derr.message = "output '" .. out.name .. "': " .. tostring(derr.message)
