@@ -161,9 +161,7 @@ const char *tk_dl_setup(lua_State *L, int idx, tk_transfer *t)
   d->keep_partial = lua_toboolean(L, -1);
   lua_getfield(L, idx, "overwrite");
   d->overwrite = lua_toboolean(L, -1);
-  lua_getfield(L, idx, "rename");
-  d->rename = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
-  lua_pop(L, 4);
+  lua_pop(L, 3);
   lua_getfield(L, idx, "max_bytes");
   if (lua_isnumber(L, -1)) {
     lua_Number n = lua_tonumber(L, -1);
@@ -405,7 +403,7 @@ void tk_dl_finish(tk_transfer *t)
       } else if (!same_file(d->part, d->part_dev, d->part_ino)) {
         tk_set_err(t, "io", 0, "part file %s was moved or replaced during the download",
                    d->part);
-      } else if (d->rename && place(d->part, d->path, d->overwrite) != 0) {
+      } else if (place(d->part, d->path, d->overwrite) != 0) {
         set_place_err(t, errno);
       } else {
         d->renamed = 1;

@@ -45,7 +45,6 @@ typedef struct tk_dl {
   long long bytes;       /* final size after a successful rename */
   int renamed;
   int overwrite;         /* req.overwrite: the final rename may replace path */
-  int rename;            /* 0 with req.rename = false: a verified part stays under its name */
   long long part_dev, part_ino; /* identity of the part file held open (and flock'ed) */
   long long min_speed;   /* req.min_speed bytes/s on average (0: no floor) ... */
   long long min_speed_ms; /* ... checked once this many ms have passed (req.min_speed_time) */
