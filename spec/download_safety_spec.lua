@@ -313,6 +313,63 @@ describe("download safety", function()
     assert.same({ id .. "_model.glb" }, fe.ls(dir))
   end)
 
+  describe("taskapi.core", function()
+    local core = require "taskapi.core"
+    local url
+    setup(function()
+      local c = env:client("tripo")
+      local id = env:add { provider = "tripo", queue = 0, run = 0, file_size = SIZE, stall = 0.3 }
+      url = assert(c:status(id)).outputs[1].url
+    end)
+
+    it("a second transfer on a part another one holds gets an io error at add; the first completes", function()
+      local m = core.multi()
+      local path, part = dir .. "/f", dir .. "/f.part"
+      local t1 = assert(m:add { url = url, path = path, part = part })
+      local t2, err = m:add { url = url, path = path, part = part }
+      assert.is_nil(t2)
+      fe.check_err(err, "io")
+      assert.truthy(err.message:find("being written by another download", 1, true))
+      assert.is_false(core.remove_part(part)) -- held: left alone
+      while m:perform() > 0 do m:poll(0.05) end
+      local res = assert(t1:result())
+      assert.equal(SIZE, res.bytes)
+      assert.same({ "f" }, fe.ls(dir))
+      t1:close()
+      m:close()
+    end)
+
+    it("the final rename replaces nothing unless req.overwrite", function()
+      local m = core.multi()
+      local path, part = dir .. "/f", dir .. "/f.part"
+      fe.write(path, "precious")
+      local res, err = m:request { url = url, path = path, part = part }
+      assert.is_nil(res)
+      fe.check_err(err, "io")
+      assert.truthy(err.message:find("exists: not replaced", 1, true), err.message)
+      assert.equal("precious", fe.read(path))
+      assert.same({ "f" }, fe.ls(dir)) -- the part is removed
+      res = assert(m:request { url = url, path = path, part = part, overwrite = true })
+      assert.equal(SIZE, res.bytes)
+      assert.equal(SIZE, #fe.read(path))
+      m:close()
+    end)
+
+    it("remove_part: absent is fine, a symlink or a folder is left alone", function()
+      assert.is_true(core.remove_part(dir .. "/none.part"))
+      fe.write(work .. "/target", "x")
+      fe.sh("ln -s " .. q(work .. "/target") .. " " .. q(dir .. "/l.part") .. " && mkdir " .. q(dir .. "/d.part"))
+      local ok, why = core.remove_part(dir .. "/l.part")
+      assert.is_false(ok)
+      assert.equal("a symbolic link", why)
+      ok, why = core.remove_part(dir .. "/d.part")
+      assert.is_false(ok)
+      assert.equal("not a regular file", why)
+      assert.same({ "d.part", "l.part" }, fe.ls(dir))
+      assert.equal("x", fe.read(work .. "/target"))
+    end)
+  end)
+
   describe("a host trickling 2 bytes/s", function()
     local c, task
     setup(function()

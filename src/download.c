@@ -69,7 +69,10 @@ static int lock_part(const char *part, int create, long long *dev, long long *in
       fd = open(part, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
       if (fd < 0 && errno == EEXIST) continue; /* another process made it: look again */
     }
-    if (fd < 0) return -1;
+    if (fd < 0) {
+      if (errno == EISDIR) errno = EINVAL; /* a folder: not a regular file either */
+      return -1;
+    }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
       int e = S_ISREG(st.st_mode) && st.st_nlink > 1 ? EMLINK : EINVAL;
       close(fd);
