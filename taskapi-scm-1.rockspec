@@ -20,7 +20,8 @@ dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1.0",
 }
--- libcurl and libcrypto come from the system (Debian: libcurl4-openssl-dev, libssl-dev); their headers live in a
+-- libcurl, libcrypto and libsqlite3 come from the system (Debian: libcurl4-openssl-dev, libssl-dev,
+-- libsqlite3-dev); their headers live in a
 -- multiarch folder the compiler finds by itself, so no external_dependencies probe is made.
 build = {
   type = "builtin",
@@ -29,10 +30,10 @@ build = {
       sources = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
         "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c",
-        "src/crypto.c",
+        "src/crypto.c", "src/sqlite.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "curl", "crypto" },
+      libraries = { "curl", "crypto", "sqlite3" },
     },
     ["taskapi"] = "lua/taskapi/init.lua",
     ["taskapi.client"] = "lua/taskapi/client.lua",
@@ -43,6 +44,7 @@ build = {
     ["taskapi.heap"] = "lua/taskapi/heap.lua",
     ["taskapi.http"] = "lua/taskapi/http.lua",
     ["taskapi.json"] = "lua/taskapi/json.lua",
+    ["taskapi.ledger"] = "lua/taskapi/ledger.lua",
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
     ["taskapi.provider"] = "lua/taskapi/provider.lua",
     ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",

@@ -17,14 +17,7 @@ local function tiny_def(limit)
   return def
 end
 
-local function adler32(s)
-  local a, b = 1, 0
-  for i = 1, #s do
-    a = (a + s:byte(i)) % 65521
-    b = (b + a) % 65521
-  end
-  return string.format("%08x", b * 65536 + a)
-end
+local adler32 = require("taskapi.fake.model").adler32
 
 local function bytes(n)
   local t = {}

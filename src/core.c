@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "json.h"
 #include "parse.h"
+#include "sqlite.h"
 #include "transport.h"
 
 static int tk_global_ready = 0;
@@ -89,6 +90,7 @@ int luaopen_taskapi_core(lua_State *L)
   lua_setfield(L, -2, "version");
   lua_pushstring(L, curl_version());
   lua_setfield(L, -2, "curl_version");
+  tk_sqlite_open(L); /* sqlite_open, sqlite_version (sqlite.c) */
   tk_json_open(L);
   lua_setfield(L, -2, "null");
   return 1;

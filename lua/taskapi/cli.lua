@@ -333,6 +333,7 @@ local GLOBAL = {
   ["api-key"] = { arg = "KEY", help = "the key (lands in your shell history: prefer the environment)" },
   json = { help = "one JSON object per task or file per line" },
   help = { help = "this text" },
+  ledger = { arg = "PATH", help = "record creates, states and files in this SQLite ledger (or TASKAPI_LEDGER)" },
 }
 
 local WAIT_OPTS = {
@@ -349,7 +350,7 @@ local function with(base, extra)
 end
 
 local COMMANDS = {}
-local ORDER = { "status", "wait", "download", "create", "upload", "balance", "fake" }
+local ORDER = { "status", "wait", "download", "create", "upload", "balance", "tasks", "resume", "fake" }
 
 COMMANDS.status = {
   usage = "status ID...",
@@ -452,6 +453,97 @@ COMMANDS.balance = {
     local lines = {}
     for _, k in ipairs(keys) do lines[#lines + 1] = k .. ": " .. tostring(b[k]) end
     ctx:emit(obj, table.concat(lines, "\n"))
+  end,
+}
+
+-- ledger: the path of --ledger or TASKAPI_LEDGER, or nil
+local function ledger_path(o, env)
+  local p = o.ledger
+  if p == nil or p == "" then p = env("TASKAPI_LEDGER") end
+  if p == "" then p = nil end
+  return p
+end
+
+COMMANDS.tasks = {
+  usage = "tasks [--pending] [--json]",
+  about = "the tasks of the ledger (--ledger or TASKAPI_LEDGER), and the creates that may have made a task",
+  max_args = 0,
+  no_client = true, -- reads the ledger only: no key needed
+  opts = { pending = { help = "only tasks not finished, or with results not saved" } },
+  run = function(ctx, _, o)
+    local path = ledger_path(o, ctx.env)
+    if not path then return ctx:usage("no ledger: pass --ledger PATH or set TASKAPI_LEDGER") end
+    local L, err = require("taskapi.ledger").open(path)
+    if not L then return ctx:fail(err) end
+    local list
+    list, err = L:tasks { pending = o.pending and true or nil, provider = o.provider }
+    if not list then L:close() return ctx:fail(err) end
+    for _, t in ipairs(list) do
+      local files = json.array({})
+      for _, out in ipairs(t.outputs) do
+        local f = t.files[out.name]
+        if f then files[#files + 1] = { name = out.name, path = f.path, bytes = f.bytes, intact = f.intact } end
+      end
+      local nout = #t.outputs
+      ctx:emit({ id = t.id, provider = t.provider, type = t.type, state = t.state, done = t.done, ok = t.ok,
+        progress = t.progress, pending = t.pending, files = files, unsaved = json.array(t.unsaved),
+        error = t.error, updated_at = t.updated_at },
+        string.format("%s  %-9s  %-9s  %s  %s", t.id, t.provider, t.state,
+          t.ok and (nout - #t.unsaved) .. "/" .. nout .. " saved" or (t.done and "" or "pending"),
+          os.date("!%Y-%m-%d %H:%M:%SZ", t.updated_at)))
+    end
+    local open = L:intents { indeterminate = true, provider = o.provider } or {}
+    for _, it in ipairs(open) do
+      ctx:emit({ intent = it.rid, provider = it.provider, type = it.type, outcome = it.outcome, at = it.at,
+        error = it.error },
+        string.format("intent %s  %-9s  %s  %s at %s: the task may exist (taskapi resume reconciles Tripo's)",
+          it.rid, it.provider, it.type, it.outcome, os.date("!%Y-%m-%d %H:%M:%SZ", it.at)))
+    end
+    L:close()
+  end,
+}
+
+COMMANDS.resume = {
+  usage = "resume --dir DIR [--timeout S]",
+  about = "with a ledger: find lost creates (Tripo), wait for unfinished tasks, save the results not yet saved",
+  max_args = 0,
+  opts = with(WAIT_OPTS, { dir = { arg = "DIR", required = true, help = "the folder (made when missing)" } }),
+  run = function(ctx, _, o)
+    local c = ctx.client
+    if not c.ledger then return ctx:usage("no ledger: pass --ledger PATH or set TASKAPI_LEDGER") end
+    local r, err = c:reconcile()
+    if not r then ctx:fail(err) r = { found = {}, left = {} } end
+    for _, f in ipairs(r.found) do
+      ctx:emit({ intent = f.rid, found = f.task_id, type = f.type }, "intent " .. f.rid .. ": found task " .. f.task_id)
+    end
+    for _, it in ipairs(r.left) do
+      ctx:emit({ intent = it.rid, provider = it.provider, type = it.type, outcome = it.outcome },
+        "intent " .. it.rid .. " (" .. it.type .. ", " .. it.outcome .. "): the task may exist; not found")
+    end
+    local tasks, errs, files = c:resume { dir = o.dir, timeout = o.timeout, interval = o.interval,
+      min_interval = o["min-interval"] }
+    if not tasks then return ctx:fail(errs) end
+    local ids = {}
+    for id in pairs(tasks) do ids[#ids + 1] = id end
+    for id in pairs(errs) do if not tasks[id] then ids[#ids + 1] = id end end
+    table.sort(ids)
+    for _, id in ipairs(ids) do
+      local t, e = tasks[id], errs[id]
+      if t then
+        ctx:emit(task_json(t), task_line(t))
+        ctx:task_outcome(t)
+      end
+      for _, f in ipairs(files[id] or {}) do
+        local how = f.skipped and "kept" or f.adopted and "found" or "saved"
+        ctx:emit({ id = id, name = f.name, path = f.path, bytes = f.bytes, [how] = true },
+          how .. " " .. f.path .. (f.bytes and " (" .. fmt_bytes(f.bytes) .. ")" or ""))
+      end
+      if e then
+        e.task_id = e.task_id or id
+        ctx:fail(e, true)
+        if ctx.opts.json then ctx:emit({ id = id, error = err_json(e) }) end
+      end
+    end
   end,
 }
 
@@ -628,7 +720,7 @@ local function make_client(o, env)
       "no API key: set TASKAPI_API_KEY (or " .. tostring(def.key_env) .. ")")
   end
   return taskapi.new({ provider = provider, api_key = key, base_url = o["base-url"], region = o.region,
-    min_interval = o["min-interval"] })
+    min_interval = o["min-interval"], ledger = ledger_path(o, env) })
 end
 
 --- Runs the command line args (arg of the script); returns the exit code.
@@ -671,7 +763,9 @@ function M.main(args, env)
     io.stderr:write("taskapi ", name, ": ", msg, "\nsee taskapi ", name, " --help\n")
     ctx:outcome(EXIT.usage)
   end
-  local client, err = make_client(o, env)
+  ctx.env = env
+  local client, err
+  if cmd.no_client then client = { close = function() end } else client, err = make_client(o, env) end
   if not client then
     if err.kind == "invalid_argument" then
       ctx:usage(err.message)

@@ -40,6 +40,7 @@ local KNOWN = {
   provider = true, api_key = true, base_url = true, timeout = true, retries = true, backoff = true,
   max_backoff = true, max_retry_after = true, min_interval = true, transport = true, ca_file = true,
   insecure = true, max_body = true, stall_time = true, user_agent = true, region = true,
+  ledger = true,
 }
 
 local warned_insecure = false
@@ -125,6 +126,11 @@ function M.new(opts)
       io.stderr:write("taskapi: warning: TLS verification is off (insecure = true)\n")
     end
   end
+  if opts.ledger ~= nil then -- ledger: an observer of creates, states and files (taskapi.ledger)
+    c.ledger, err = require("taskapi.ledger").attach(opts.ledger)
+    if not c.ledger then return nil, err end
+    c.own_ledger = type(opts.ledger) == "string"
+  end
   if opts.transport ~= nil then
     if type(opts.transport) ~= "table" or type(opts.transport.request) ~= "function" then
       return errors.invalid("option 'transport' must be a table with a request method")
@@ -155,7 +161,9 @@ end
 function Client:_status(sid, retries)
   local data, trace = http.call(self, "GET", self.def.status_path, sid, nil, sid, retries)
   if not data then return nil, trace end
-  return provider.task(self.def, data, sid, trace, core.null)
+  local task, err = provider.task(self.def, data, sid, trace, core.null)
+  if task and self.ledger then self.ledger:task_seen(task) end -- ledger: a change of state
+  return task, err
 end
 
 -- Batch reads -------------------------------------------------------------------------------
@@ -200,6 +208,7 @@ function Client:_status_many(sids, retries)
     if payload ~= nil then
       local t, e = provider.task(def, payload, sid, trace, core.null)
       if t then tasks[sid] = t else errs[sid] = e end
+      if t and self.ledger then self.ledger:task_seen(t) end -- ledger: a change of state
     elseif gone[sid] then
       errs[sid] = errors.new("not_found", def.name .. ": task not found (the batch read missed it)",
         { task_id = sid, trace_id = trace })
@@ -226,7 +235,23 @@ function Client:download(task_or_id, opts)
     task, err = self:status(task_or_id)
     if not task then return nil, err end
   end
-  return download.run(self, task, o)
+  local files, derr = download.run(self, task, o)
+  if self.ledger then self.ledger:files_saved(task, files or derr.files) end -- ledger: files saved
+  return files, derr
+end
+
+-- The create request; returns the id or nil, err (err.indeterminate: the task may exist).
+local function send_create(self, def, path, t, body)
+  local data, err = http.call(self, "POST", path, { type = t }, body, nil, nil, true)
+  if not data then return nil, err end
+  local id = data[def.create_result]
+  if type(id) == "number" then id = string.format("%d", id) end
+  if type(id) ~= "string" or id == "" then
+    -- the server said yes without saying to what: the task may exist
+    return nil, http.indeterminate(self, errors.new("bad_response", def.name .. ": create answered without '" ..
+      def.create_result .. "'"))
+  end
+  return id
 end
 
 --- Starts a task; returns its id as a string. params.type names the task type; the rest is
@@ -288,16 +313,15 @@ function Client:create(params, opts)
     body = {}
     for k, v in pairs(params) do if k ~= "type" then body[k] = v end end
   end
-  local data, err = http.call(self, "POST", path, { type = t }, body, nil, nil, true)
-  if not data then return nil, err end
-  local id = data[def.create_result]
-  if type(id) == "number" then id = string.format("%d", id) end
-  if type(id) ~= "string" or id == "" then
-    -- the server said yes without saying to what: the task may exist
-    return nil, http.indeterminate(self, errors.new("bad_response", def.name .. ": create answered without '" ..
-      def.create_result .. "'"))
+  -- ledger: the intent is committed before the request (no record, no request), its outcome after
+  local rid, lerr
+  if self.ledger then
+    rid, lerr = self.ledger:before_create(def.name, t, path, params)
+    if not rid then return nil, lerr end
   end
-  return id
+  local id, err = send_create(self, def, path, t, body)
+  if rid then self.ledger:after_create(rid, def.name, t, id, err) end
+  return id, err
 end
 
 --- Uploads a local file of a type the provider takes, streamed from the file: a path or
@@ -496,8 +520,21 @@ function Client:each_completed(ids, opts)
   end
 end
 
+--- With a ledger: waits for its unfinished tasks and saves the results not yet saved (see
+--- taskapi.ledger.resume for the options); returns tasks, errs like wait_all, and files.
+function Client:resume(opts)
+  return require("taskapi.ledger").resume(self, opts)
+end
+
+--- With a ledger: finds the tasks of indeterminate creates where the provider lists them
+--- (Tripo V3 usage); returns {found=, left=} (see taskapi.ledger.reconcile).
+function Client:reconcile(opts)
+  return require("taskapi.ledger").reconcile(self, opts)
+end
+
 function Client:close()
   if self.multi then self.multi:close() end
+  if self.own_ledger and self.ledger then self.ledger:close() end
 end
 
 return M

@@ -1,0 +1,811 @@
+-- taskapi.ledger: every task the user paid for, on disk. A SQLite database (Debian's
+-- libsqlite3 through taskapi.core's sqlite.c) in WAL mode with a busy timeout, so several
+-- processes (and nginx workers) share one file. A client made with `ledger = L` (or a path)
+-- calls four observer methods, each one committed transaction:
+--
+--   L:before_create(provider, type, endpoint, params) -> rid   the intent, before the POST
+--   L:after_create(rid, provider, type, id, err)               its outcome: created (and the
+--                                                              task, pending), refused, or
+--                                                              indeterminate
+--   L:task_seen(task)                                          a change of state; a finalized
+--                                                              task's compact record
+--   L:files_saved(task, files)                                 each file saved
+--
+-- Reading: L:tasks{pending=, provider=, state=}, L:get(id [, provider]), L:intents{...},
+-- L:files(id [, provider]). M.resume(client, opts) and M.reconcile(client, opts) are
+-- client:resume and client:reconcile. The schema's version is PRAGMA user_version.
+local core = require "taskapi.core"
+local errors = require "taskapi.errors"
+local json = require "taskapi.json"
+
+local unpack = table.unpack or unpack
+
+local M = {}
+
+M.SCHEMA = 1
+M.BUSY_TIMEOUT = 5 -- seconds a writer waits for another process's transaction
+
+local SCHEMA_SQL = [[
+CREATE TABLE IF NOT EXISTS intents (
+  rid TEXT PRIMARY KEY,            -- request id, made by the ledger
+  provider TEXT NOT NULL,
+  type TEXT NOT NULL,              -- the task type as given to create
+  endpoint TEXT,                   -- the provider's create path
+  digest TEXT NOT NULL,            -- of the parameters: sha256:<hex> or fnv1a:<hex>
+  at INTEGER NOT NULL,             -- Unix seconds, before the request
+  outcome TEXT,                    -- NULL (open: no answer recorded), created, refused,
+                                   -- indeterminate, reconciled
+  task_id TEXT,
+  error TEXT,
+  settled_at INTEGER,
+  seq INTEGER,                     -- the intent's event (the ledger's order of things)
+  settled_seq INTEGER              -- its outcome's event
+);
+CREATE INDEX IF NOT EXISTS intents_by_outcome ON intents (provider, outcome);
+CREATE TABLE IF NOT EXISTS tasks (
+  provider TEXT NOT NULL,
+  id TEXT NOT NULL,
+  type TEXT,
+  state TEXT NOT NULL,
+  done INTEGER NOT NULL DEFAULT 0,
+  ok INTEGER NOT NULL DEFAULT 0,
+  progress INTEGER,
+  rid TEXT,                        -- the intent that made it (NULL: only waited on)
+  task TEXT,                       -- compact JSON: outputs (names, urls), error, times, credits
+  first_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (provider, id)
+);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  provider TEXT NOT NULL,
+  task_id TEXT NOT NULL,           -- for an intent's own events (intent, refused,
+                                   -- indeterminate): its request id
+  state TEXT NOT NULL,
+  progress INTEGER,
+  at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+  provider TEXT NOT NULL,
+  task_id TEXT NOT NULL,
+  name TEXT NOT NULL,              -- the output's name
+  path TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  sha256 TEXT,                     -- when taskapi.core has sha256_file
+  mtime REAL,                      -- the file's mtime when saved
+  saves INTEGER NOT NULL DEFAULT 1,-- times a download saved it (resume skips a complete one)
+  adopted INTEGER NOT NULL DEFAULT 0, -- found complete on disk by resume, unrecorded
+  at INTEGER NOT NULL,
+  PRIMARY KEY (provider, task_id, name)
+);
+]]
+
+local Ledger = {}
+Ledger.__index = Ledger
+M.Ledger = Ledger
+
+function Ledger.__tostring(L)
+  return "taskapi ledger (" .. L.path .. ")"
+end
+
+local function now() return os.time() end
+
+local function db_err(err, what)
+  if type(err) == "table" then
+    err = errors.adopt(err)
+    err.message = "ledger: " .. what .. ": " .. tostring(err.message)
+    return err
+  end
+  return errors.new("io", "ledger: " .. what .. ": " .. tostring(err))
+end
+
+--- Runs fn(db) inside BEGIN IMMEDIATE ... COMMIT; fn returns a value or nil, err.
+function Ledger:_tx(what, fn)
+  local db = self.db
+  if not db then return nil, errors.new("io", "ledger: " .. what .. ": the ledger is closed") end
+  local ok, err = db:exec("BEGIN IMMEDIATE")
+  if not ok then return nil, db_err(err, what) end
+  local pok, r, e = pcall(fn, db)
+  if not pok or r == nil then
+    db:exec("ROLLBACK")
+    if not pok then return nil, db_err(r, what) end
+    return nil, db_err(e, what)
+  end
+  ok, err = db:exec("COMMIT")
+  if not ok then
+    db:exec("ROLLBACK")
+    return nil, db_err(err, what)
+  end
+  return r
+end
+
+local function q(db, sql, ...)
+  local rows, err = db:query(sql, ...)
+  if not rows then error(err, 0) end
+  return rows
+end
+
+--- taskapi.ledger.open(path [, opts]) -> ledger | nil, err. opts: busy_timeout (seconds;
+--- 5), synchronous ("full", the default: a commit survives a power cut; "normal": a process
+--- crash only).
+function M.open(path, opts)
+  if type(path) ~= "string" or path == "" or path:find("%z") then
+    return errors.invalid("ledger: the path must be a non-empty string without NUL bytes")
+  end
+  if opts ~= nil and type(opts) ~= "table" then return errors.invalid("ledger: options must be a table") end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "busy_timeout" and k ~= "synchronous" then
+      return errors.invalid("ledger: unknown option '" .. tostring(k):sub(1, 40) .. "' (known: busy_timeout, synchronous)")
+    end
+  end
+  local busy = opts.busy_timeout or M.BUSY_TIMEOUT
+  if type(busy) ~= "number" or busy ~= busy or busy < 0 or busy > 3600 then
+    return errors.invalid("ledger: 'busy_timeout' must be 0 to 3600 seconds")
+  end
+  local sync = opts.synchronous or "full"
+  if sync ~= "full" and sync ~= "normal" then return errors.invalid("ledger: 'synchronous' must be \"full\" or \"normal\"") end
+  local db, err = core.sqlite_open(path, busy * 1000)
+  if not db then return nil, db_err(err, "cannot open '" .. path:sub(1, 200) .. "'") end
+  local L = setmetatable({ db = db, path = path, seen = {} }, Ledger)
+  local function fail(e, what)
+    db:close()
+    L.db = nil
+    return nil, db_err(e, what)
+  end
+  local rows
+  rows, err = db:query("PRAGMA journal_mode = WAL")
+  if not rows then return fail(err, "journal_mode") end
+  if not rows[1] or rows[1].journal_mode ~= "wal" then
+    return fail("the database refused WAL mode (journal_mode " .. tostring(rows[1] and rows[1].journal_mode) .. ")",
+      "journal_mode")
+  end
+  local ok
+  ok, err = db:exec("PRAGMA synchronous = " .. (sync == "full" and "FULL" or "NORMAL"))
+  if not ok then return fail(err, "synchronous") end
+  rows, err = db:query("PRAGMA user_version")
+  if not rows then return fail(err, "user_version") end
+  local v = rows[1] and rows[1].user_version or 0
+  if v > M.SCHEMA then
+    return fail("schema version " .. v .. " is newer than this taskapi's (" .. M.SCHEMA .. ")", "'" .. path:sub(1, 200) .. "'")
+  end
+  if v < M.SCHEMA then
+    local _, serr = L:_tx("schema", function(d)
+      local r = q(d, "PRAGMA user_version")
+      if (r[1] and r[1].user_version or 0) < M.SCHEMA then -- another process may have won
+        local okx, xerr = d:exec(SCHEMA_SQL .. "PRAGMA user_version = " .. M.SCHEMA .. ";")
+        if not okx then error(xerr, 0) end
+      end
+      return true
+    end)
+    if serr then return fail(serr, "schema") end
+  end
+  return L
+end
+
+--- A ledger from taskapi.new's `ledger` option: a ledger (kept as is) or a path (opened).
+function M.attach(v)
+  if type(v) == "string" then return M.open(v) end
+  if getmetatable(v) == Ledger then
+    if not v.db then return errors.invalid("option 'ledger': the ledger is closed") end
+    return v
+  end
+  return errors.invalid("option 'ledger' must be a ledger (taskapi.ledger.open) or a path, got " .. type(v))
+end
+
+function Ledger:close()
+  if self.db then self.db:close() end
+  self.db = nil
+  return true
+end
+
+----------------------------------------------------------------------------------------------
+-- digests and ids
+
+-- FNV-1a (32 bits) of s from offset basis h, without bit operators (LuaJIT parses no `~`):
+-- XOR of the low byte by table, multiplication by 16777619 = 2^24 + 403 split so that no
+-- product passes 2^53.
+local XOR8
+local function xor8(a, b)
+  if not XOR8 then
+    XOR8 = {}
+    for x = 0, 255 do
+      local row = {}
+      for y = 0, 255 do
+        local r, bit, xx, yy = 0, 1, x, y
+        for _ = 1, 8 do
+          if xx % 2 ~= yy % 2 then r = r + bit end
+          xx, yy, bit = math.floor(xx / 2), math.floor(yy / 2), bit * 2
+        end
+        row[y] = r
+      end
+      XOR8[x] = row
+    end
+  end
+  return XOR8[a][b]
+end
+
+local function fnv1a32(s, h)
+  for i = 1, #s do
+    local low = h % 256
+    h = h - low + xor8(low, s:byte(i))
+    h = ((h % 256) * 16777216 + h * 403) % 4294967296
+  end
+  return h
+end
+
+--- The digest of a create's parameters (their JSON, keys sorted): "sha256:<hex>" when
+--- taskapi.core has sha256, else "fnv1a:<two FNV-1a 32-bit hashes>" (not cryptographic: it
+--- tells parameter sets apart, it proves nothing).
+function M.digest(params)
+  local text, err = json.encode(params)
+  if not text then return nil, err end
+  if core.sha256 then return "sha256:" .. core.sha256(text) end
+  return string.format("fnv1a:%08x%08x", fnv1a32(text, 2166136261), fnv1a32(text, 1315423911))
+end
+M._fnv1a32 = fnv1a32
+
+local counter = 0
+-- A request id: 16 random bytes from /dev/urandom as hex (time and a counter without it).
+local function request_id()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(16)
+  if f then f:close() end
+  if b and #b == 16 then return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
+  counter = counter + 1
+  return string.format("%x-%x-%x", os.time(), counter, math.random(0, 2147483646))
+end
+
+----------------------------------------------------------------------------------------------
+-- the observer (called by taskapi.client)
+
+--- Records a create's intent before its request; returns its request id.
+function Ledger:before_create(provider, typ, endpoint, params)
+  local digest, derr = M.digest(params)
+  if not digest then return nil, db_err(derr, "digest of the parameters") end
+  local rid = request_id()
+  local t = now()
+  local ok, err = self:_tx("intent", function(db)
+    q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'intent', ?3)", provider, rid, t)
+    q(db, "INSERT INTO intents (rid, provider, type, endpoint, digest, at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, " ..
+      "last_insert_rowid())", rid, provider, typ, endpoint, digest, t)
+    return true
+  end)
+  if not ok then return nil, err end
+  return rid
+end
+
+--- Records a create's outcome: the task id (and the task, pending), or err: indeterminate
+--- (err.indeterminate) or refused (anything else: the provider made no task).
+function Ledger:after_create(rid, provider, typ, id, err)
+  local t = now()
+  return self:_tx("outcome", function(db)
+    if id then
+      q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'created', ?3)", provider, id, t)
+      q(db, "UPDATE intents SET outcome = 'created', task_id = ?2, settled_at = ?3, settled_seq = last_insert_rowid() " ..
+        "WHERE rid = ?1", rid, id, t)
+      q(db, "INSERT INTO tasks (provider, id, type, state, rid, first_at, updated_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5) " ..
+        "ON CONFLICT (provider, id) DO UPDATE SET rid = excluded.rid", provider, id, typ, rid, t)
+    else
+      local outcome = err and err.indeterminate and "indeterminate" or "refused"
+      q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, ?3, ?4)", provider, rid, outcome, t)
+      q(db, "UPDATE intents SET outcome = ?2, error = ?3, settled_at = ?4, settled_seq = last_insert_rowid() " ..
+        "WHERE rid = ?1", rid, outcome, tostring(err and err.message or "unknown error"):sub(1, 1000), t)
+    end
+    return true
+  end)
+end
+
+-- The compact record of a task: no raw payload.
+local function compact(task)
+  local outputs = json.array({})
+  for i, o in ipairs(task.outputs or {}) do
+    outputs[i] = { name = o.name, url = o.url, kind = o.kind, id = o.id }
+  end
+  local e = type(task.error) == "table" and { code = task.error.code, message = task.error.message } or nil
+  return json.encode({
+    id = task.id, provider = task.provider, type = task.type, state = task.state, done = task.done == true,
+    ok = task.ok == true, progress = task.progress, outputs = outputs, error = e,
+    created_at = task.created_at, completed_at = task.completed_at, credits = task.credits,
+  })
+end
+
+--- Records a task's state when it changed (one transaction: the task's row, an event).
+function Ledger:task_seen(task)
+  if not self.db then return nil end
+  local key = task.provider .. " " .. task.id
+  local mark = task.state .. (task.done and "+" or "")
+  if self.seen[key] == mark then return true end
+  local t = now()
+  local text = compact(task)
+  local ok, err = self:_tx("task state", function(db)
+    q(db, "INSERT INTO tasks (provider, id, type, state, done, ok, progress, task, first_at, updated_at) " ..
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT (provider, id) DO UPDATE SET " ..
+      "type = coalesce(excluded.type, tasks.type), state = excluded.state, done = excluded.done, ok = excluded.ok, " ..
+      "progress = excluded.progress, task = excluded.task, updated_at = excluded.updated_at " ..
+      "WHERE tasks.state IS NOT excluded.state OR tasks.done IS NOT excluded.done OR tasks.task IS NULL",
+      task.provider, task.id, task.type, task.state, task.done and 1 or 0, task.ok and 1 or 0, task.progress, text, t)
+    if db:changes() > 0 then
+      q(db, "INSERT INTO events (provider, task_id, state, progress, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        task.provider, task.id, task.state, task.progress, t)
+    end
+    return true
+  end)
+  if ok then self.seen[key] = mark else self.last_error = err end
+  return ok, err
+end
+
+-- size, sha256 | nil, mtime, absolute path of a file on disk (nil when it is not a regular
+-- file). no_digest: leave the SHA-256 out.
+local function fingerprint(path, no_digest)
+  local size, mtime, abs = core.file_stat(path)
+  if not size then return nil end
+  local sha = not no_digest and core.sha256_file and core.sha256_file(path) or nil
+  return size, sha, mtime, abs
+end
+M.fingerprint = fingerprint
+
+--- Records every file of files (download's array) of task; adopted: found by resume.
+function Ledger:files_saved(task, files, adopted)
+  if not self.db or type(files) ~= "table" then return nil end
+  local first_err
+  for _, f in ipairs(files) do
+    if f.path and f.name then
+      local size, sha, mtime, abs = fingerprint(f.path)
+      local ok, err = self:_tx("file", function(db)
+        q(db, "INSERT INTO files (provider, task_id, name, path, bytes, sha256, mtime, adopted, at) " ..
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (provider, task_id, name) DO UPDATE SET " ..
+          "path = excluded.path, bytes = excluded.bytes, sha256 = excluded.sha256, mtime = excluded.mtime, " ..
+          "saves = files.saves + (1 - excluded.adopted), at = excluded.at",
+          task.provider, task.id, f.name, abs or f.path, size or f.bytes or 0, sha, mtime,
+          adopted and 1 or 0, now())
+        return true
+      end)
+      if not ok and not first_err then first_err = err end
+    end
+  end
+  if first_err then
+    self.last_error = first_err
+    return nil, first_err
+  end
+  return true
+end
+
+----------------------------------------------------------------------------------------------
+-- reading
+
+local function decode(text)
+  if type(text) ~= "string" or text == "" then return nil end
+  local v = core.json_decode(text)
+  return type(v) == "table" and v or nil
+end
+
+--- Is a recorded file still on disk as saved? The same size and mtime; or, the mtime
+--- changed, the same SHA-256 (read only then, so that listing a ledger hashes nothing).
+--- path: look there instead of the recorded path (the same file, moved).
+function M.file_intact(row, path)
+  path = path or row.path
+  local size, _, mtime = fingerprint(path, true)
+  if not size or size ~= row.bytes then return false end
+  if row.mtime and mtime and math.abs(mtime - row.mtime) < 1e-6 then return true end
+  if row.sha256 and core.sha256_file then return core.sha256_file(path) == row.sha256 end
+  return false
+end
+
+local function closed(what)
+  return nil, errors.new("io", "ledger: " .. what .. ": the ledger is closed")
+end
+
+function Ledger:files(id, provider)
+  if not self.db then return closed("files") end
+  local rows, err
+  if provider then
+    rows, err = self.db:query("SELECT * FROM files WHERE task_id = ?1 AND provider = ?2 ORDER BY name", id, provider)
+  else
+    rows, err = self.db:query("SELECT * FROM files WHERE task_id = ?1 ORDER BY provider, name", id)
+  end
+  if not rows then return nil, db_err(err, "files") end
+  return rows
+end
+
+-- A task record from its row: the columns, the compact task's fields, its files (by output
+-- name) and `unsaved`, the names of outputs without an intact saved file.
+function Ledger:_record(row, check_files)
+  local c = decode(row.task) or {}
+  local r = {
+    id = row.id, provider = row.provider, type = row.type or c.type, state = row.state, done = row.done == 1,
+    ok = row.ok == 1, progress = row.progress, rid = row.rid, first_at = row.first_at, updated_at = row.updated_at,
+    outputs = c.outputs or {}, error = c.error, created_at = c.created_at, completed_at = c.completed_at,
+    credits = c.credits, files = {}, unsaved = {},
+  }
+  local rows = self:files(row.id, row.provider) or {}
+  for _, f in ipairs(rows) do
+    if check_files then f.intact = M.file_intact(f) end
+    r.files[f.name] = f
+  end
+  if r.ok then
+    for _, o in ipairs(r.outputs) do
+      local f = r.files[o.name]
+      if not f or (check_files and not f.intact) then r.unsaved[#r.unsaved + 1] = o.name end
+    end
+  end
+  r.pending = not r.done or #r.unsaved > 0
+  return r
+end
+
+--- Task records, oldest first. filter: provider, state, pending (true: not finalized, or
+--- succeeded with an output not saved (intact on disk); false: the others), check_files
+--- (default true: a saved file counts only when still intact on disk).
+function Ledger:tasks(filter)
+  if filter ~= nil and type(filter) ~= "table" then return errors.invalid("ledger:tasks expects a filter table") end
+  filter = filter or {}
+  for k in pairs(filter) do
+    if k ~= "provider" and k ~= "state" and k ~= "pending" and k ~= "check_files" then
+      return errors.invalid("ledger:tasks: unknown filter '" .. tostring(k):sub(1, 40) .. "'")
+    end
+  end
+  if not self.db then return closed("tasks") end
+  local sql, args = { "SELECT * FROM tasks WHERE 1 = 1" }, {}
+  if filter.provider then sql[#sql + 1] = "AND provider = ?" .. (#args + 1); args[#args + 1] = filter.provider end
+  if filter.state then sql[#sql + 1] = "AND state = ?" .. (#args + 1); args[#args + 1] = filter.state end
+  sql[#sql + 1] = "ORDER BY first_at, rowid"
+  local rows, err = self.db:query(table.concat(sql, " "), unpack(args, 1, #args))
+  if not rows then return nil, db_err(err, "tasks") end
+  local out = {}
+  for _, row in ipairs(rows) do
+    local r = self:_record(row, filter.check_files ~= false)
+    if filter.pending == nil or r.pending == filter.pending then out[#out + 1] = r end
+  end
+  return out
+end
+
+--- The record of task id (of provider, when given; else the first one), or nil.
+function Ledger:get(id, provider)
+  if type(id) ~= "string" then return errors.invalid("ledger:get expects a task id (a string)") end
+  if not self.db then return closed("get") end
+  local rows, err
+  if provider then
+    rows, err = self.db:query("SELECT * FROM tasks WHERE id = ?1 AND provider = ?2", id, provider)
+  else
+    rows, err = self.db:query("SELECT * FROM tasks WHERE id = ?1 ORDER BY first_at LIMIT 1", id)
+  end
+  if not rows then return nil, db_err(err, "get") end
+  if not rows[1] then return nil end
+  return self:_record(rows[1], true)
+end
+
+--- Intents, oldest first. filter: provider, indeterminate (true: those whose task may exist
+--- without an id: outcome 'indeterminate', or open (no outcome recorded: the process died
+--- during the create, or is still in it), outcome ("open" or a recorded one).
+function Ledger:intents(filter)
+  if filter ~= nil and type(filter) ~= "table" then return errors.invalid("ledger:intents expects a filter table") end
+  filter = filter or {}
+  for k in pairs(filter) do
+    if k ~= "provider" and k ~= "indeterminate" and k ~= "outcome" then
+      return errors.invalid("ledger:intents: unknown filter '" .. tostring(k):sub(1, 40) .. "'")
+    end
+  end
+  if not self.db then return closed("intents") end
+  local rows, err = self.db:query("SELECT * FROM intents ORDER BY at, rowid")
+  if not rows then return nil, db_err(err, "intents") end
+  local out = {}
+  for _, r in ipairs(rows) do
+    r.outcome = r.outcome or "open"
+    local keep = (not filter.provider or r.provider == filter.provider) and (not filter.outcome or r.outcome == filter.outcome)
+    if filter.indeterminate ~= nil then
+      local ind = r.outcome == "indeterminate" or r.outcome == "open"
+      keep = keep and ind == filter.indeterminate
+    end
+    if keep then out[#out + 1] = r end
+  end
+  return out
+end
+
+--- Marks an indeterminate (or open) intent as found: its task id, the task pending.
+function Ledger:reconciled(rid, provider, id, typ)
+  local t = now()
+  return self:_tx("reconcile", function(db)
+    local have = q(db, "SELECT id FROM tasks WHERE provider = ?1 AND id = ?2", provider, id)
+    if have[1] then error("task " .. id .. " is already in the ledger", 0) end
+    q(db, "UPDATE intents SET outcome = 'reconciled', task_id = ?2, settled_at = ?3 WHERE rid = ?1", rid, id, t)
+    q(db, "INSERT INTO tasks (provider, id, type, state, rid, first_at, updated_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5)",
+      provider, id, typ, rid, t)
+    q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'reconciled', ?3)", provider, id, t)
+    return true
+  end)
+end
+
+--- The ids of provider's tasks in the ledger, as a set.
+function Ledger:ids(provider)
+  if not self.db then return closed("ids") end
+  local rows, err = self.db:query("SELECT id FROM tasks WHERE provider = ?1", provider)
+  if not rows then return nil, db_err(err, "ids") end
+  local set = {}
+  for _, r in ipairs(rows) do set[r.id] = true end
+  return set
+end
+
+----------------------------------------------------------------------------------------------
+-- client:resume and client:reconcile
+
+local WAIT_KEYS = { timeout = true, interval = true, max_interval = true, min_interval = true, on_progress = true }
+local DOWNLOAD_KEYS = { dir = true, outputs = true, format = true, overwrite = true, max_bytes = true, uhd = true }
+local RENAMED = { download_timeout = "timeout", on_download_progress = "on_progress" } -- download's own
+
+-- download.lua's naming of a file: <task id>_<output name>.<ext>, each part so sanitized.
+local function safe_part(s) return (tostring(s):gsub("[^%w%-_]", "_")) end
+
+-- The extensions download.lua gives a file whose URL has none (by content type).
+local PROBE_EXTS = { "glb", "gltf", "obj", "fbx", "usdz", "stl", "png", "jpg", "webp", "gif", "mp4", "webm", "zip", "bin" }
+
+-- The file a completed download of output `out` left in o.dir (a process killed between the
+-- rename and the ledger's record), or nil. The C module renames a part file to its final
+-- name only once complete, so a file under that name is whole.
+local function on_disk(client, task, out, o)
+  local ext
+  if client.def.refresh == "link" then
+    ext = o.format
+  elseif out.url then
+    ext = require("taskapi.download").ext_of_url(out.url)
+  end
+  local base = (o.dir == "/" and "" or o.dir) .. "/" .. safe_part(task.id) .. "_" .. safe_part(out.name) .. "."
+  for _, e in ipairs(ext and { ext } or PROBE_EXTS) do
+    if core.file_stat(base .. e) then return base .. e end
+  end
+  return nil
+end
+
+local function positive_int(v, name, max)
+  if type(v) ~= "number" or v % 1 ~= 0 or v < 1 or v > max then
+    return errors.invalid(name .. " must be a whole number from 1 to " .. max)
+  end
+  return v
+end
+
+--- client:resume(opts): waits for every unfinished task of the client's provider in its
+--- ledger and downloads every result not yet saved (a file already on disk as recorded, or
+--- complete under its final name, is skipped), concurrently. opts: dir (required), the
+--- options of wait (timeout, interval, max_interval, min_interval, on_progress) and of
+--- download (outputs, format, overwrite, max_bytes; download_timeout and
+--- on_download_progress for its timeout and on_progress), concurrency (downloads at once;
+--- 4). Returns tasks, errs (keyed by task id, like wait_all) and files (task id -> the
+--- files saved, adopted or skipped).
+function M.resume(client, opts)
+  local L = client.ledger
+  if not L then return errors.invalid("resume: this client has no ledger (taskapi.new{ ledger = path })") end
+  if type(opts) ~= "table" then return errors.invalid("resume expects an options table with 'dir'") end
+  if opts.dir == nil then return errors.invalid("resume: option 'dir' (the folder for the results) is required") end
+  local wopts, dopts, concurrency = {}, {}, 4
+  for k, v in pairs(opts) do
+    if WAIT_KEYS[k] then wopts[k] = v
+    elseif DOWNLOAD_KEYS[k] then dopts[k] = v
+    elseif RENAMED[k] then dopts[RENAMED[k]] = v
+    elseif k == "concurrency" then
+      local c, cerr = positive_int(v, "resume: option 'concurrency'", 64)
+      if not c then return nil, cerr end
+      concurrency = c
+    else
+      return errors.invalid("resume: unknown option '" .. tostring(k):sub(1, 40) .. "'")
+    end
+  end
+  local download = require "taskapi.download"
+  local waiting = require "taskapi.wait"
+  local scheduler = require "taskapi.scheduler"
+  local o, err = download.check_opts(client.def, dopts)
+  if not o then return nil, err end
+  local p
+  p, err = waiting.check_opts(client, wopts)
+  if not p then return nil, err end
+  local name = client.def.name
+  local recs
+  recs, err = L:tasks { provider = name, pending = true }
+  if not recs then return nil, err end
+  local want
+  if o.outputs then
+    want = {}
+    for _, n in ipairs(o.outputs) do want[n] = true end
+  end
+  local tasks, errs, saved = {}, {}, {}
+
+  -- a finalized task (fresh from the provider): its results not yet saved
+  local function fetch(task)
+    tasks[task.id] = task
+    if not task.ok then return end
+    local rec = L:get(task.id, name)
+    local names, adopt, list = {}, {}, {}
+    for _, out in ipairs(task.outputs) do
+      if not want or want[out.name] then
+        local f = rec and rec.files[out.name]
+        if f and f.intact then
+          list[#list + 1] = { name = out.name, path = f.path, bytes = f.bytes, skipped = true }
+        else
+          -- under its final name in dir: unrecorded (whole: renamed only once complete), or
+          -- the recorded file itself, moved there
+          local path = not o.overwrite and on_disk(client, task, out, o)
+          if path and f and not M.file_intact(f, path) then path = nil end
+          if path then
+            adopt[#adopt + 1] = { name = out.name, path = path, bytes = core.file_stat(path), adopted = true }
+          else
+            names[#names + 1] = out.name
+          end
+        end
+      end
+    end
+    if #adopt > 0 then L:files_saved(task, adopt, true) end
+    for _, f in ipairs(adopt) do list[#list + 1] = f end
+    if #names > 0 then
+      local d = {}
+      for k, v in pairs(dopts) do d[k] = v end
+      d.outputs = names
+      local files, derr = client:download(task, d)
+      if not files then
+        errs[task.id] = derr
+        files = derr.files or {}
+      end
+      for _, f in ipairs(files) do list[#list + 1] = f end
+    end
+    saved[task.id] = list
+  end
+
+  local function body()
+    local s = scheduler.current()
+    local queue, head, tail, idle, closed = {}, 1, 0, {}, false
+    local function push(item)
+      tail = tail + 1
+      queue[tail] = item
+      local ev = table.remove(idle)
+      if ev then ev.signal() end
+    end
+    local function worker()
+      local ev = s:event()
+      while true do
+        if head <= tail then
+          local item = queue[head]
+          queue[head], head = nil, head + 1
+          if item.task then
+            fetch(item.task)
+          else
+            local t, serr = client:_status(item.id)
+            if t and t.done then fetch(t)
+            elseif t then tasks[item.id] = t -- the ledger said finalized; the provider does not
+            else errs[item.id] = serr end
+          end
+        elseif closed then
+          return
+        else
+          idle[#idle + 1] = ev
+          ev.wait()
+        end
+      end
+    end
+    local hs, waits = {}, {}
+    for i = 1, concurrency do hs[i] = s:spawn(worker) end
+    for _, r in ipairs(recs) do
+      if r.done then push({ id = r.id }) else waits[#waits + 1] = r.id end
+    end
+    waiting.wait_many(client, s, waits, p, function(sid, t, e)
+      if t then push({ task = t }) else errs[sid] = e end
+    end)
+    closed = true
+    for _, ev in ipairs(idle) do ev.signal() end
+    idle = {}
+    for i = 1, #hs do
+      local ok, jerr = hs[i]:join()
+      if ok == nil and jerr then error(jerr, 0) end
+    end
+  end
+  if scheduler.current() then body() else scheduler.run(body) end
+  return tasks, errs, saved
+end
+
+local function norm(t) return type(t) == "string" and t:lower():gsub("%-", "_") or nil end
+
+-- The names a provider's usage listing may give the type of intent `it`.
+local function type_names(def, it)
+  local names = { [norm(it.type)] = true }
+  local ep = it.endpoint
+  if ep then
+    names[norm(ep:match("([^/]+)$"))] = true
+    for n, path in pairs(def.create_types or {}) do
+      if path == ep then names[norm(n)] = true end
+    end
+  end
+  return names
+end
+
+--- client:reconcile(opts): turns indeterminate (and open) intents of the client's provider
+--- into task ids where the provider lists the account's tasks (Tripo V3's usage): a row of
+--- the same type, created within `window` seconds of the intent, whose id is not in the
+--- ledger yet, and placed in the listing between the tasks of the creates answered before
+--- the intent and those recorded after its answer (the ledger's events give that order).
+--- Intents are served oldest first, each taking the oldest row that fits. opts: window (seconds; 60), min_age (an open
+--- intent younger than this may still be in flight in another process; the client's
+--- timeout times its attempts, plus 5), max_rows (usage rows read at most; 2000).
+--- Returns { found = {{rid=, task_id=, type=, at=, created_at=}...}, left = {intents...} }.
+function M.reconcile(client, opts)
+  local L = client.ledger
+  if not L then return errors.invalid("reconcile: this client has no ledger (taskapi.new{ ledger = path })") end
+  if opts ~= nil and type(opts) ~= "table" then return errors.invalid("reconcile expects an options table") end
+  opts = opts or {}
+  for k, v in pairs(opts) do
+    if k ~= "window" and k ~= "min_age" and k ~= "max_rows" then
+      return errors.invalid("reconcile: unknown option '" .. tostring(k):sub(1, 40) .. "' (known: window, min_age, max_rows)")
+    end
+    if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
+      return errors.invalid("reconcile: option '" .. k .. "' must be a number >= 0")
+    end
+  end
+  local def = client.def
+  local window = opts.window or 60
+  local min_age = opts.min_age or (client.timeout * (client.retries + 1) + 5)
+  local max_rows = opts.max_rows or 2000
+  local list, err = L:intents { provider = def.name, indeterminate = true }
+  if not list then return nil, err end
+  local result = { found = {}, left = {} }
+  local t_now, todo = os.time(), {}
+  for _, it in ipairs(list) do
+    if def.usage_path and (it.outcome == "indeterminate" or t_now - it.at >= min_age) then
+      todo[#todo + 1] = it
+    else
+      result.left[#result.left + 1] = it
+    end
+  end
+  if #todo == 0 then return result end
+  local lo = math.huge
+  for _, it in ipairs(todo) do if it.at - window < lo then lo = it.at - window end end
+  local rows, offset = {}, 0
+  while offset < max_rows do
+    local page, uerr = client:usage { limit = def.usage_max, offset = offset }
+    if not page then return nil, uerr end
+    for _, r in ipairs(page) do rows[#rows + 1] = r end
+    if #page < def.usage_max then break end
+    local last = page[#page]
+    if last.created_at and last.created_at < lo then break end
+    offset = offset + #page
+  end
+  local known
+  known, err = L:ids(def.name)
+  if not known then return nil, err end
+  local all
+  all, err = L:intents { provider = def.name }
+  if not all then return nil, err end
+  local pos = {}
+  for i, r in ipairs(rows) do if r.task_id and not pos[r.task_id] then pos[r.task_id] = i end end
+  for _, it in ipairs(todo) do
+    local names = type_names(def, it)
+    local hi_t = (it.settled_at or it.at) + window
+    -- the bounds the ledger's order gives in the listing (newest first): I's task is newer
+    -- than the task of every create answered before I was recorded, and older than that of
+    -- every create recorded after I's answer
+    local lo, hi = #rows + 1, 0 -- candidates: hi < index < lo
+    for _, c in ipairs(all) do
+      local at_c = c.outcome == "created" and pos[c.task_id]
+      if at_c then
+        if c.settled_seq and it.seq and c.settled_seq < it.seq and at_c < lo then lo = at_c end
+        if it.settled_seq and c.seq and c.seq > it.settled_seq and at_c > hi then hi = at_c end
+      end
+    end
+    local best
+    for i = lo - 1, hi + 1, -1 do -- oldest first
+      local r = rows[i]
+      if r.task_id and not known[r.task_id] and r.created_at and names[norm(r.type) or ""] and
+          r.created_at >= it.at - window and r.created_at <= hi_t then
+        best = r
+        break
+      end
+    end
+    local ok
+    if best then ok, err = L:reconciled(it.rid, def.name, best.task_id, it.type) end
+    if ok then
+      known[best.task_id] = true
+      result.found[#result.found + 1] = { rid = it.rid, task_id = best.task_id, type = it.type, at = it.at,
+        created_at = best.created_at }
+    else
+      it.reconcile_error = err
+      result.left[#result.left + 1] = it
+    end
+  end
+  return result
+end
+
+return M
