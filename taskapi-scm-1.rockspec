@@ -46,6 +46,7 @@ build = {
     ["taskapi.json"] = "lua/taskapi/json.lua",
     ["taskapi.ledger"] = "lua/taskapi/ledger.lua",
     ["taskapi.ngx"] = "lua/taskapi/ngx.lua",
+    ["taskapi.cosocket"] = "lua/taskapi/cosocket.lua",
     ["taskapi.provider"] = "lua/taskapi/provider.lua",
     ["taskapi.providers.tripo"] = "lua/taskapi/providers/tripo.lua",
     ["taskapi.providers.tripo_v2"] = "lua/taskapi/providers/tripo_v2.lua",

@@ -132,7 +132,7 @@ end
 -- Which way is better, by the peer a ratio names: throughput ratios (x wrk, x curl) are
 -- better high; request and instruction counts (x SDK requests, x peer) better low.
 local function higher_is_better(ratio)
-  return ratio:find("x wrk") ~= nil or ratio:find("x curl") ~= nil
+  return ratio:find("x wrk") ~= nil or ratio:find("x curl") ~= nil or ratio:find("rate") ~= nil -- [B7: x the peer's rate]
 end
 
 local function read_rows(path)

@@ -62,10 +62,13 @@ local function client(provider)
   return c, err
 end
 
+-- Answers are encoded by taskapi.json: lists marked json.array stay JSON arrays when empty.
+local json = require "taskapi.json"
+
 local function reply(status, value)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
-  ngx.say(cjson.encode(value))
+  ngx.say((json.encode(value)))
   return ngx.exit(status)
 end
 
@@ -109,7 +112,10 @@ local function watch(premature, job)
               if base then downloaded[base] = f.path end
             end
           else
-            entry.error = tostring(derr)
+            -- the task succeeded at the provider but its result is not here: a failure of the job
+            entry.error = "download failed: " .. tostring(derr)
+            entry.download_failed = true
+            job.failures = (job.failures or 0) + 1
           end
           entry.downloading = nil
         end)
@@ -137,7 +143,7 @@ function M.create_job()
   ngx.update_time()
   local job = { id = tostring(seq), provider = provider, ids = ids, tasks = {}, state = "waiting", created = ngx.now(),
     dir = (os.getenv("TASKAPI_OUT") or "/tmp"), interval = tonumber(body.interval) }
-  for _, id in ipairs(ids) do job.tasks[id] = { state = "queued", files = {} } end
+  for _, id in ipairs(ids) do job.tasks[id] = { state = "queued", files = json.array({}) } end
   jobs[job.id] = job
   local ok, terr = ngx.timer.at(0, watch, job)
   if not ok then return reply(500, { error = "cannot start the watcher: " .. tostring(terr) }) end
@@ -154,14 +160,14 @@ end
 local IMAGE = { png = true, jpg = true, jpeg = true, webp = true, gif = true }
 
 local function views()
-  local list = {}
+  local list = json.array({})
   for i = seq, 1, -1 do
     local job = jobs[tostring(i)]
     if job then
       local tasks = {}
       for k, id in ipairs(job.ids) do
         local e = job.tasks[id]
-        local files = {}
+        local files = json.array({})
         for n, f in ipairs(e.files) do
           local base = f.path:match("([^/]+)$") or ""
           local ext = (base:match("%.(%w+)$") or ""):lower()
@@ -169,9 +175,12 @@ local function views()
         end
         tasks[k] = { id = id, type = e.type, state = e.state, progress = e.progress, eta = e.eta,
           queue_position = e.queue_position, error = e.error, error_code = e.error_code,
-          downloading = e.downloading == true, files = files }
+          downloading = e.downloading == true, download_failed = e.download_failed == true, files = files }
       end
-      list[#list + 1] = { job = job.id, provider = job.provider, state = job.state, created = job.created, tasks = tasks }
+      local state = job.state
+      if (job.failures or 0) > 0 then state = state .. ", " .. job.failures .. " download(s) failed" end
+      list[#list + 1] = { job = job.id, provider = job.provider, state = state, created = job.created,
+        tasks = json.array(tasks) }
     end
   end
   return list

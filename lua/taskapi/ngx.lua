@@ -1,8 +1,12 @@
--- taskapi.ngx: the engine inside OpenResty. One libcurl multi handle per nginx worker, driven
--- by a background light thread (ngx.timer) that calls perform (never blocking) and sleeps
--- with ngx.sleep between turns; each request parks on an ngx.semaphore until its transfer
--- is done. Sleeps are ngx.sleep. Phases that cannot yield get a clear error instead.
+-- taskapi.ngx: the engine inside OpenResty. API calls (JSON answers in memory) go over nginx's
+-- own sockets (taskapi.cosocket): no timer, no polling, each call yields only on its socket.
+-- Downloads to disk (req.path) and uploads (req.mime, req.body_file) stay on libcurl: one multi
+-- handle per nginx worker, driven by a background light thread (ngx.timer) that runs only
+-- while such a transfer is in flight, calls perform (never blocking) and sleeps with ngx.sleep
+-- between turns; each of those requests parks on an ngx.semaphore until its transfer is done.
+-- Sleeps are ngx.sleep. Phases that cannot yield get a clear error instead.
 local core = require "taskapi.core"
+local cosocket = require "taskapi.cosocket"
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local semaphore = require "ngx.semaphore"
@@ -66,8 +70,13 @@ local function phase_error(what)
     "' phase: it cannot yield (use a content handler or ngx.timer.at)")
 end
 
+local cosocket_request = cosocket.request
+
 function M.transfer(req, on_progress)
   if not YIELDABLE[ngx.get_phase()] then return nil, phase_error("make a request") end
+  if req.json and not req.path and not req.mime and not req.body_file and not on_progress then
+    return cosocket_request(req)
+  end
   if not multi then multi = core.multi() end
   local t, err = multi:add(req)
   if not t then return nil, err end
@@ -105,12 +114,16 @@ function M.now()
   return ngx.now()
 end
 
---- Transfers in flight in this worker (for status pages and specs).
+--- Transfers on libcurl (downloads, uploads) in flight in this worker (for status pages and
+--- specs); API calls on cosockets are not counted.
 function M.in_flight()
   local n = 0
   for _ in pairs(waiting) do n = n + 1 end
   return n
 end
+
+--- Whether the libcurl driver (the timer of downloads and uploads) is running now.
+function M.driving() return driving end
 
 -- The scheduler inside OpenResty: coroutines are nginx light threads (ngx.thread), joins and
 -- events are semaphores, sleeps are ngx.sleep, transfers go through the worker's driver.

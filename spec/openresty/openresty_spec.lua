@@ -30,6 +30,29 @@ describe("OpenResty example #openresty", function()
     if out then fe.rmdir(out) end
   end)
 
+  it("lists no jobs as an empty JSON array", function()
+    assert.equal('{"jobs":[]}', (curl(app.url .. "/jobs"):gsub("%s+$", "")))
+  end)
+
+  it("reports a result it could not save as a failure of the job, with the error", function()
+    local id = env:add { provider = "tripo", queue = 0, run = 0, expired_links = 5, outputs = { "model" } }
+    local created = cjson.decode(curl("-d " .. fe.q(cjson.encode { provider = "tripo", ids = { id } }) .. " " ..
+      app.url .. "/jobs"))
+    local entry
+    for _ = 1, 100 do
+      entry = cjson.decode(curl(app.url .. "/jobs/" .. created.job)).tasks[id]
+      if entry.download_failed then break end
+      os.execute("sleep 0.1")
+    end
+    assert.equal("succeeded", entry.state) -- the provider's state stays what it is
+    assert.is_true(entry.download_failed)
+    assert.matches("^download failed: ", entry.error)
+    assert.equal(0, #entry.files) -- no file
+    local listed = cjson.decode(curl(app.url .. "/jobs")).jobs[1]
+    assert.matches("1 download%(s%) failed", listed.state)
+    assert.is_true(curl(app.url .. "/jobs"):find('"files":[]', 1, true) ~= nil)
+  end)
+
   it("runs the workflow: takes task ids, waits for all, downloads each result", function()
     local ids = {}
     for i = 1, 4 do ids[i] = env:add { provider = "tripo", queue = 0.2 * i, run = 0.5 } end
