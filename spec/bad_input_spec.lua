@@ -172,11 +172,14 @@ local DL_BAD = {
   max_bytes = cat(NOT_NUMBERS, BAD_NUMBERS, { 0 }),
   on_progress = { "f", 1, true, {} },
   timeout = cat(NOT_NUMBERS, BAD_NUMBERS, { 0 }),
+  min_speed = cat(NOT_NUMBERS, BAD_NUMBERS),      -- files branch: 0 turns the floor off
+  min_speed_time = cat(NOT_NUMBERS, BAD_NUMBERS),
 }
 for _, o in ipairs({ "x", HUGE, 1, true, FN }) do
   case("client:download(id, " .. show(o) .. ")", BOTH, nil, function(c, _, p) return c:download(GOOD_ID[p], o) end)
 end
-for _, opt in ipairs({ "dir", "format", "max_bytes", "on_progress", "outputs", "overwrite", "timeout" }) do
+for _, opt in ipairs({ "dir", "format", "max_bytes", "on_progress", "outputs", "overwrite", "timeout", "min_speed",
+  "min_speed_time" }) do
   for _, v in ipairs(DL_BAD[opt]) do
     case("client:download(id, {" .. opt .. " = " .. show(v) .. "})", BOTH, nil, function(c, _, p)
       return c:download(GOOD_ID[p], { dir = ".", [opt] = v })

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.." || exit 2
 TASKAPI_SUITE=${TASKAPI_SUITE:-memcheck}; export TASKAPI_SUITE
 mkdir -p build
 command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y valgrind" >&2; exit 1; }
-specs=$(ls spec/core_transport_spec.lua spec/core_download_spec.lua spec/core_mime_spec.lua spec/core_crypto_spec.lua spec/core_body_file_spec.lua spec/integration_*_spec.lua spec/ledger_spec.lua 2>/dev/null)
+specs=$(ls spec/core_transport_spec.lua spec/core_download_spec.lua spec/core_mime_spec.lua spec/core_crypto_spec.lua spec/core_body_file_spec.lua spec/integration_*_spec.lua spec/ledger_spec.lua spec/download_safety_spec.lua 2>/dev/null)
 vlog=build/memcheck.valgrind.log
 TASKAPI_MEMCHECK=1 valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
   --error-exitcode=99 --log-file="$vlog" \

@@ -59,6 +59,8 @@ static const luaL_Reg core_funcs[] = {
   {"multi", tk_multi_new},
   {"now", tk_now},
   {"sleep", tk_sleep},
+  {"place", tk_dl_place},             /* download.c */
+  {"remove_part", tk_dl_remove_part}, /* download.c */
   {NULL, NULL}};
 
 int luaopen_taskapi_core(lua_State *L);

@@ -827,7 +827,10 @@ static int multi_add(lua_State *L)
   if (err) {
     int n;
     lua_settop(L, tidx);
-    n = tk_fail_arg(L, "%s", err); /* before the release: err may be t's own buffer */
+    /* before the release: err may be t's own buffer; a part file that cannot be opened or
+       locked (download.c) is an io error, not a bad argument */
+    n = t->err_kind ? tk_fail(L, t->err_kind, err, -1, -1, t->err_retryable)
+                    : tk_fail_arg(L, "%s", err);
     tk_pool_put(m, t->easy);
     t->easy = NULL;
     transfer_release(t);

@@ -44,6 +44,11 @@ typedef struct tk_dl {
   long long expected;    /* expected final file size, -1 when unknown */
   long long bytes;       /* final size after a successful rename */
   int renamed;
+  int overwrite;         /* req.overwrite: the final rename may replace path */
+  long long part_dev, part_ino; /* identity of the part file held open (and flock'ed) */
+  long long min_speed;   /* req.min_speed bytes/s on average (0: no floor) ... */
+  long long min_speed_ms; /* ... checked once this many ms have passed (req.min_speed_time) */
+  long long start_ms;    /* monotonic ms at setup */
 } tk_dl;
 
 /* req.body_file: the request body read from one file (mime.c); the FILE is owned by its
@@ -138,6 +143,12 @@ void tk_dl_free(tk_dl *d);
 void tk_dl_progress(const tk_transfer *t, long long *done, long long *total);
 /* Adds path, bytes, resumed, filename to the res table at the top of the stack. */
 void tk_dl_push_result(lua_State *L, tk_transfer *t);
+/* core.place(from, to, overwrite) -> true | nil, err: a rename that never replaces `to`
+ * unless overwrite (renameat2 RENAME_NOREPLACE, else link+unlink). */
+int tk_dl_place(lua_State *L);
+/* core.remove_part(path) -> true | false, why: unlinks a part file only when it is a regular
+ * file (never through a symlink) that no other download holds locked. */
+int tk_dl_remove_part(lua_State *L);
 
 /* mime.c */
 /* Reads req.mime of the req table at index idx into t->mime and sets it as the body;

@@ -209,8 +209,10 @@ function Ctx:download(task, dopts)
     -- progress report
     local line = "saved " .. f.path .. " (" .. fmt_bytes(f.bytes) .. ", " ..
       fmt_bytes(f.bytes / math.max(now() - (started[id .. " " .. f.name] or t0), 0.001)) .. "/s)"
+    if f.skipped then line = "kept " .. f.path .. " (exists; --overwrite replaces it)" end -- files branch
     if self.opts.json then
-      self:emit({ object = "file", id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type })
+      self:emit({ object = "file", id = id, name = f.name, path = f.path, bytes = f.bytes, content_type = f.content_type,
+        skipped = f.skipped })
     else
       self.live:finish(id .. " " .. f.name, line)
     end

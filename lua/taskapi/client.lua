@@ -236,7 +236,13 @@ function Client:download(task_or_id, opts)
     if not task then return nil, err end
   end
   local files, derr = download.run(self, task, o)
-  if self.ledger then self.ledger:files_saved(task, files or derr.files) end -- ledger: files saved
+  if self.ledger then -- ledger: files saved (not those skipped because a file was there: files branch)
+    local saved = {}
+    for _, f in ipairs(files or derr.files or {}) do
+      if not f.skipped then saved[#saved + 1] = f end
+    end
+    self.ledger:files_saved(task, saved)
+  end
   return files, derr
 end
 

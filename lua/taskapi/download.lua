@@ -1,10 +1,15 @@
 -- taskapi.download: saving a task's outputs to disk. Picks the outputs, names each file
 -- `<task id>_<output name>.<ext>` inside the destination folder (nothing a server says can
--- change the folder), resolves each output's link (SellerPic: one download-link call per
--- result), and runs the streaming transfer of the C module: a hidden part file renamed to
--- the final name only when complete, resumed with Range after a dropped connection, the
--- link renewed once when the file host says it expired (403/404). The API key is never sent
--- to a file host. Every failure removes the part file.
+-- change the folder; `names` below is the one place that decides the names), skips an output
+-- whose file already exists (unless overwrite), resolves each output's link (SellerPic: one
+-- download-link call per result), and runs the streaming transfer of the C module: a hidden
+-- part file, locked while written (a second download of the same output gets an io error),
+-- renamed to the final name only when complete and never over an existing file unless
+-- overwrite, resumed with Range after a dropped connection or from a part file a killed
+-- process left, the link renewed once when the file host says it expired (403/404). A total
+-- time limit (timeout) and an average-speed floor (min_speed) bound every call. The API key is
+-- never sent to a file host. A failure removes the part file (unless another download holds it).
+local core = require "taskapi.core"
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local http = require "taskapi.http"
@@ -13,6 +18,11 @@ local files = require "taskapi.files"
 local exists, is_dir = files.exists, files.is_dir
 
 local M = {}
+
+-- The speed floor by default: at least MIN_SPEED bytes/s on average over a file's transfer,
+-- checked once MIN_SPEED_TIME seconds have passed (download{ min_speed =, min_speed_time = }).
+M.MIN_SPEED = 1024
+M.MIN_SPEED_TIME = 30
 
 local EXT_OF_TYPE = {
   ["model/gltf-binary"] = "glb", ["model/gltf+json"] = "gltf", ["model/obj"] = "obj",
@@ -90,6 +100,14 @@ function M.check_opts(def, opts)
     return errors.invalid("download option 'timeout' must be a positive number of seconds")
   end
   o.timeout = opts.timeout or 0
+  for _, k in ipairs({ "min_speed", "min_speed_time" }) do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or not (v >= 0) or v == math.huge) then
+      return errors.invalid("download option '" .. k .. "' must be a number, 0 or more")
+    end
+  end
+  o.min_speed = opts.min_speed or M.MIN_SPEED
+  o.min_speed_time = opts.min_speed_time or M.MIN_SPEED_TIME
   -- newuser: a missing folder is made with its parents (mkdir -p), last, so that a refused
   -- option makes nothing; a file in the way or no permission is an io error before any request
   if not is_dir(o.dir) then
@@ -148,29 +166,70 @@ local function refresh(client, task, out, o)
   return nil, errors.new("download", "output '" .. out.name .. "' is gone after refreshing the task", { task_id = task.id })
 end
 
--- Saves one output; returns {name=, path=, bytes=, content_type=} or nil, err.
-local function save(client, task, out, o)
+--- The file names of one output, decided here only: the final path (nil while its extension
+--- waits for the response's content type), the hidden part file the transfer writes and
+--- locks, and the staging name a file of unknown type is verified under before it is named.
+--- `.<final name>.part`, so outputs of other formats never share a part.
+local function names(o, task, out, ext)
+  local base = safe_part(task.id) .. "_" .. safe_part(out.name)
+  if ext then
+    local name = base .. "." .. ext
+    return o.dir .. "/" .. name, o.dir .. "/." .. name .. ".part"
+  end
+  return nil, o.dir .. "/." .. base .. ".part", o.dir .. "/." .. base .. ".done"
+end
+M.names = names
+
+-- The result of an output whose file was already there (overwrite = false): left alone.
+local function skipped(out, path)
+  return { name = out.name, path = path, bytes = files.size(path), kind = out.kind, skipped = true }
+end
+
+local function now(client) return engine.now(client) end
+
+-- The error of a call past its total limit (download{ timeout = }).
+local function late(o, out, task)
+  return errors.new("timeout", "output '" .. out.name .. "': download not finished within timeout = " ..
+    tostring(o.timeout) .. " s", { task_id = task.id, retryable = false })
+end
+
+-- Saves one output; returns {name=, path=, bytes=, content_type=} ({..., skipped = true}
+-- for a file that exists) or nil, err. deadline: engine time the call must end by, or nil.
+local function save(client, task, out, o, deadline)
+  local ext = client.def.refresh == "link" and o.format or (out.url and ext_of_url(out.url))
+  local final, part, staging = names(o, task, out, ext)
+  if final and not o.overwrite and exists(final) then return skipped(out, final) end
+  if deadline and now(client) >= deadline then return nil, late(o, out, task) end
   local url, err = resolve(client, task, out, o)
   if not url then return nil, err end
-  local base = safe_part(task.id) .. "_" .. safe_part(out.name)
-  local ext = (client.def.refresh == "link" and o.format) or ext_of_url(url)
-  local final = ext and (o.dir .. "/" .. base .. "." .. ext) or nil
-  if final and not o.overwrite and exists(final) then
-    return nil, errors.new("io", "file '" .. final .. "' exists (pass overwrite = true to replace it)", { task_id = task.id })
-  end
-  local part = o.dir .. "/." .. base .. ".part"
   local req = {
-    url = url, path = final or (o.dir .. "/." .. base .. ".done"), part = part, resume = true,
-    keep_partial = true, max_bytes = o.max_bytes, timeout = o.timeout, user_agent = client.user_agent,
+    -- the part file left by a killed run is resumed (the transfer holds its lock; a 416 or a
+    -- Content-Range that does not continue it starts it over)
+    url = url, path = final or staging, part = part, resume = true,
+    overwrite = o.overwrite or not final, -- a staging file is ours to replace (a crash's leftover)
+    keep_partial = true, max_bytes = o.max_bytes, user_agent = client.user_agent,
     ca_file = client.ca_file, insecure = client.insecure, low_speed_time = client.stall_time,
+    min_speed = o.min_speed, min_speed_time = o.min_speed_time,
+    timeout = deadline and math.max(0.001, deadline - now(client)) or 0,
   }
-  os.remove(part)
   local on_progress
   if o.on_progress then
     local cb, name = o.on_progress, out.name
     on_progress = function(done, total) cb(done, total, name) end
   end
   local ctx = { task_id = task.id, on_progress = on_progress }
+  local out_of_time = false
+  if deadline then
+    -- each attempt gets the time left; no retry that would start past the deadline
+    ctx.before_retry = function(_, _, delay)
+      local left = deadline - now(client) - delay
+      if left < 0.001 then
+        out_of_time = true
+        return false
+      end
+      req.timeout = left
+    end
+  end
   local function decide(r)
     if r.status >= 200 and r.status < 300 then return r end
     if r.status == 403 or r.status == 404 or r.status == 410 then return r end -- renewed below
@@ -186,7 +245,7 @@ local function save(client, task, out, o)
     res = nil
     if fresh then
       req.url = fresh
-      os.remove(part)
+      if deadline then req.timeout = math.max(0.001, deadline - now(client)) end
       res, derr = http.with_retries(client, req, decide, ctx)
       if res and res.status >= 300 then
         res, derr = nil, errors.new("download", "file host answered HTTP " .. res.status .. " after the link was renewed",
@@ -195,8 +254,15 @@ local function save(client, task, out, o)
     end
   end
   if not res then
-    os.remove(part)
-    if derr.kind == "download" or derr.kind == "io" or derr.kind == "timeout" or derr.kind == "transport" then
+    core.remove_part(part) -- only when no other download holds it
+    -- another download of the same output finished first: its file stands, ours is not needed
+    if final and not o.overwrite and derr.kind == "io" and exists(final) and
+        tostring(derr.message):find("exists: not replaced", 1, true) then
+      return skipped(out, final)
+    end
+    if deadline and (out_of_time or now(client) >= deadline - 0.01) and derr.retryable ~= false then
+      derr = late(o, out, task)
+    elseif derr.kind == "download" or derr.kind == "io" or derr.kind == "timeout" or derr.kind == "transport" then
       derr.message = "output '" .. out.name .. "': " .. tostring(derr.message)
     end
     return nil, derr
@@ -204,23 +270,22 @@ local function save(client, task, out, o)
   local ctype = res.content_type
   if not final then
     ext = EXT_OF_TYPE[ctype or ""] or "bin"
-    final = o.dir .. "/" .. base .. "." .. ext
-    if not o.overwrite and exists(final) then
-      os.remove(req.path)
-      return nil, errors.new("io", "file '" .. final .. "' exists (pass overwrite = true to replace it)", { task_id = task.id })
-    end
-    local ok, rerr = os.rename(req.path, final)
+    final = names(o, task, out, ext)
+    local ok, perr = core.place(staging, final, o.overwrite)
     if not ok then
-      os.remove(req.path)
-      return nil, errors.new("io", "cannot rename to '" .. final .. "': " .. tostring(rerr), { task_id = task.id })
+      os.remove(staging)
+      if not o.overwrite and exists(final) then return skipped(out, final) end
+      perr.task_id = task.id
+      return nil, perr
     end
   end
   return { name = out.name, path = final, bytes = res.bytes, content_type = ctype, kind = out.kind,
-    server_name = res.filename }
+    server_name = res.filename, resumed = res.resumed or nil }
 end
 
---- Saves the outputs of a finished task. Returns the array of saved files, or nil, err
---- (files saved before the failure stay, complete; err.files lists them).
+--- Saves the outputs of a finished task. Returns the array of saved files (an existing file
+--- is not replaced unless overwrite: its entry says skipped = true), or nil, err (files saved
+--- before the failure stay, complete; err.files lists them).
 function M.run(client, task, o)
   if not task.done then
     return nil, errors.new("invalid_argument", "task " .. task.id .. " is not finished (state " .. tostring(task.state) .. ")",
@@ -233,16 +298,17 @@ function M.run(client, task, o)
   end
   local outs, err = pick(task, o)
   if not outs then return nil, err end
-  local files = {}
+  local deadline = o.timeout > 0 and now(client) + o.timeout or nil
+  local saved = {}
   for _, out in ipairs(outs) do
-    local f, ferr = save(client, task, out, o)
+    local f, ferr = save(client, task, out, o, deadline)
     if not f then
-      ferr.files = files
+      ferr.files = saved
       return nil, ferr
     end
-    files[#files + 1] = f
+    saved[#saved + 1] = f
   end
-  return files
+  return saved
 end
 
 M.ext_of_url = ext_of_url

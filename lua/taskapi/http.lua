@@ -76,8 +76,10 @@ local function after_failure(client, err, attempt, task_id, limit, before_retry,
   end
   if not err.retryable or attempt >= limit then return err end
   if err.retry_after and err.retry_after > client.max_retry_after then return err end
-  if before_retry then before_retry(err, attempt + 1) end
-  engine.sleep(client, M.backoff(client, attempt + 1, err.retry_after))
+  local delay = M.backoff(client, attempt + 1, err.retry_after)
+  -- before_retry(err, n, delay) returning false gives up (download: past its deadline)
+  if before_retry and before_retry(err, attempt + 1, delay) == false then return err end
+  engine.sleep(client, delay)
   return nil
 end
 

@@ -642,7 +642,16 @@ function M.resume(client, opts)
         errs[task.id] = derr
         files = derr.files or {}
       end
-      for _, f in ipairs(files) do list[#list + 1] = f end
+      for _, f in ipairs(files) do
+        if f.skipped then
+          -- files branch: download skips a file already there; here it is not the recorded one
+          -- (an intact or unrecorded one was found above)
+          errs[task.id] = errs[task.id] or errors.new("io", "file '" .. tostring(f.path) ..
+            "' exists and is not the file the ledger recorded (pass overwrite = true to replace it)", { task_id = task.id })
+        else
+          list[#list + 1] = f
+        end
+      end
     end
     saved[task.id] = list
   end
