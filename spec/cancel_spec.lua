@@ -113,6 +113,23 @@ describe("callbacks and cancellation", function()
     assert.is_true(core.now() - t0 < 1, "took " .. (core.now() - t0))
   end)
 
+  it("lets wait_all's on_progress error end the call at once, other requests in flight too", function()
+    -- SellerPic reads one task per request: B's poll is in flight (3 s) when A's answer
+    -- makes on_progress raise
+    local cs = env:client("sellerpic", { retries = 0, min_interval = 0 })
+    local a = env:add { provider = "sellerpic", queue = 0, run = 20 }
+    local b = env:add { provider = "sellerpic", queue = 0, run = 20, delay = 3 }
+    local t0 = core.now()
+    local ok, err = pcall(cs.wait_all, cs, { a, b }, { interval = 0.1, max_interval = 0.1,
+      on_progress = function(t) if t.id == a then error("wait_all boom", 0) end end })
+    assert.is_false(ok)
+    assert.equal("wait_all boom", tostring(err):match("^[^\n]*"))
+    assert.is_true(core.now() - t0 < 0.5, "took " .. (core.now() - t0))
+    local mark = env:mark()
+    core.sleep(0.5)
+    assert.equal(0, #env:log(mark))
+  end)
+
   describe("cancel", function()
     it("stops a coroutine running wait_all and its workers at once, requests in flight too", function()
       local ids = {}
