@@ -117,7 +117,7 @@ function M.start(client, sid, p)
   return { client = client, sid = sid, p = p, deadline = engine.now(client) + p.timeout, polls = 0, misses = 0, at = 0 }
 end
 
-M.MIN_REQUEST = 0.001 -- seconds: the shortest time a poll's request is given (libcurl's unit)
+M.MIN_REQUEST = 0.002 -- seconds: the shortest time a poll's request is given (the C module's floor)
 
 -- The error of a wait whose deadline came.
 local function expired(w)
