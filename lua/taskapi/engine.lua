@@ -109,12 +109,16 @@ function M.request(client, req, on_progress)
   end
   local res, err = dispatch(client, req, on_progress)
   if not res and type(err) == "table" and err.curl_code == CURLE_UNSUPPORTED_PROTOCOL then
-    -- libcurl refused a redirect to another scheme (an https request follows https only)
-    err = errors.adopt(err)
-    err.kind, err.retryable = "bad_response", false
-    err.message = (client.def and client.def.name or "server") ..
-      ": the server redirected to a URL that is not " .. (url:find("^[Hh][Tt][Tt][Pp][Ss]:") and "https" or "http or https") ..
-      " (" .. tostring(err.message) .. ")"
+    -- libcurl refused a redirect to another scheme: one that is not http(s) at all is the
+    -- server's bad answer; https -> http stays the transport (TLS) refusal it is
+    local scheme = tostring(err.message):match('[Pp]rotocol "([^"]*)"')
+    scheme = scheme and scheme:lower()
+    if scheme ~= "http" and scheme ~= "https" then
+      err = errors.adopt(err)
+      err.kind, err.retryable = "bad_response", false
+      err.message = (client.def and client.def.name or "server") ..
+        ": the server redirected to a URL that is not http or https (" .. tostring(err.message) .. ")"
+    end
   end
   return res, err
 end
