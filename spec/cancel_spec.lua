@@ -88,6 +88,30 @@ describe("callbacks and cancellation", function()
     end)
   end
 
+  for _, inside in ipairs({ false, true }) do
+    it("lets download's on_progress make a download of its own (" .. (inside and "inside taskapi.run" or "blocking") .. ")", function()
+      -- the outer transfer finishes while the inner one (stalled 0.6 s halfway) runs
+      local inner, iid = stalling(0.6)
+      local oid = env:add { provider = "tripo", queue = 0, run = 0, file_size = 300000, outputs = { "model" } }
+      local outer = assert(c:wait(oid))
+      local dir, idir = fe.tmpdir(), fe.tmpdir()
+      local nested
+      local function go()
+        return c:download(outer, { dir = dir, on_progress = function()
+          if not nested then nested = { c:download(inner, { dir = idir, on_progress = function() end }) } end
+        end })
+      end
+      local files, err
+      if inside then files, err = taskapi.run(go) else files, err = go() end
+      assert.is_nil(err)
+      assert.equal(fe.sha256_string(fe.expected_bytes(oid, "model", 300000)), fe.sha256(files[1].path))
+      assert.is_nil(nested[2])
+      assert.equal(fe.sha256_string(fe.expected_bytes(iid, "model", 400000)), fe.sha256(nested[1][1].path))
+      fe.rmdir(dir)
+      fe.rmdir(idir)
+    end)
+  end
+
   it("lets each_completed's on_progress error end the loop with that error and stop polling", function()
     local ids = {}
     for i = 1, 3 do ids[i] = env:add { provider = "tripo", queue = 0, run = 20 } end

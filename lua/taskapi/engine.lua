@@ -48,6 +48,8 @@ end
 -- Runs a transfer to its end on a multi handle, calling on_progress(done, total) from Lua
 -- between steps (never from inside libcurl). A nested call made by on_progress (a status
 -- read, say) runs on the same multi handle: a blocking request drives every transfer of it.
+local collected = setmetatable({}, { __mode = "k" }) -- finished transfers a nested drive saw
+
 local function drive(multi, req, on_progress)
   local t, err = multi:add(req)
   if not t then return nil, err end
@@ -55,14 +57,14 @@ local function drive(multi, req, on_progress)
   while true do
     multi:perform()
     local finished = multi:completed()
-    for i = 1, #finished do
-      if finished[i] == t then
-        local done, total = t:progress()
-        if done ~= last then report(t, on_progress, done, total) end
-        local res, rerr = t:result()
-        t:close()
-        return res, rerr
-      end
+    for i = 1, #finished do collected[finished[i]] = true end
+    if collected[t] then -- finished: seen here, or by a drive nested in on_progress
+      collected[t] = nil
+      local done, total = t:progress()
+      if done ~= last then report(t, on_progress, done, total) end
+      local res, rerr = t:result()
+      t:close()
+      return res, rerr
     end
     local done, total = t:progress()
     if done ~= last then
