@@ -157,9 +157,10 @@ function Client:status(id)
   return self:_status(sid)
 end
 
--- One status read of a checked id; retries overrides the client's retry count.
-function Client:_status(sid, retries)
-  local data, trace = http.call(self, "GET", self.def.status_path, sid, nil, sid, retries)
+-- One status read of a checked id; retries overrides the client's retry count, timeout
+-- caps the client's (the time a wait has left).
+function Client:_status(sid, retries, timeout)
+  local data, trace = http.call(self, "GET", self.def.status_path, sid, nil, sid, retries, nil, timeout)
   if not data then return nil, trace end
   local task, err = provider.task(self.def, data, sid, trace, core.null)
   if task and self.ledger then self.ledger:task_seen(task) end -- ledger: a change of state
@@ -183,8 +184,8 @@ end
 --- One batch read of checked ids (at most def.batch.max); retries as in _status. Returns
 --- tasks_by_id, errs_by_id (every id in one of them: an id the answer says it missed ends as
 --- not_found, one it left out as a retryable bad_response), or nil, err when the whole
---- request failed.
-function Client:_status_many(sids, retries)
+--- request failed. timeout: as in _status.
+function Client:_status_many(sids, retries, timeout)
   local def = self.def
   local b = def.batch
   -- checked ids (URL-safe characters) and a plain field name need no JSON escaping: the
@@ -193,7 +194,7 @@ function Client:_status_many(sids, retries)
   if type(b.field) == "string" and b.field:match("^[%w_]+$") then
     body = '{"' .. b.field .. '":["' .. table.concat(sids, '","') .. '"]}'
   end
-  local data, trace = http.call(self, "POST", b.path, nil, body, nil, retries)
+  local data, trace = http.call(self, "POST", b.path, nil, body, nil, retries, nil, timeout)
   if not data then
     if trace.status and NO_ENDPOINT[trace.status] then self.no_batch = true end
     return nil, trace
@@ -498,26 +499,41 @@ function Client:each_completed(ids, opts)
   local ready = s:event()
   local remaining = #list
   local name = self.def.name
-  s:spawn(waiting.wait_many, self, s, list, p, function(sid, t, e)
-    if not t then
-      e.task_id = e.task_id or sid
-      t = e.task or { id = sid, provider = name, state = "unknown", done = false, ok = false, outputs = {} }
+  -- an error raised while waiting (an on_progress of the caller's) ends the loop: the
+  -- iterator raises it (once; the waits still running were cancelled by wait_many)
+  local failed, raised = false, nil
+  s:spawn(function()
+    local ok, werr = pcall(waiting.wait_many, self, s, list, p, function(sid, t, e)
+      if not t then
+        e.task_id = e.task_id or sid
+        t = e.task or { id = sid, provider = name, state = "unknown", done = false, ok = false, outputs = {} }
+      end
+      tail = tail + 1
+      queue[tail] = { t, e }
+      ready.signal()
+    end)
+    if not ok then
+      failed, raised = true, werr
+      ready.signal()
     end
-    tail = tail + 1
-    queue[tail] = { t, e }
-    ready.signal()
   end)
   return function()
     if remaining == 0 then
       if own then s.multi:close() end
       return nil
     end
-    if head > tail then
+    if head > tail and not failed then
       if own then
-        s:loop(function() return head <= tail end)
+        s:loop(function() return head <= tail or failed end)
       else
-        while head > tail do ready.wait() end
+        while head > tail and not failed do ready.wait() end
       end
+    end
+    if head > tail then
+      remaining = 0
+      if own then s.multi:close() end
+      if failed then error(raised, 0) end
+      return nil
     end
     local item = queue[head]
     queue[head] = nil

@@ -182,11 +182,12 @@ end
 --- retries: overrides the client's count (wait passes 0: it retries on its own schedule).
 --- billed: the call may create a paid task (a create): it goes over a fresh connection (so
 --- libcurl cannot resend it on its own) and is retried only after a clean failure.
-function M.call(client, method, template, vars, body, task_id, retries, billed)
+--- timeout: caps the client's timeout for this request (a wait passes the time it has left).
+function M.call(client, method, template, vars, body, task_id, retries, billed, timeout)
   local s = secret.get(client)
   local req = {
     method = method, url = url_of(client, template, vars), headers = s.headers,
-    json = true, timeout = client.timeout,
+    json = true, timeout = timeout and timeout < client.timeout and timeout or client.timeout,
     response_headers = false, -- nothing reads res.headers of an API call
   }
   -- the client's rarer settings: a nil one adds nothing, so the usual request stays a

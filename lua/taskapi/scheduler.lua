@@ -20,6 +20,7 @@ local unpack = table.unpack or unpack
 local owner = setmetatable({}, { __mode = "k" })
 
 local YIELD = {} -- the token our yields carry, so a user's own coroutine.yield is told apart
+local KILL = {}  -- yielded by a coroutine that cancelled itself (or an ancestor): it ends there
 
 -- The plain scheduler running the current coroutine, or nil.
 local function plain()
@@ -96,8 +97,13 @@ end
 -- Coroutines ------------------------------------------------------------------------------
 local function finish(s, h, ok, ...)
   h.done = true
-  if h.slot then s:_release(h) end -- a transfer slot held to the end (error, cancel) goes on
+  while (h.slots or 0) > 0 do s:_release(h) end -- slots held to the end (error, cancel) go on
   s.live = s.live - 1
+  local parent = h.parent
+  if parent then
+    h.parent = nil
+    if parent.children then parent.children[h] = nil end
+  end
   if ok then
     h.results = pack(...)
   else
@@ -119,7 +125,12 @@ end
 -- What coroutine.resume returned (no table per resume: most resumes end in another yield).
 local function resumed(self, h, co, ok, ...)
   local first = ...
-  if coroutine.status(co) == "dead" then
+  if first == KILL and ok then
+    -- it cancelled itself (S:cancel has cleaned up after it): it ends here, never resumed
+    self.handles[co] = nil
+    if coroutine.close then pcall(coroutine.close, co) end
+    finish(self, h, false, errors.new("cancelled", "coroutine cancelled"))
+  elseif coroutine.status(co) == "dead" then
     if ok then
       finish(self, h, true, ...)
     else
@@ -152,6 +163,18 @@ function S:spawn(fn, ...)
   local co = coroutine.create(debug.getinfo(fn, "S").what == "C" and function(...) return fn(...) end or fn)
   local h = setmetatable({ co = co, sched = self, done = false }, Handle)
   if select("#", ...) > 0 then h.args = pack(...) end
+  -- the handle spawning it (when one of this scheduler's): cancelling that one cancels this
+  local cur = coroutine.running()
+  local parent = cur and self.handles[cur]
+  if parent and not parent.done then
+    h.parent = parent
+    local ch = parent.children
+    if not ch then
+      ch = {}
+      parent.children = ch
+    end
+    ch[h] = true
+  end
   owner[co] = self
   self.handles[co] = h
   self.live = self.live + 1
@@ -166,28 +189,35 @@ function S:sleep(seconds)
   self:_park()
 end
 
--- Transfer slots: h.slot is true while the coroutine of handle h holds one.
+-- Transfer slots: h.slots counts those the coroutine of handle h holds (more than one when a
+-- progress callback makes a request of its own: that nested one never waits for a slot, so a
+-- coroutine never waits for one it holds itself).
 function S:_acquire(h)
-  if self.inflight < self.max_transfers then
+  local held = h.slots or 0
+  if held > 0 or self.inflight < self.max_transfers then
     self.inflight = self.inflight + 1
-    h.slot = true
+    h.slots = held + 1
     return
   end
   self.stail = self.stail + 1
   self.slotq[self.stail] = h
-  repeat self:_park() until h.slot -- _release hands the slot over
+  h.granted = false
+  repeat self:_park() until h.granted -- _release hands the slot over
+  h.granted = nil
 end
 
 function S:_release(h)
-  if not h.slot then return end
-  h.slot = nil
+  local held = h.slots or 0
+  if held == 0 then return end
+  h.slots = held - 1
   local q = self.slotq
   while self.shead <= self.stail do
     local nxt = q[self.shead]
     q[self.shead] = nil
     self.shead = self.shead + 1
     if not nxt.done then
-      nxt.slot = true
+      nxt.slots = (nxt.slots or 0) + 1
+      nxt.granted = true
       self:_wake(nxt.co, "slot")
       return
     end
@@ -195,7 +225,30 @@ function S:_release(h)
   self.inflight = self.inflight - 1
 end
 
---- Runs one transfer on the shared multi handle; returns res or nil, err.
+-- Wakes the coroutine of transfer w when it is parked in that transfer's loop (not in a
+-- request or a sleep its progress callback made), at most once per park.
+local function nudge(s, w)
+  if w.parked and not w.woken then
+    w.woken = true
+    s:_wake(w.co, w)
+  end
+end
+
+-- Takes transfer w out of the scheduler for good: cancelled (no file, no part file), closed.
+function S:_drop(w)
+  local t = w.t
+  if self.transfers[t] then
+    self.transfers[t] = nil
+    if w.progress then self.watchers = self.watchers - 1 end
+  end
+  if w.h.mine then w.h.mine[t] = nil end
+  t:cancel()
+  t:close()
+end
+
+--- Runs one transfer on the shared multi handle; returns res or nil, err. An error raised by
+--- on_progress cancels the transfer (its part file removed) and is raised again here.
+--- on_progress may itself make requests or sleep (they run as nested calls of this coroutine).
 function S:transfer(req, on_progress)
   local co = coroutine.running()
   local h = self.handles[co]
@@ -205,20 +258,30 @@ function S:transfer(req, on_progress)
     self:_release(h)
     return nil, err
   end
-  local w = { co = co, progress = on_progress ~= nil, last = -1, t = t }
+  local w = { co = co, h = h, progress = on_progress ~= nil, last = -1, t = t }
   self.transfers[t] = w
   if on_progress then self.watchers = self.watchers + 1 end
-  h.transfer = t
-  while true do
-    local ev = self:_park()
-    if ev == "done" then break end
-    if ev == "progress" then
+  local mine = h.mine -- every transfer in flight of this coroutine (nested ones too), for cancel
+  if not mine then
+    mine = {}
+    h.mine = mine
+  end
+  mine[t] = w
+  while not w.finished do
+    w.parked = true
+    self:_park()
+    w.parked, w.woken = false, false
+    if w.pending and not w.finished then
       w.pending = false
-      local done, total = t:progress()
-      on_progress(done, total)
+      local ok, cerr = pcall(on_progress, t:progress())
+      if not ok then
+        self:_drop(w)
+        self:_release(h)
+        error(cerr, 0)
+      end
     end
   end
-  h.transfer = nil
+  mine[t] = nil
   local res, rerr = t:result()
   t:close()
   self:_release(h)
@@ -248,15 +311,16 @@ function S:_turn()
       if w then
         self.transfers[t] = nil
         if w.progress then self.watchers = self.watchers - 1 end
-        self:_wake(w.co, "done")
+        w.finished = true
+        nudge(self, w)
       end
     end
     if self.watchers > 0 then for _, w in pairs(self.transfers) do
       if w.progress and not w.pending then
         local d = w.t:progress()
-        if d ~= w.last then
+        if d ~= w.last and w.parked then
           w.last, w.pending = d, true
-          self:_wake(w.co, "progress")
+          nudge(self, w)
         end
       end
     end end
@@ -302,24 +366,78 @@ function S:loop(done)
   end
 end
 
-function S:cancel(h)
-  if h.done then return false end
-  local co = h.co
-  if h.transfer then
-    local w = self.transfers[h.transfer]
-    if w and w.progress then self.watchers = self.watchers - 1 end
-    self.transfers[h.transfer] = nil
-    h.transfer:cancel()
-    h.transfer:close()
-    h.transfer = nil
+-- What a cancelled coroutine leaves: its transfers in flight (cancelled: no file appears, no
+-- part file stays), its timers, and the cleanups registered with S:on_cancel.
+function S:_cleanup(h)
+  if h.mine then
+    local list = {}
+    for _, w in pairs(h.mine) do list[#list + 1] = w end
+    for i = 1, #list do self:_drop(list[i]) end
   end
+  local co = h.co
   for _, item in ipairs(self.heap) do
     if item.co == co then item.cancelled = true end
   end
-  self.handles[co] = nil
-  if coroutine.close then pcall(coroutine.close, co) end
-  finish(self, h, false, errors.new("cancelled", "coroutine cancelled"))
-  return true
+  local fns = h.cleanups
+  h.cleanups = nil
+  if fns then for i = #fns, 1, -1 do pcall(fns[i]) end end
+end
+
+--- Cancels the coroutine of handle h and everything it spawned (at once: their transfers in
+--- flight are cancelled, their timers dropped), deepest first; the coroutines a finished h
+--- spawned that still run are cancelled too. A coroutine that cancels itself (or an
+--- ancestor) ends at that call. Returns false when nothing was left to cancel.
+function S:cancel(h)
+  local me = coroutine.running()
+  local mine -- the running coroutine's handle when it is in the tree: it ends last
+  local any = false
+  local function kill(x)
+    if x.children then
+      local list = {}
+      for c in pairs(x.children) do list[#list + 1] = c end
+      for i = 1, #list do kill(list[i]) end
+    end
+    if x.done then return end
+    any = true
+    if x.co == me then
+      mine = x
+      return
+    end
+    self:_cleanup(x)
+    self.handles[x.co] = nil
+    if coroutine.close then pcall(coroutine.close, x.co) end
+    finish(self, x, false, errors.new("cancelled", "coroutine cancelled"))
+  end
+  kill(h)
+  if mine then
+    self:_cleanup(mine)
+    coroutine.yield(KILL) -- resumed() ends it; never resumed
+  end
+  return any
+end
+
+--- Registers fn to run when the running coroutine is cancelled (not when it ends otherwise);
+--- returns a function that unregisters it. Outside a coroutine of this scheduler: a no-op.
+function S:on_cancel(fn)
+  local co = coroutine.running()
+  local h = co and self.handles[co]
+  if not h then return function() end end
+  local fns = h.cleanups
+  if not fns then
+    fns = {}
+    h.cleanups = fns
+  end
+  fns[#fns + 1] = fn
+  return function()
+    local list = h.cleanups
+    if not list then return end
+    for i = #list, 1, -1 do
+      if list[i] == fn then
+        table.remove(list, i)
+        return
+      end
+    end
+  end
 end
 
 -- Handles ---------------------------------------------------------------------------------

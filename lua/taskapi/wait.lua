@@ -117,11 +117,40 @@ function M.start(client, sid, p)
   return { client = client, sid = sid, p = p, deadline = engine.now(client) + p.timeout, polls = 0, misses = 0, at = 0 }
 end
 
+M.MIN_REQUEST = 0.002 -- seconds: the shortest time a poll's request is given (the C module's floor)
+
+-- The error of a wait whose deadline came.
+local function expired(w)
+  local last = w.last
+  return errors.new("timeout", "task " .. w.sid .. " not finished after " .. w.p.timeout .. " s" ..
+    (last and " (last state " .. last.state .. ")" or "") ..
+    (w.last_err and "; last error: " .. tostring(w.last_err.message) or ""),
+    { task_id = w.sid, task = last, retryable = true, polls = w.polls })
+end
+
+--- The time a poll's request of wait w may take: what is left before its deadline (at
+--- least M.MIN_REQUEST, for the last look at the deadline); nil when the deadline has
+--- passed before a last look.
+function M.request_time(w, now)
+  local left = w.deadline - now
+  if left >= M.MIN_REQUEST then return left end
+  if w.final or w.polls == 0 then return M.MIN_REQUEST end
+  return nil
+end
+
 --- Polls once. Returns "done", task | "failed", err | "again", seconds until the next poll.
 function M.step(w)
   if w.expired then return "failed", w.expired end
-  -- one request per poll: transient failures are retried on this loop's own schedule
-  local task, perr = w.client:_status(w.sid, 0)
+  local t0 = engine.now(w.client)
+  local cap = M.request_time(w, t0)
+  if not cap then
+    w.expired = expired(w)
+    return "failed", w.expired
+  end
+  -- one request per poll (transient failures are retried on this loop's own schedule), never
+  -- running past the deadline
+  local task, perr = w.client:_status(w.sid, 0, cap)
+  if task then w.rtt = engine.now(w.client) - t0 end
   return M.settle(w, task, perr)
 end
 
@@ -148,19 +177,15 @@ function M.settle(w, task, perr)
   end
   local now, deadline = engine.now(client), w.deadline
   if now + delay > deadline then
-    -- The next look would come after the deadline: take one last look at the deadline
-    -- when the minimum interval allows it, else give up at the deadline. Never sleep past it.
-    local final = not w.final and deadline - now >= p.min_interval - (now - w.polled)
+    -- The next look would come after the deadline: take one last look, timed to end by the
+    -- deadline (it starts the last poll's round trip before it), when the minimum interval
+    -- allows it, else give up at the deadline. Never sleep past it.
+    local at = deadline - (w.rtt and w.rtt < deadline - now and w.rtt or 0)
+    local final = not w.final and at - now >= p.min_interval - (now - w.polled)
       and not (perr and perr.retry_after and now + perr.retry_after > deadline)
-    if not final then
-      last = w.last
-      w.expired = errors.new("timeout", "task " .. w.sid .. " not finished after " .. p.timeout .. " s" ..
-        (last and " (last state " .. last.state .. ")" or "") ..
-        (w.last_err and "; last error: " .. tostring(w.last_err.message) or ""),
-        { task_id = w.sid, task = last, retryable = true, polls = w.polls })
-    end
+    if not final then w.expired = expired(w) end
     w.final = true
-    delay = deadline - now
+    delay = (final and at or deadline) - now
     if delay < 0 then delay = 0 end
   end
   return "again", delay
@@ -171,10 +196,16 @@ end
 function M.wait_checked(client, sid, p)
   local w = M.start(client, sid, p)
   local hook = webhook.hook(client):watch(w) -- [webhook] a delivery for sid ends the sleep
+  local s = engine.current_scheduler()
+  local forget = s and s:on_cancel(function() hook:close() end) -- [webhook] closed on cancel too
   while true do
     local what, v = M.step(w)
-    if what == "done" then hook:close() return v end
-    if what == "failed" then hook:close() return nil, v end
+    if what ~= "again" then
+      hook:close()
+      if forget then forget() end
+      if what == "done" then return v end
+      return nil, v
+    end
     hook:sleep(v) -- [webhook] engine.sleep(client, v), ended at once by a delivery
   end
 end
@@ -244,7 +275,14 @@ function M.wait_many(client, s, list, p, on_done)
       for i = 1, n do if group[i] then settled(group[i], M.step(group[i])) end end
       return
     end
-    local tasks, errs = client:_status_many(sids, 0) -- retried on each task's own schedule
+    -- retried on each task's own schedule; never past the earliest deadline of the group
+    local t0, cap = engine.now(client), math.huge
+    for i = 1, n do
+      local w = group[i]
+      if w then cap = math.min(cap, M.request_time(w, t0) or M.MIN_REQUEST) end
+    end
+    local tasks, errs = client:_status_many(sids, 0, cap)
+    local rtt = engine.now(client) - t0
     if not tasks and not client:_batch() then
       -- the batch endpoint is missing after all (the client now knows it): these polls,
       -- still due, go back to the heap and out one request each
@@ -254,12 +292,16 @@ function M.wait_many(client, s, list, p, on_done)
     for i = 1, n do
       local w = group[i]
       if w then
-        if tasks then settled(w, M.settle(w, tasks[w.sid], errs[w.sid]))
+        if tasks then
+          if tasks[w.sid] then w.rtt = rtt end
+          settled(w, M.settle(w, tasks[w.sid], errs[w.sid]))
         else settled(w, M.settle(w, nil, share_of(errs, w.sid))) end
       end
     end
   end
   local broken = false -- a worker raised (an on_progress or on_done of the caller's): all end
+  local failure         -- the first error a worker raised, raised again by wait_many
+  local hs = {}
   local function work()
     local ev = s:event()
     -- a worker parks while others still have polls in flight (their tasks come back to the
@@ -296,21 +338,24 @@ function M.wait_many(client, s, list, p, on_done)
     end
     wake_one() -- nothing left to wait for: let the parked workers end too, one after another
   end
-  local function worker()
+  local function worker(me)
     local ok, err = pcall(work)
-    if not ok then
-      broken = true
-      wake_one()
-      error(err, 0)
+    if not ok and not broken then
+      -- the first failure ends the whole wait at once: the other workers are cancelled
+      -- (their requests in flight too) and wait_many raises this error
+      broken, failure = true, err
+      for i = 1, #hs do
+        if i ~= me then hs[i]:cancel() end
+      end
+      wake_one() -- where a cancel cannot reach (OpenResty), parked workers end one by one
     end
   end
-  local hs = {}
-  for i = 1, math.min(M.WORKERS, #list) do hs[i] = s:spawn(worker) end
-  for i = 1, #hs do
-    local ok, err = hs[i]:join()
-    if ok == nil and err then error(err, 0) end
-  end
+  local forget = s.on_cancel and s:on_cancel(function() hook:close() end) -- [webhook] on cancel too
+  for i = 1, math.min(M.WORKERS, #list) do hs[i] = s:spawn(worker, i) end
+  for i = 1, #hs do hs[i]:join() end
   hook:close() -- [webhook]
+  if forget then forget() end
+  if failure ~= nil then error(failure, 0) end
   return left == 0
 end
 
