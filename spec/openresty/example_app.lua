@@ -18,7 +18,10 @@ function M.start(fake, out, env)
     ttl = 300,
     env = vars,
     config = function(o)
-      return (example
+      -- as root, nginx would run the worker as nobody, who may not read a checkout in a
+      -- private folder (the README says so for users): the specs' worker runs as root
+      local user = o.is_root and "user root root;\n" or ""
+      return user .. (example
         :gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. o.port .. ";")
         :gsub("pid [^;]+;", "pid " .. o.dir .. "/nginx.pid;")
         :gsub("error_log [^;]+;", "error_log " .. o.dir .. "/error.log warn;")
