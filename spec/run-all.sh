@@ -6,8 +6,9 @@
 # non-zero on any failure.
 #
 # The suites run in two waves on the two cores: first the four busted suites together (they
-# mostly wait on short fake-provider schedules, so they share the CPU well), then valgrind and
-# the fuzzers (each CPU-bound, one core each). SERIAL=1 runs everything one after another.
+# mostly wait on short fake-provider schedules, so they share the CPU well), then valgrind in
+# two halves and the fuzzers (CPU-bound, three jobs on two cores). SERIAL=1 runs everything one
+# after another.
 cd "$(dirname "$0")/.." || exit 2
 mkdir -p build
 pass=0; fail=0; rc=0
