@@ -47,4 +47,27 @@ static inline void tk_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 #define tk_pushint(L, v) lua_pushnumber((L), (lua_Number)(v))
 #endif
 
+/* Registers the metatable `name` of a userdata class: methods as __index, one idempotent close
+ * as __gc and (5.4) __close, __tostring, and a locked __metatable. Every handle class of
+ * taskapi.core (multi, transfer, ledger database) is made by it. */
+static inline void tk_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                                lua_CFunction close, lua_CFunction tostr)
+{
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__close");
+#endif
+  lua_pushcfunction(L, tostr);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "taskapi.core");
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
+}
+
 #endif

@@ -268,21 +268,7 @@ static const luaL_Reg db_methods[] = {
 
 void tk_sqlite_open(lua_State *L)
 {
-  luaL_newmetatable(L, TK_SQLITE_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, db_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_close);
-  lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-  lua_pushcfunction(L, l_close);
-  lua_setfield(L, -2, "__close");
-#endif
-  lua_pushcfunction(L, l_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, "taskapi.core");
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
+  tk_new_class(L, TK_SQLITE_MT, db_methods, l_close, l_tostring);
   lua_pushcfunction(L, l_open);
   lua_setfield(L, -2, "sqlite_open");
   lua_pushcfunction(L, l_file_stat);

@@ -1109,28 +1109,9 @@ static const luaL_Reg transfer_methods[] = {
   {"progress", transfer_progress}, {"result", transfer_result}, {"cancel", transfer_cancel},
   {"close", transfer_close},       {NULL, NULL}};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction close, lua_CFunction tostr)
-{
-  luaL_newmetatable(L, name);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__gc");
-#if LUA_VERSION_NUM >= 504
-  lua_pushcfunction(L, close);
-  lua_setfield(L, -2, "__close");
-#endif
-  lua_pushcfunction(L, tostr);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, "taskapi.core");
-  lua_setfield(L, -2, "__metatable");
-  lua_pop(L, 1);
-}
 
 void tk_transport_open(lua_State *L)
 {
-  new_class(L, TK_MULTI_MT, multi_methods, multi_close, multi_tostring);
-  new_class(L, TK_TRANSFER_MT, transfer_methods, transfer_close, transfer_tostring);
+  tk_new_class(L, TK_MULTI_MT, multi_methods, multi_close, multi_tostring);
+  tk_new_class(L, TK_TRANSFER_MT, transfer_methods, transfer_close, transfer_tostring);
 }
