@@ -153,12 +153,20 @@ function M.open(path, opts)
     L.db = nil
     return nil, db_err(e, what)
   end
+  -- Switching a new file to WAL needs the file to itself: while another process (or nginx
+  -- worker) opens it at the same moment, SQLite answers busy or returns the old mode without
+  -- waiting, so the switch is tried again until the busy timeout.
   local rows
-  rows, err = db:query("PRAGMA journal_mode = WAL")
-  if not rows then return fail(err, "journal_mode") end
-  if not rows[1] or rows[1].journal_mode ~= "wal" then
-    return fail("the database refused WAL mode (journal_mode " .. tostring(rows[1] and rows[1].journal_mode) .. ")",
-      "journal_mode")
+  local deadline = core.now() + busy
+  while true do
+    rows, err = db:query("PRAGMA journal_mode = WAL")
+    if rows and rows[1] and rows[1].journal_mode == "wal" then break end
+    if core.now() >= deadline or (not rows and not err.retryable) then
+      if not rows then return fail(err, "journal_mode") end
+      return fail("the database refused WAL mode (journal_mode " .. tostring(rows[1] and rows[1].journal_mode) .. ")",
+        "journal_mode")
+    end
+    core.sleep(0.01)
   end
   local ok
   ok, err = db:exec("PRAGMA synchronous = " .. (sync == "full" and "FULL" or "NORMAL"))

@@ -22,8 +22,9 @@ describe("the ledger inside nginx (two workers, one file) #openresty", function(
       content_by_lua_block {
         local taskapi = require "taskapi"
         local a = ngx.req.get_uri_args()
-        local c = assert(taskapi.new { provider = "tripo", api_key = "test-key", base_url = a.base,
-          min_interval = 0, ledger = a.ledger })
+        local c, cerr = taskapi.new { provider = "tripo", api_key = "test-key", base_url = a.base,
+          min_interval = 0, ledger = a.ledger }
+        if not c then ngx.say("new failed: ", tostring(cerr)) return end
         local ids = {}
         for i = 1, tonumber(a.n) do
           ids[i] = assert(c:create { type = "text_to_model", model_version = "v3.1-20260211",
