@@ -4,7 +4,7 @@ local core = require "taskapi.core"
 local nginx = require "taskapi.fake.nginx"
 local cjson = require "cjson"
 
--- /parts answers the parsed body: [{name, filename, content_type, size, adler32}], plus the
+-- /parts answers the parsed body: [{name, filename, content_type, size, sha256}], plus the
 -- request's method and Content-Type; the body may have been buffered to a temporary file.
 local LOCATIONS = [[
 location = /parts {
@@ -22,7 +22,7 @@ location = /parts {
       length = #(body or ""), error = err, parts = {} }
     for i, p in ipairs(parts or {}) do
       out.parts[i] = { name = p.name, filename = p.filename or false, content_type = p.content_type or false,
-        size = p.size, adler32 = model.adler32(p.data), data = p.size <= 64 and p.data or false }
+        size = p.size, sha256 = require("taskapi.core").sha256(p.data), data = p.size <= 64 and p.data or false }
     end
     ngx.header["Content-Type"] = "application/json"
     ngx.print(require("cjson").encode(out))
@@ -38,12 +38,7 @@ local function write(path, s)
   f:close()
 end
 
--- deterministic bytes of every value 0..255
-local function bytes(n)
-  local t = {}
-  for i = 1, n do t[i] = string.char((i * 7 + math.floor(i / 256)) % 256) end
-  return table.concat(t)
-end
+local bytes = require "support.bytes"
 
 describe("core req.mime", function()
   local m
@@ -80,7 +75,7 @@ describe("core req.mime", function()
     assert.is_nil(j.error)
     assert.equal(2, #j.parts)
     assert.same({ name = "file", filename = "cat.png", content_type = "image/png", size = #content,
-      adler32 = require("taskapi.fake.model").adler32(content), data = false }, j.parts[1])
+      sha256 = core.sha256(content), data = false }, j.parts[1])
     assert.equal("note", j.parts[2].name)
     assert.equal(false, j.parts[2].filename)
     assert.equal("hello world", j.parts[2].data)
@@ -96,7 +91,7 @@ describe("core req.mime", function()
     assert.equal("photo.webp", p.filename)
     assert.equal("image/webp", p.content_type)
     assert.equal(#big, p.size)
-    assert.equal(require("taskapi.fake.model").adler32(big), p.adler32)
+    assert.equal(core.sha256(big), p.sha256)
   end)
 
   it("works with PUT and keeps custom headers", function()
