@@ -271,6 +271,12 @@ describe("core.multi", function()
       assert.is_nil(t, i)
       assert.are.equal("invalid_argument", err.kind, i)
     end
+    -- a numeric field of the wrong type or range is named
+    for _, k in ipairs { "timeout", "connect_timeout", "low_speed_time", "max_body" } do
+      local t, err = m:add { url = url("/json"), [k] = k == "max_body" and -1 or "soon" }
+      assert.is_nil(t, k)
+      assert.are.equal("req." .. k .. " must be a number from 0 to 1e12", err.message)
+    end
     local t, err = m:add("nope")
     assert.is_nil(t)
     assert.are.equal("invalid_argument", err.kind)

@@ -169,6 +169,38 @@ describe("create under faults (nginx fake, real HTTP)", function()
     fe.rmdir(dir)
   end)
 
+  -- An upload whose answer never comes (the fake holds it 30 s) ends after the client's
+  -- stall_time (1 s), not its total timeout (20 s): every request a client builds carries it.
+  -- libcurl judges the speed over its last 5 s, so the stall shows between 1 and 1 + 5 s
+  -- after the last byte. The three providers' uploads run at once (taskapi.run).
+  it("an upload that stalls ends after the client's stall_time, not its timeout", function()
+    local dir = fe.tmpdir()
+    local png = dir .. "/a.png"
+    fe.write(png, "\137PNG\r\n\26\n" .. string.rep("x", 100))
+    for _, p in ipairs(fe.PROVIDERS) do
+      curl_json("POST", env.url .. "/_fake/faults", cjson.encode { on = "upload", provider = API[p], fault = "hang", seconds = 30 })
+    end
+    local got = {}
+    require("taskapi").run(function()
+      for _, p in ipairs(fe.PROVIDERS) do
+        require("taskapi").spawn(function()
+          local c = env:client(p, { retries = 0, timeout = 20, stall_time = 1 })
+          local t0 = fe.now()
+          local ref, err = c:upload(png)
+          got[p] = { ref, err, fe.now() - t0 }
+        end)
+      end
+    end)
+    for _, p in ipairs(fe.PROVIDERS) do
+      local ref, err, took = got[p][1], got[p][2], got[p][3]
+      assert.is_nil(ref, p)
+      fe.check_err(err, "timeout")
+      assert.matches("stalled: less than 1 bytes/s for 1 s", err.message, 1, true)
+      assert.is_true(took >= 0.9 and took < 12, p .. ": the stalled upload took " .. took .. " s")
+    end
+    fe.rmdir(dir)
+  end)
+
   it("the fake refuses an unknown fault by name", function()
     local r = curl_json("POST", env.url .. "/_fake/faults", '{"on":"create","fault":"explode"}')
     assert.matches("unknown request fault 'explode' %(known: cut, hang, no_id, reset, status_408", r.error)

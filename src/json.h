@@ -14,7 +14,7 @@
  * lua-cjson is missing. */
 void tk_json_open(lua_State *L);
 /* Decodes s; pushes the value and returns 1, or pushes nil, err (kind "bad_response")
- * and returns 2. The message of a decode error is written to msg when msg != NULL. */
+ * and returns 2 (a body over max_bytes is such an error too). */
 int tk_json_decode_buf(lua_State *L, const char *s, size_t len, size_t max_bytes);
 /* core.json_decode(s [, max_bytes]) */
 int tk_json_decode(lua_State *L);

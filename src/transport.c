@@ -594,9 +594,10 @@ static int push_result(lua_State *L, int tidx, tk_transfer *t)
 
 /* ---------------------------------------------------------------- building a transfer */
 
-static const char *opt_number(lua_State *L, int idx, const char *k, double def, double *out)
+/* Reads the number req[k] (def when nil) into *out; returns NULL, or bad (a message that
+ * names the field: OPT_NUMBER builds it) for a value that is not a number from 0 to 1e12. */
+static const char *opt_number(lua_State *L, int idx, const char *k, const char *bad, double def, double *out)
 {
-  static const char *const bad = "a numeric req field has a non-number value";
   lua_getfield(L, idx, k);
   if (lua_isnil(L, -1)) *out = def;
   else if (lua_type(L, -1) == LUA_TNUMBER) *out = lua_tonumber(L, -1);
@@ -609,6 +610,9 @@ static const char *opt_number(lua_State *L, int idx, const char *k, double def, 
   return NULL;
 }
 
+#define OPT_NUMBER(L, idx, k, def, out) \
+  opt_number(L, idx, k, "req." k " must be a number from 0 to 1e12", def, out)
+
 static int has_ctl(const char *s, size_t n)
 {
   size_t i;
@@ -617,8 +621,6 @@ static int has_ctl(const char *s, size_t n)
   return 0;
 }
 
-/* Configures t->easy from the req table at ridx; the transfer userdata is at tidx.
- * Returns NULL or an invalid_argument message. */
 /* A timeout in seconds as libcurl's milliseconds: rounded up, and at least 2 ms, so that a
  * positive one under 1 ms is not 0 (which libcurl reads as "no timeout"), nor 1 ms (measured
  * with libcurl 7.88 over loopback: a 1 ms timeout usually ended only at the 200 ms
@@ -633,6 +635,8 @@ static long timeout_ms(double seconds)
   return (long)ms;
 }
 
+/* Configures t->easy from the req table at ridx; the transfer userdata is at tidx.
+ * Returns NULL or an invalid_argument message. */
 static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
 {
   CURL *e = t->easy;
@@ -655,12 +659,12 @@ static const char *setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   memcpy(t->url, url, len + 1);
   lua_pop(L, 1);
 
-  if ((err = opt_number(L, ridx, "timeout", 30, &timeout))) return err;
-  if ((err = opt_number(L, ridx, "connect_timeout", 10, &ctimeout))) return err;
-  if ((err = opt_number(L, ridx, "low_speed_time", 30, &lst))) return err;
-  if ((err = opt_number(L, ridx, "low_speed_limit", 1, &lsl))) return err;
-  if ((err = opt_number(L, ridx, "max_redirects", 5, &maxredir))) return err;
-  if ((err = opt_number(L, ridx, "max_body", 8.0 * 1024 * 1024, &maxbody))) return err;
+  if ((err = OPT_NUMBER(L, ridx, "timeout", 30, &timeout))) return err;
+  if ((err = OPT_NUMBER(L, ridx, "connect_timeout", 10, &ctimeout))) return err;
+  if ((err = OPT_NUMBER(L, ridx, "low_speed_time", 30, &lst))) return err;
+  if ((err = OPT_NUMBER(L, ridx, "low_speed_limit", 1, &lsl))) return err;
+  if ((err = OPT_NUMBER(L, ridx, "max_redirects", 5, &maxredir))) return err;
+  if ((err = OPT_NUMBER(L, ridx, "max_body", 8.0 * 1024 * 1024, &maxbody))) return err;
   t->timeout = timeout;
   t->low_speed_time = lst < 1 && lst > 0 ? 1 : floor(lst);
   t->low_speed_limit = (long)lsl;

@@ -591,6 +591,8 @@ local function number(v, default)
   return v
 end
 
+local NUMERIC = { "timeout", "low_speed_time", "connect_timeout", "max_redirects", "max_body" }
+
 local good_ua, n_ua = {}, 0 -- user agents checked already
 
 local CA_FILE = "ca_file cannot be applied to a request inside nginx (cosockets verify against the " ..
@@ -625,7 +627,9 @@ function M.request(req)
   local ctimeout, max_redirects = number(req.connect_timeout, 10), number(req.max_redirects, 5)
   local max_body = number(req.max_body, 8388608)
   if not (timeout and stall and ctimeout and max_redirects and max_body) then
-    return invalid("a numeric req field has a non-number value")
+    for _, k in ipairs(NUMERIC) do
+      if number(req[k], 0) == nil then return invalid("req." .. k .. " must be a number from 0 to 1e12") end
+    end
   end
   if timeout == 0 then timeout = 86400 end
   if stall == 0 or stall > timeout then stall = timeout end

@@ -202,16 +202,15 @@ local function save(client, task, out, o, deadline)
   if deadline and now(client) >= deadline then return nil, late(o, out, task) end
   local url, err = resolve(client, task, out, o)
   if not url then return nil, err end
-  local req = {
+  local req = http.request(client, {
     -- the part file left by a killed run is resumed (the transfer holds its lock; a 416 or a
     -- Content-Range that does not continue it starts it over)
     url = url, path = final or staging, part = part, resume = true,
     overwrite = o.overwrite or not final, -- a staging file is ours to replace (a crash's leftover)
-    keep_partial = true, max_bytes = o.max_bytes, user_agent = client.user_agent,
-    ca_file = client.ca_file, insecure = client.insecure, low_speed_time = client.stall_time,
+    keep_partial = true, max_bytes = o.max_bytes,
     min_speed = o.min_speed, min_speed_time = o.min_speed_time,
     timeout = deadline and math.max(0.001, deadline - now(client)) or 0,
-  }
+  })
   local on_progress
   if o.on_progress then
     local cb, name = o.on_progress, out.name
@@ -312,6 +311,5 @@ function M.run(client, task, o)
 end
 
 M.ext_of_url = ext_of_url
-M._engine = engine
 
 return M

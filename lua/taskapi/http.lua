@@ -83,41 +83,49 @@ local function after_failure(client, err, attempt, task_id, limit, before_retry,
   return nil
 end
 
---- Performs req (a transfer table) with the client's retry policy. decide(res) returns
---- value(s) on success or nil, err; err.retryable says whether to try again.
---- Returns what decide returned, or nil, err.
-function M.with_retries(client, req, decide, ctx)
+-- The one retry loop: performs req until decide(res, arg, task_id) returns a value (returned
+-- with up to two more) or a failure is final (returned as nil, err). decide returns nil, err
+-- for an answer that is a failure (err.retryable says whether to try again). Arguments rather
+-- than a context table, so an API call allocates no closure or table for its retries.
+local function perform(client, req, decide, arg, task_id, retries, billed, before_retry, on_progress)
   local attempt = 0
   while true do
-    local res, err = engine.request(client, req, ctx and ctx.on_progress)
-    local a, b, c
+    local res, err = engine.request(client, req, on_progress)
     if res then
-      a, b, c = decide(res)
+      local a, b, c = decide(res, arg, task_id)
       if a ~= nil then return a, b, c end
       err = b
     end
-    err = after_failure(client, err, attempt, ctx and ctx.task_id, ctx and ctx.retries or client.retries,
-      ctx and ctx.before_retry)
+    err = after_failure(client, err, attempt, task_id, retries or client.retries, before_retry, billed)
     if err then return nil, err end
     attempt = attempt + 1
   end
 end
 
--- API calls: the response's decoded JSON through provider.unwrap, the same retry policy as
--- with_retries, without a closure or context table per call.
-local function call_retries(client, req, def, task_id, retries, billed)
-  local attempt = 0
-  while true do
-    local res, err = engine.request(client, req)
-    if res then
-      local data, trace = provider.unwrap(def, res, task_id)
-      if data ~= nil then return data, trace end
-      err = trace
-    end
-    err = after_failure(client, err, attempt, task_id, retries or client.retries, nil, billed)
-    if err then return nil, err end
-    attempt = attempt + 1
-  end
+--- Performs req (a table from M.request) with the client's retry policy. decide(res)
+--- returns value(s) on success or nil, err; err.retryable says whether to try again.
+--- ctx (optional): task_id (named in errors), retries (instead of the client's),
+--- before_retry(err, n, delay) (false gives up), on_progress(done, total).
+--- Returns what decide returned, or nil, err.
+function M.with_retries(client, req, decide, ctx)
+  if not ctx then return perform(client, req, decide) end
+  return perform(client, req, decide, nil, ctx.task_id, ctx.retries, false, ctx.before_retry, ctx.on_progress)
+end
+
+--- The one request builder: req (a transfer table of the C module's or the cosocket
+--- transport's) with the client's transport settings added: user agent, CA file, insecure,
+--- the stall limit (stall_time as low_speed_time). Every request a client makes (API calls,
+--- uploads, presigned PUTs, downloads) is built here, so none can leave a setting out; a
+--- setting the client does not have adds nothing to the table. Returns req.
+function M.request(client, req)
+  req.user_agent, req.ca_file, req.insecure = client.user_agent, client.ca_file, client.insecure
+  req.low_speed_time = client.stall_time
+  return req
+end
+
+-- An API answer through the provider's envelope check (decide of perform).
+local function unwrap(res, def, task_id)
+  return provider.unwrap(def, res, task_id)
 end
 
 -- Path templates compiled once into {literal, name, literal, name, ..., literal}.
@@ -151,7 +159,6 @@ local function expand(template, vars)
   end
   return table.concat(out)
 end
-M.expand = expand
 
 -- A client's URL of a template whose only placeholder (if any) is filled with `value`:
 -- base_url and the literal parts joined once per client and template.
@@ -185,15 +192,12 @@ end
 --- timeout: caps the client's timeout for this request (a wait passes the time it has left).
 function M.call(client, method, template, vars, body, task_id, retries, billed, timeout)
   local s = secret.get(client)
-  local req = {
+  local req = M.request(client, {
     method = method, url = url_of(client, template, vars), headers = s.headers,
     json = true, timeout = timeout and timeout < client.timeout and timeout or client.timeout,
     response_headers = false, -- nothing reads res.headers of an API call
-  }
-  -- the client's rarer settings: a nil one adds nothing, so the usual request stays a
-  -- table of 8 slots instead of 16
-  req.user_agent, req.ca_file, req.insecure = client.user_agent, client.ca_file, client.insecure
-  req.max_body, req.low_speed_time = client.max_body, client.stall_time
+  })
+  req.max_body = client.max_body
   if body ~= nil then
     local text, err = body, nil
     if type(body) ~= "string" then text, err = json.encode(body) end -- a string is JSON already
@@ -202,7 +206,7 @@ function M.call(client, method, template, vars, body, task_id, retries, billed, 
     req.headers = s.json_headers
   end
   if billed then req.fresh_connect = true end
-  return call_retries(client, req, client.def, task_id, retries, billed)
+  return perform(client, req, unwrap, client.def, task_id, retries, billed)
 end
 
 --- A multipart upload: POST of parts (the C module's req.mime array; files are streamed from
@@ -210,13 +214,11 @@ end
 --- (the parts are sent again from the file). Returns data, trace_id.
 function M.upload(client, template, parts)
   local s = secret.get(client)
-  local req = {
+  local req = M.request(client, {
     method = "POST", url = client.base_url .. expand(template, {}), headers = s.headers, json = true,
-    mime = parts, timeout = client.timeout, user_agent = client.user_agent, ca_file = client.ca_file,
-    insecure = client.insecure, max_body = client.max_body,
-  }
-  local def = client.def
-  return M.with_retries(client, req, function(res) return provider.unwrap(def, res) end)
+    mime = parts, timeout = client.timeout, max_body = client.max_body,
+  })
+  return perform(client, req, unwrap, client.def)
 end
 
 return M

@@ -61,7 +61,6 @@ local function encode_string(s)
     return escapes[c] or c -- %c also matches \127, which stays as is
   end) .. '"'
 end
-M.encode_string = encode_string
 
 local TWO53 = 2 ^ 53
 

@@ -114,14 +114,6 @@ function M.now()
   return ngx.now()
 end
 
---- Transfers on libcurl (downloads, uploads) in flight in this worker (for status pages and
---- specs); API calls on cosockets are not counted.
-function M.in_flight()
-  local n = 0
-  for _ in pairs(waiting) do n = n + 1 end
-  return n
-end
-
 --- Whether the libcurl driver (the timer of downloads and uploads) is running now.
 function M.driving() return driving end
 

@@ -160,7 +160,6 @@ local function int_or_nil(v, none)
   if math.tointeger then return math.tointeger(math.floor(v)) end
   return math.floor(v)
 end
-M.int_or_nil = int_or_nil
 
 -- Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil).
 local function days_from_civil(y, m, d)

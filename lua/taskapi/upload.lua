@@ -177,11 +177,10 @@ end
 local function put_file(client, url, info)
   local def = client.def
   local host = host_of(url)
-  local req = {
+  local req = http.request(client, {
     method = "PUT", url = url, body_file = info.path, body_type = info.type, timeout = 0,
-    user_agent = client.user_agent, ca_file = client.ca_file, insecure = client.insecure,
-    low_speed_time = client.stall_time, max_body = 64 * 1024, response_headers = false,
-  }
+    max_body = 64 * 1024, response_headers = false,
+  })
   local ok, err = http.with_retries(client, req, function(res)
     local e = put_answer(def, res, host)
     if e then return nil, e end

@@ -351,6 +351,7 @@ describe("OpenResty API calls over cosockets #openresty", function()
       { op = "transfer", req = { url = env.url .. "/x/conn", json = true, timeout = "1" } },
     })
     for i = 1, 4 do assert.equal("invalid_argument", results[i].err.kind, cjson.encode(results[i])) end
+    assert.matches("req.timeout must be a number from 0 to 1e12", results[4].err.message, 1, true)
     local gone = assert(nginx.start { ttl = 30 })
     gone.stop()
     local r = run(app, { { op = "status", id = "abc" } },
