@@ -5,6 +5,7 @@
 #   make memcheck   integration specs under valgrind
 #   make asan       the suite against an ASan/UBSan build
 #   make bench      benchmarks against peers (bench/results.md)
+#   make lint       luacheck (.luacheckrc) and the C module with its warnings as errors
 #   make install    install the module, the Lua layer and bin/taskapi under $(PREFIX)
 #                   (share/lua/5.x, lib/lua/5.x, bin; the launcher runs under $(LUA))
 
@@ -12,13 +13,13 @@ LUA     ?= lua5.4
 PREFIX  ?= /usr/local
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wwrite-strings -Wcast-align
 PKGS    := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted luajit2 \
            libluajit2-5.1-dev nginx libnginx-mod-http-lua lua-resty-core valgrind \
            openssl libssl-dev coreutils util-linux libsqlite3-dev \
            luarocks lua5.1 liblua5.1-0-dev \
            file pngcheck gifsicle webp libjpeg-turbo-progs python3-pil \
-           chromium
+           chromium lua-check
 
 ifeq ($(LUA),luajit)
   LUA_INC  ?= /usr/include/luajit-2.1
@@ -71,7 +72,7 @@ bench: deps build-all
 fuzz: deps
 	@sh fuzz/run.sh
 
-lint: build
+lint: deps
 	@sh spec/lint.sh
 
 install: build

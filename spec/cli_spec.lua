@@ -88,7 +88,7 @@ describe("bin/taskapi", function()
     assert.matches("remaining: %d+", out)
     assert.equal(0, (run("balance --provider TRIPO " .. base())))
     local err
-    code, _, err = run("balance --provider selerpic " .. base())
+    code, out, err = run("balance --provider selerpic " .. base())
     assert.equal(2, code)
     assert.matches("^taskapi balance: %-%-provider must be one of tripo, [%w, -]*sellerpic, got 'selerpic'; did you mean sellerpic%?\n", err)
     assert.is_nil(err:find("definition table", 1, true))
@@ -207,7 +207,8 @@ describe("bin/taskapi", function()
 
       it("create --param (numbers, booleans, nested fake script), then status, wait --download and download", function()
         local code, out = run("create --type " .. (fe.is_tripo(provider) and "text_to_model" or "instructEdit") ..
-          (provider == "tripo" and " --param model_version=v3.1-20260211" or "") .. " --param prompt=cat --param seed=42 --param hd=true --param fake.queue=0 --param fake.run=1 --json " .. P)
+          (provider == "tripo" and " --param model_version=v3.1-20260211" or "") ..
+          " --param prompt=cat --param seed=42 --param hd=true --param fake.queue=0 --param fake.run=1 --json " .. P)
         assert.equal(0, code)
         local id = json_lines(out)[1].id
         assert.is_string(id)
@@ -376,7 +377,7 @@ describe("bin/taskapi", function()
     code, out, err = run("fake start --key another-key --state " .. state)  -- not silently reused
     assert.equal(1, code)
     assert.matches("other %-%-key values", err)
-    code, _, err = run("fake stop --state " .. state)
+    code, out, err = run("fake stop --state " .. state)
     assert.equal(0, code)
     assert.matches("stopped " .. url, err, 1, true)
     os.execute("sleep 0.2")
@@ -425,7 +426,7 @@ describe("bin/taskapi", function()
     -- a state folder of someone else is refused
     local other = dir .. "/other"
     os.execute("mkdir -p " .. fe.q(other) .. " && ln -s /tmp " .. fe.q(other .. "/taskapi-fake-" .. fe.sh("id -u")))
-    code, _, err = run("fake start", { cwd = a, env = "TMPDIR=" .. fe.q(other) })
+    code, out, err = run("fake start", { cwd = a, env = "TMPDIR=" .. fe.q(other) })
     assert.equal(1, code)
     assert.matches("is not a folder of yours: pass %-%-state FILE", err)
   end)

@@ -2,7 +2,6 @@
 -- fields), checked against a private nginx on 127.0.0.1 that parses what really arrived.
 local core = require "taskapi.core"
 local nginx = require "taskapi.fake.nginx"
-local cjson = require "cjson"
 
 -- /parts answers the parsed body: [{name, filename, content_type, size, sha256}], plus the
 -- request's method and Content-Type; the body may have been buffered to a temporary file.

@@ -98,7 +98,6 @@ describe("crash test: kill -9 a workflow, resume from the ledger #crash", functi
     local L = assert(ledger.open(db))
     local stats = curl_json(env.url .. "/_fake/stats")
     local rows = {}
-    local known = {}
     local saved_once, files_total, bytes_ok = 0, 0, 0
     for _, p in ipairs({ "tripo", "sellerpic" }) do
       local intents = assert(L:intents { provider = p })
@@ -114,7 +113,6 @@ describe("crash test: kill -9 a workflow, resume from the ledger #crash", functi
       for _, t in ipairs(tasks) do
         assert.is_nil(ids[t.id], "task twice in the ledger: " .. t.id)
         ids[t.id] = true
-        known[p .. " " .. t.id] = true
         assert.is_true(t.done and t.ok, p .. " task " .. t.id .. " not finished: " .. t.state)
         assert.same({}, t.unsaved, p .. " task " .. t.id .. " has unsaved outputs")
         assert.is_true(#t.outputs > 0)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every suite of `make test`: busted under Lua 5.4 and under LuaJIT, the OpenResty specs,
 # the ASan/UBSan suite (spec/asan.sh), the memory check (valgrind, spec/memcheck.sh) and the
-# fuzz targets (fuzz/run.sh, FUZZ_SECONDS=30 each, one test per target). Prints each suite's
+# fuzz targets (fuzz/run.sh, FUZZ_SECONDS=30 each, one test per target) and the lint checks
+# (spec/lint.sh: luacheck and the C warnings as errors, one test per check). Prints each suite's
 # log and counts and ends with one line `busted: N passed, N failed` (the totals). Exits
 # non-zero on any failure.
 #
@@ -24,15 +25,16 @@ start() { # name, command...: runs in the background; log and exit code under bu
   fi
 }
 
-count() { # name, kind (busted | fuzz): prints the log, adds the counts to the totals
+count() { # name, kind (busted | fuzz | lint): prints the log, adds the counts to the totals
   name=$1; kind=$2
   log=build/test-$name.log
   code=$(cat "build/test-$name.rc" 2>/dev/null || echo 1)
   echo "== $name"
   cat "$log"
-  if [ "$kind" = fuzz ]; then
-    # libFuzzer has no busted summary: each target is one test
-    s=$(grep -cE '^fuzz target .* ok$' "$log"); f=$(grep -cE '^fuzz target .* FAILED$' "$log")
+  if [ "$kind" != busted ]; then
+    # no busted summary: each fuzz target (fuzz/run.sh) or lint check (spec/lint.sh) is one test
+    prefix="fuzz target"; [ "$kind" = lint ] && prefix=lint
+    s=$(grep -cE "^$prefix .* ok\$" "$log"); f=$(grep -cE "^$prefix .* FAILED\$" "$log")
     [ "$code" -ne 0 ] && [ "$f" -eq 0 ] && [ "$s" -gt 0 ] && f=1
   else
     # busted's closing line: "N successes / N failures / N errors / N pending : T seconds"
@@ -62,6 +64,7 @@ start luajit env TASKAPI_SUITE=luajit luajit /usr/bin/busted -o utfTerminal --cp
 start openresty env TASKAPI_SUITE=openresty luajit /usr/bin/busted -o utfTerminal --cpath='./build/luajit/?.so' \
   --tags=openresty --exclude-tags=none spec/openresty
 start asan env TASKAPI_SUITE=asan sh spec/asan.sh
+start lint sh spec/lint.sh
 wait
 # valgrind in two halves side by side, each its own suite (TASKAPI_SUITE), so nothing they write
 # is shared; with the fuzzers that is three jobs on two cores instead of valgrind alone on one
@@ -72,6 +75,7 @@ wait
 
 for s in lua5.4 luajit openresty asan memcheck memcheck2; do count $s busted; done
 count fuzz fuzz
+count lint lint
 
 printf "$summary\n"
 echo "all suites: $(( $(date +%s) - t0 )) s"

@@ -13,7 +13,7 @@ local LUA = jit and "luajit" or "lua5.4"
 local CPATH = "./build/" .. LUA .. "/?.so"
 
 local function run(cmd)
-  local ok, how, code = os.execute(cmd)
+  local ok, _, code = os.execute(cmd)
   if type(ok) == "number" then return ok == 0, ok end -- Lua 5.1 / LuaJIT without 5.2 compat
   return ok == true, code
 end

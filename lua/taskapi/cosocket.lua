@@ -269,7 +269,8 @@ end
 -- Reads one response from sock. Returns res, reusable, location; or nil, err, stale where
 -- stale says nothing at all was received (a kept-alive connection the server had closed).
 local function read_response(sock, x, hp, method)
-  local buf, hend, got = "", nil, false
+  local buf, got = "", false
+  local hend -- where the head ends in buf
   local stall, deadline = x.stall, x.deadline
   local status, minor
   -- the head (skipping 1xx interim responses)
@@ -303,7 +304,7 @@ local function read_response(sock, x, hp, method)
     end
     minor, status = mi == 49 and "1" or "0", (d1 - 48) * 100 + (d2 - 48) * 10 + d3 - 48
     if status >= 200 or status == 101 then break end
-    buf, hend = sub(buf, hend + 4), nil
+    buf = sub(buf, hend + 4)
   end
 
   -- the header fields

@@ -96,13 +96,13 @@ function M.check_opts(def, opts)
     return errors.invalid("download option 'on_progress' must be a function")
   end
   o.on_progress = opts.on_progress
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or not (opts.timeout > 0) or opts.timeout == math.huge) then
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or not (opts.timeout > 0) or opts.timeout == math.huge) then -- luacheck: ignore 581 (NaN fails it)
     return errors.invalid("download option 'timeout' must be a positive number of seconds")
   end
   o.timeout = opts.timeout or 0
   for _, k in ipairs({ "min_speed", "min_speed_time" }) do
     local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or not (v >= 0) or v == math.huge) then
+    if v ~= nil and (type(v) ~= "number" or not (v >= 0) or v == math.huge) then -- luacheck: ignore 581 (NaN fails it)
       return errors.invalid("download option '" .. k .. "' must be a number, 0 or more")
     end
   end

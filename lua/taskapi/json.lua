@@ -15,7 +15,7 @@
 local M = {}
 
 local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
-local format, byte, gsub, concat, sort = string.format, string.byte, string.gsub, table.concat, table.sort
+local format, gsub, concat, sort = string.format, string.gsub, table.concat, table.sort
 local floor, huge = math.floor, math.huge
 local math_type = math.type -- nil on LuaJIT
 

@@ -666,7 +666,7 @@ function M.resume(client, opts)
 
   local function body()
     local s = scheduler.current()
-    local queue, head, tail, idle, closed = {}, 1, 0, {}, false
+    local queue, head, tail, idle, ended = {}, 1, 0, {}, false
     local function push(item)
       tail = tail + 1
       queue[tail] = item
@@ -687,7 +687,7 @@ function M.resume(client, opts)
             elseif t then tasks[item.id] = t -- the ledger said finalized; the provider does not
             else errs[item.id] = serr end
           end
-        elseif closed then
+        elseif ended then
           return
         else
           idle[#idle + 1] = ev
@@ -703,7 +703,7 @@ function M.resume(client, opts)
     waiting.wait_many(client, s, waits, p, function(sid, t, e)
       if t then push({ task = t }) else errs[sid] = e end
     end)
-    closed = true
+    ended = true
     for _, ev in ipairs(idle) do ev.signal() end
     idle = {}
     for i = 1, #hs do
@@ -794,16 +794,16 @@ function M.reconcile(client, opts)
     -- the bounds the ledger's order gives in the listing (newest first): I's task is newer
     -- than the task of every create answered before I was recorded, and older than that of
     -- every create recorded after I's answer
-    local lo, hi = #rows + 1, 0 -- candidates: hi < index < lo
+    local lo_i, hi_i = #rows + 1, 0 -- candidates: hi_i < index < lo_i
     for _, c in ipairs(all) do
       local at_c = c.outcome == "created" and pos[c.task_id]
       if at_c then
-        if c.settled_seq and it.seq and c.settled_seq < it.seq and at_c < lo then lo = at_c end
-        if it.settled_seq and c.seq and c.seq > it.settled_seq and at_c > hi then hi = at_c end
+        if c.settled_seq and it.seq and c.settled_seq < it.seq and at_c < lo_i then lo_i = at_c end
+        if it.settled_seq and c.seq and c.seq > it.settled_seq and at_c > hi_i then hi_i = at_c end
       end
     end
     local best
-    for i = lo - 1, hi + 1, -1 do -- oldest first
+    for i = lo_i - 1, hi_i + 1, -1 do -- oldest first
       local r = rows[i]
       if r.task_id and not known[r.task_id] and r.created_at and names[norm(r.type) or ""] and
           r.created_at >= it.at - window and r.created_at <= hi_t then

@@ -186,8 +186,7 @@ function M.iso_time(s)
   local f, after = rest:match("^([.,]%d+)(.*)$")
   if f then frac, rest = tonumber("0." .. f:sub(2)), after end
   local offset = 0
-  if rest == "Z" or rest == "z" or rest == "" then offset = 0
-  else
+  if rest ~= "Z" and rest ~= "z" and rest ~= "" then
     local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
     if not sign then return nil end
     offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)

@@ -356,11 +356,6 @@ function S:loop(done)
     self:_turn()
     if self.stuck and self.live > 0 then
       self.stuck = nil
-      if os.getenv("TASKAPI_DEBUG") then
-        for co, h in pairs(self.handles) do
-          io.stderr:write("parked: ", tostring(co), " ", coroutine.status(co), " ", debug.traceback(co), "\n")
-        end
-      end
       error("taskapi.run: " .. self.live .. " coroutine(s) wait for each other and nothing can wake them", 0)
     end
   end

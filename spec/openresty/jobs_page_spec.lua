@@ -171,9 +171,9 @@ local function stranger(html)
   return nil
 end
 
-local function count(s, pat)
+local function count(s, pattern)
   local n = 0
-  for _ in s:gmatch(pat) do n = n + 1 end
+  for _ in s:gmatch(pattern) do n = n + 1 end
   return n
 end
 

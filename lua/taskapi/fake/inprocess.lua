@@ -19,7 +19,7 @@ local files = require "taskapi.files"
 
 local M = {}
 
-local floor, min, max = math.floor, math.min, math.max
+local floor, min = math.floor, math.min
 local CHUNK = 65536
 
 local function default_clock_and_sleep()
@@ -291,7 +291,7 @@ function Fake:request(req)
   end
 
   if not download or not ok2xx then
-    local body = resp.body or ""
+    local text = resp.body or ""
     if resp.file and not resp.head then
       local stop = send_len
       local serr = stall_check()
@@ -300,20 +300,20 @@ function Fake:request(req)
       local parts = {}
       local okr, rerr = stream(resp.file, resp.offset, stop, function(ch) parts[#parts + 1] = ch; return true end)
       if not okr then return nil, terr("io", tostring(rerr)) end
-      body = table.concat(parts)
+      text = table.concat(parts)
       if serr then return nil, serr end
       if fail then return nil, fail end
     end
     local limit = tonumber(req.max_body) or 8 * 1024 * 1024
     if download then limit = 65536 end
-    if #body > limit then
-      if download then body = body:sub(1, limit)
+    if #text > limit then
+      if download then text = text:sub(1, limit)
       else return nil, terr("bad_response", "response body too large (over " .. limit .. " bytes)") end
     end
-    res.body = body
+    res.body = text
     if download and part and not req.keep_partial then os.remove(part) end
     if req.json and not download then
-      local v, jerr = json_decode(body)
+      local v, jerr = json_decode(text)
       if v == nil then res.json_error = jerr else res.json = v end
     end
     res.time = self.clock() - started

@@ -11,7 +11,6 @@ local OUTPUTS = {
   "model", "base_model", "pbr_model", "generated_image", "rendered_image", "rendered_video",
   "multiview_basecolor", "front_view", "left_view", "back_view", "right_view",
 }
-local VIEWS = { "front", "left", "back", "right" }
 
 local function kind_of(name)
   if name:find("model", 1, true) then return "model" end
