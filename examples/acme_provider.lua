@@ -20,7 +20,6 @@ return {
   codes = { [42] = { "rate_limited", true } },
   -- the provider's states -> the library's (anything else is "unknown", finalized)
   states = { waiting = "queued", rendering = "running", done = "succeeded", error = "failed" },
-  refresh = "status",           -- an expired file link is renewed by reading the job again
   read_task = function(d)
     local outputs = {}
     for _, f in ipairs(type(d.files) == "table" and d.files or {}) do

@@ -21,6 +21,12 @@ local LOCATIONS = [[
     location = /acme/v1/jobs/nope {
       return 404 '{"status":7,"reason":"no such job"}';
     }
+    location = /acme/v1/links/preview {
+      default_type application/json;
+      content_by_lua_block {
+        ngx.print('{"status":0,"result":{"href":"http://' .. ngx.var.http_host .. '/acme/files/preview.png"}}')
+      }
+    }
     location = /acme/files/preview.png {
       default_type image/png;
       return 200 "not really a png, but bytes";
@@ -58,6 +64,29 @@ describe("a provider of my own (acme)", function()
     assert.equal(1, #files)
     assert.equal("j1_preview.png", files[1].path:match("([^/]+)$"))
     assert.equal(27, files[1].bytes)
+  end)
+
+  it("takes a download link from an endpoint of the provider's when its definition has link()", function()
+    -- a definition's link(call, task, out, opts) makes the link (call is an API call of the
+    -- client, with its key, retries and errors); file_ext names the file's extension
+    local def = {}
+    for k, v in pairs(acme) do def[k] = v end
+    def.link = function(call, _, out)
+      local data, err = call("GET", "/links/{id}", { id = out.name })
+      if not data then return nil, err end
+      return data.href
+    end
+    def.file_ext = function() return "dat" end
+    local c = assert(taskapi.new { provider = def, api_key = "acme-key", base_url = fake.url .. "/acme/v1", min_interval = 0 })
+    local task = assert(c:status("j1"))
+    local files = assert(c:download(task, { dir = dir, overwrite = true }))
+    assert.equal("j1_preview.dat", files[1].path:match("([^/]+)$"))
+    assert.equal(27, files[1].bytes)
+    c:close()
+    def.link = "not a function"
+    local bad, err = taskapi.new { provider = def, api_key = "acme-key" }
+    assert.is_nil(bad)
+    assert.equal("provider definition's 'link' must be a function", err.message)
   end)
 
   it("turns the API's errors into the library's", function()

@@ -6,7 +6,7 @@
 -- outputs exist gets the missing ones; a host trickling 2 bytes/s ends with a timeout within
 -- the limits (min_speed floor, total timeout, the defaults).
 local fe = require "support.fake_env"
-local download = require "taskapi.download"
+local naming = require "taskapi.naming"
 
 local SIZE = 100000
 local RT = jit and "luajit" or "lua5.4"
@@ -105,7 +105,7 @@ describe("download safety", function()
         local id = env:add { provider = p, queue = 0, run = 0, file_size = SIZE, stall = stall or nil }
         local task, name = output_of(c, id, p)
         tasks[#tasks + 1] = { p = p, id = id, name = name, want = fe.expected_bytes(id, file_key(p, name), SIZE),
-          final = download.names({ dir = "D" }, task, task.outputs[1], p == "sellerpic" and "png" or "glb"):sub(3) }
+          final = naming.names({ dir = "D" }, task, task.outputs[1], p == "sellerpic" and "png" or "glb"):sub(3) }
       end
     end
     for round = 1, 20 do
@@ -181,7 +181,7 @@ describe("download safety", function()
       local id = env:add { provider = p, queue = 0, run = 0, file_size = SIZE }
       local task = assert(c:status(id))
       local out = task.outputs[1]
-      local final, part = download.names({ dir = dir }, task, out, p == "sellerpic" and "png" or "glb")
+      local final, part = naming.names({ dir = dir }, task, out, p == "sellerpic" and "png" or "glb")
       local victim = work .. "/victim-" .. p
       fe.write(victim, "precious")
       fe.sh("ln -s " .. q(victim) .. " " .. q(part))
@@ -212,7 +212,7 @@ describe("download safety", function()
     local id = env:add { provider = p, queue = 0, run = 0, file_size = SIZE, stall = 20, stall_count = 1 }
     local task = assert(c:status(id))
     local out = task.outputs[1]
-    local final, part = download.names({ dir = dir }, task, out, "glb")
+    local final, part = naming.names({ dir = dir }, task, out, "glb")
     local pid = fe.sh("sh -c " .. q(child_cmd(p, id, dir, out.name) .. " >/dev/null 2>&1 & echo $!"))
     assert.truthy(pid:match("^%d+$"), pid)
     local deadline = fe.now() + 10
@@ -244,7 +244,7 @@ describe("download safety", function()
     local c = env:client("tripo")
     local id = env:add { provider = "tripo", queue = 0, run = 0, file_size = SIZE }
     local task = assert(c:status(id))
-    local final, part = download.names({ dir = dir }, task, task.outputs[1], "glb")
+    local final, part = naming.names({ dir = dir }, task, task.outputs[1], "glb")
     fe.write(part, string.rep("x", SIZE + 10))
     local mark = env:mark()
     local files = assert(c:download(task, { dir = dir, outputs = "model" }))

@@ -1,8 +1,8 @@
 -- taskapi.download: saving a task's outputs to disk. Picks the outputs, names each file
--- `<task id>_<output name>.<ext>` inside the destination folder (nothing a server says can
--- change the folder; `names` below is the one place that decides the names), skips an output
--- whose file already exists (unless overwrite), resolves each output's link (SellerPic: one
--- download-link call per result), and runs the streaming transfer of the C module: a hidden
+-- `<task id>_<output name>.<ext>` inside the destination folder (taskapi.naming decides the
+-- names; nothing a server says can change the folder), skips an output
+-- whose file already exists (unless overwrite), resolves each output's link (the provider's
+-- def.link when it has one: SellerPic's download-link call per result), and runs the streaming transfer of the C module: a hidden
 -- part file, locked while written (a second download of the same output gets an io error),
 -- renamed to the final name only when complete and never over an existing file unless
 -- overwrite, resumed with Range after a dropped connection or from a part file a killed
@@ -14,6 +14,7 @@ local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local http = require "taskapi.http"
 local files = require "taskapi.files"
+local naming = require "taskapi.naming"
 
 local exists, is_dir = files.exists, files.is_dir
 
@@ -23,26 +24,6 @@ local M = {}
 -- checked once MIN_SPEED_TIME seconds have passed (download{ min_speed =, min_speed_time = }).
 M.MIN_SPEED = 1024
 M.MIN_SPEED_TIME = 30
-
-local EXT_OF_TYPE = {
-  ["model/gltf-binary"] = "glb", ["model/gltf+json"] = "gltf", ["model/obj"] = "obj",
-  ["model/vnd.usdz+zip"] = "usdz", ["model/stl"] = "stl", ["application/x-fbx"] = "fbx",
-  ["image/png"] = "png", ["image/jpeg"] = "jpg", ["image/webp"] = "webp", ["image/gif"] = "gif",
-  ["video/mp4"] = "mp4", ["video/webm"] = "webm", ["application/zip"] = "zip",
-}
-
-local function safe_part(s)
-  s = tostring(s):gsub("[^%w%-_]", "_")
-  return s
-end
-
-local function ext_of_url(url)
-  local path = url:match("^[^?#]*") or url
-  local last = path:match("([^/]*)$") or ""
-  local ext = last:match("%.(%w+)$")
-  if ext and #ext <= 8 then return ext:lower() end
-  return nil
-end
 
 --- Checks the download options before any request; returns the normalized options.
 function M.check_opts(def, opts)
@@ -138,26 +119,22 @@ local function pick(task, o)
   return list
 end
 
--- The link of an output: Tripo's URL as given; SellerPic's from its download-link endpoint.
+-- The link of an output: the provider's own (def.link(call, task, out, opts), e.g. a
+-- download-link endpoint; call(method, path, vars) is an API call of this client), else the
+-- URL the task gave.
 local function resolve(client, task, out, o)
-  local def = client.def
-  if def.refresh ~= "link" then
-    if not out.url then return nil, errors.new("bad_response", "output '" .. out.name .. "' has no URL", { task_id = task.id }) end
-    return out.url
+  local link = client.def.link
+  if link then
+    return link(function(method, path, vars) return http.call(client, method, path, vars, nil, task.id) end, task, out, o)
   end
-  local path = def.link_path .. (o.uhd and "&uhd=true" or "")
-  local data, err = http.call(client, "GET", path, { id = out.id or out.name, format = o.format }, nil, task.id)
-  if not data then return nil, err end
-  if type(data.fileUrl) ~= "string" or data.fileUrl == "" then
-    local why = type(data.errorMsg) == "string" and data.errorMsg or ("status " .. tostring(data.status))
-    return nil, errors.new("download", "no download link for result " .. out.name .. ": " .. why, { task_id = task.id })
-  end
-  return data.fileUrl
+  if not out.url then return nil, errors.new("bad_response", "output '" .. out.name .. "' has no URL", { task_id = task.id }) end
+  return out.url
 end
 
--- A fresh link after the file host refused the old one.
+-- A fresh link after the file host refused the old one: the provider's link again (it is
+-- made anew each time), else the task read again.
 local function refresh(client, task, out, o)
-  if client.def.refresh == "link" then return resolve(client, task, out, o) end
+  if client.def.link then return resolve(client, task, out, o) end
   local fresh, err = client:status(task.id)
   if not fresh then return nil, err end
   for _, f in ipairs(fresh.outputs) do
@@ -166,19 +143,7 @@ local function refresh(client, task, out, o)
   return nil, errors.new("download", "output '" .. out.name .. "' is gone after refreshing the task", { task_id = task.id })
 end
 
---- The file names of one output, decided here only: the final path (nil while its extension
---- waits for the response's content type), the hidden part file the transfer writes and
---- locks, and the staging name a file of unknown type is verified under before it is named.
---- `.<final name>.part`, so outputs of other formats never share a part.
-local function names(o, task, out, ext)
-  local base = safe_part(task.id) .. "_" .. safe_part(out.name)
-  if ext then
-    local name = base .. "." .. ext
-    return o.dir .. "/" .. name, o.dir .. "/." .. name .. ".part"
-  end
-  return nil, o.dir .. "/." .. base .. ".part", o.dir .. "/." .. base .. ".done"
-end
-M.names = names
+local names = naming.names
 
 -- The result of an output whose file was already there (overwrite = false): left alone.
 local function skipped(out, path)
@@ -196,7 +161,7 @@ end
 -- Saves one output; returns {name=, path=, bytes=, content_type=} ({..., skipped = true}
 -- for a file that exists) or nil, err. deadline: engine time the call must end by, or nil.
 local function save(client, task, out, o, deadline)
-  local ext = client.def.refresh == "link" and o.format or (out.url and ext_of_url(out.url))
+  local ext = naming.ext_of(client.def, out, o)
   local final, part, staging = names(o, task, out, ext)
   if final and not o.overwrite and exists(final) then return skipped(out, final) end
   if deadline and now(client) >= deadline then return nil, late(o, out, task) end
@@ -268,7 +233,7 @@ local function save(client, task, out, o, deadline)
   end
   local ctype = res.content_type
   if not final then
-    ext = EXT_OF_TYPE[ctype or ""] or "bin"
+    ext = naming.ext_of_type(ctype)
     final = names(o, task, out, ext)
     local ok, perr = core.place(staging, final, o.overwrite)
     if not ok then
@@ -309,7 +274,5 @@ function M.run(client, task, o)
   end
   return saved
 end
-
-M.ext_of_url = ext_of_url
 
 return M

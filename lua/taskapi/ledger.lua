@@ -540,25 +540,15 @@ local WAIT_KEYS = { timeout = true, interval = true, max_interval = true, min_in
 local DOWNLOAD_KEYS = { dir = true, outputs = true, format = true, overwrite = true, max_bytes = true, uhd = true }
 local RENAMED = { download_timeout = "timeout", on_download_progress = "on_progress" } -- download's own
 
--- download.lua's naming of a file: <task id>_<output name>.<ext>, each part so sanitized.
-local function safe_part(s) return (tostring(s):gsub("[^%w%-_]", "_")) end
-
--- The extensions download.lua gives a file whose URL has none (by content type).
-local PROBE_EXTS = { "glb", "gltf", "obj", "fbx", "usdz", "stl", "png", "jpg", "webp", "gif", "mp4", "webm", "zip", "bin" }
-
 -- The file a completed download of output `out` left in o.dir (a process killed between the
 -- rename and the ledger's record), or nil. The C module renames a part file to its final
 -- name only once complete, so a file under that name is whole.
 local function on_disk(client, task, out, o)
-  local ext
-  if client.def.refresh == "link" then
-    ext = o.format
-  elseif out.url then
-    ext = require("taskapi.download").ext_of_url(out.url)
-  end
-  local base = (o.dir == "/" and "" or o.dir) .. "/" .. safe_part(task.id) .. "_" .. safe_part(out.name) .. "."
-  for _, e in ipairs(ext and { ext } or PROBE_EXTS) do
-    if core.file_stat(base .. e) then return base .. e end
+  local naming = require "taskapi.naming"
+  local ext = naming.ext_of(client.def, out, o)
+  for _, e in ipairs(ext and { ext } or naming.TYPE_EXTS) do
+    local path = naming.names(o, task, out, e)
+    if core.file_stat(path) then return path end
   end
   return nil
 end

@@ -33,6 +33,14 @@ function M.load(p)
     for _, field in ipairs({ "name", "base_url", "status_path", "read_task" }) do
       if p[field] == nil then return errors.invalid("provider definition lacks '" .. field .. "'") end
     end
+    for _, field in ipairs({ "link", "file_ext" }) do
+      if p[field] ~= nil and type(p[field]) ~= "function" then
+        return errors.invalid("provider definition's '" .. field .. "' must be a function")
+      end
+    end
+    if p.refresh == "link" and not p.link then
+      return errors.invalid("provider definition's refresh = \"link\" is gone: give link(call, task, out, opts)")
+    end
     return p
   end
   return errors.invalid("provider must be a name or a definition table, got " .. type(p))

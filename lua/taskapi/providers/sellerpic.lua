@@ -57,6 +57,22 @@ local function read_task(d, null)
   }
 end
 
+-- The download link of result `out`: GET link_path (uhd: the longest side up to 4096 px).
+-- call(method, path, vars) is an API call of the client. Returns the URL, or nil, err.
+local LINK_PATH = "/v1/api/download?id={id}&downloadFormat={format}"
+
+local function link(call, task, out, o)
+  local errors = require "taskapi.errors"
+  local data, err = call("GET", LINK_PATH .. (o.uhd and "&uhd=true" or ""),
+    { id = out.id or out.name, format = o.format })
+  if not data then return nil, err end
+  if type(data.fileUrl) ~= "string" or data.fileUrl == "" then
+    local why = type(data.errorMsg) == "string" and data.errorMsg or ("status " .. tostring(data.status))
+    return nil, errors.new("download", "no download link for result " .. out.name .. ": " .. why, { task_id = task.id })
+  end
+  return data.fileUrl
+end
+
 local def = {
   name = "sellerpic",
   base_url = "https://api.sellerpic.ai",
@@ -79,16 +95,17 @@ local def = {
   upload_max_bytes = 40 * 1024 * 1024,
   upload_result = "fileKey",
   create_result = "id",
-  -- Each successful result is fetched through the download-link endpoint, which also renews
-  -- an expired link.
-  refresh = "link",
-  link_path = "/v1/api/download?id={id}&downloadFormat={format}",
+  -- Each successful result is fetched through the download-link endpoint (link below), which
+  -- also renews an expired link; the file's extension is the format asked for.
+  link_path = LINK_PATH,
   formats = { jpg = true, png = true, webp = true, mp4 = true, gif = true },
   default_format = "png",
   envelope = { code = "code", message = "msg", data = "data", trace = "traceId" },
   codes = { [30003] = { "rate_limited", true } },
   states = RESULT_STATES,
   read_task = read_task,
+  link = link,
+  file_ext = function(_, o) return o.format end,
 }
 def.create_known = {}
 for _, n in ipairs(def.create_names) do def.create_known[n] = true end

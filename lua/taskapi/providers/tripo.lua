@@ -205,7 +205,6 @@ return {
   upload_types = { "png", "jpg", "webp", "bmp", "tiff", "glb", "obj", "fbx", "stl", "3mf", "usdz" },
   presign_path = "/files/presign", -- above upload_max_bytes: presign, then PUT to the storage host
   -- An expired output link is renewed by reading the task again.
-  refresh = "status",
   envelope = { code = "code", message = "message", suggestion = "suggestion", data = "data" },
   codes = CODES,
   states = STATES,

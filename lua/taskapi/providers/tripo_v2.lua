@@ -28,7 +28,6 @@ return {
   upload_max_bytes = 20 * 1024 * 1024,
   upload_result = "image_token",
   -- An expired output link is renewed by reading the task again.
-  refresh = "status",
   envelope = { code = "code", message = "message", suggestion = "suggestion", data = "data" },
   codes = v3.codes,
   states = v3.states,
