@@ -42,8 +42,10 @@ local function cat(...)
 end
 
 local CASES = {}
-local function case(name, providers, kind, fn, raises)
-  CASES[#CASES + 1] = { name = name, providers = providers, kind = kind or "invalid_argument", fn = fn, raises = raises }
+-- names: the option the error must name ('name' in quotes), when the case is about one
+local function case(name, providers, kind, fn, raises, names)
+  CASES[#CASES + 1] = { name = name, providers = providers, kind = kind or "invalid_argument", fn = fn, raises = raises,
+    names = names }
 end
 local BOTH = { "tripo", "sellerpic" }
 
@@ -80,7 +82,7 @@ for _, opt in ipairs(NEW_NAMES) do
       local o = { provider = p, api_key = KEY, base_url = f:base_url(p), transport = f:transport() }
       o[opt] = v
       return taskapi.new(o)
-    end)
+    end, nil, opt ~= "provider" and opt ~= "transport" and opt or nil)
   end
 end
 for _, missing in ipairs({ "provider", "api_key" }) do
@@ -93,7 +95,7 @@ end
 for _, k in ipairs({ "bogus", "apiKey", "timeout_s", 1, HUGE }) do
   case("taskapi.new with unknown option " .. show(k), BOTH, nil, function(_, f, p)
     return taskapi.new { provider = p, api_key = KEY, transport = f:transport(), [k] = 1 }
-  end)
+  end, nil, (type(k) == "string" and #k < 40) and k or nil)
 end
 
 -- task ids: wrong for every call that takes one ---------------------------------------------------
@@ -158,7 +160,7 @@ for _, call in ipairs({ "wait", "wait_all", "each_completed" }) do
     for _, v in ipairs(WAIT_BAD[opt]) do
       case("client:" .. call .. "(id, {" .. opt .. " = " .. show(v) .. "})", BOTH, nil, function(c, _, p)
         return WAIT_CALLS[call](c, GOOD_ID[p], { [opt] = v })
-      end)
+      end, nil, opt)
     end
   end
 end
@@ -172,19 +174,29 @@ local DL_BAD = {
   max_bytes = cat(NOT_NUMBERS, BAD_NUMBERS, { 0 }),
   on_progress = { "f", 1, true, {} },
   timeout = cat(NOT_NUMBERS, BAD_NUMBERS, { 0 }),
+  uhd = NOT_BOOLEANS,
   min_speed = cat(NOT_NUMBERS, BAD_NUMBERS),      -- files branch: 0 turns the floor off
   min_speed_time = cat(NOT_NUMBERS, BAD_NUMBERS),
 }
 for _, o in ipairs({ "x", HUGE, 1, true, FN }) do
   case("client:download(id, " .. show(o) .. ")", BOTH, nil, function(c, _, p) return c:download(GOOD_ID[p], o) end)
 end
-for _, opt in ipairs({ "dir", "format", "max_bytes", "on_progress", "outputs", "overwrite", "timeout", "min_speed",
-  "min_speed_time" }) do
+for _, opt in ipairs({ "dir", "format", "max_bytes", "on_progress", "outputs", "overwrite", "timeout", "uhd",
+  "min_speed", "min_speed_time" }) do
   for _, v in ipairs(DL_BAD[opt]) do
     case("client:download(id, {" .. opt .. " = " .. show(v) .. "})", BOTH, nil, function(c, _, p)
       return c:download(GOOD_ID[p], { dir = ".", [opt] = v })
-    end)
+    end, nil, opt)
   end
+end
+-- a misspelt option is refused, not ignored (a download would go on without it)
+for _, k in ipairs({ "overwirte", "directory", "timeout_s" }) do
+  case("client:download(id, {" .. k .. " = true}) (unknown)", BOTH, nil, function(c, _, p)
+    return c:download(GOOD_ID[p], { dir = ".", [k] = true })
+  end, nil, k)
+  case("client:wait(id, {" .. k .. " = true}) (unknown)", BOTH, nil, function(c, _, p)
+    return c:wait(GOOD_ID[p], { [k] = true })
+  end, nil, k)
 end
 case("client:download(id, {dir = a folder that cannot be made}) is an io error", BOTH, "io", function(c, _, p)
   return c:download(GOOD_ID[p], { dir = "/etc/hostname/taskapi-bad-input" })
@@ -288,6 +300,7 @@ describe("bad input at the API surface", function()
           assert.is_false(s:find("[\r\n]") ~= nil, "error spans lines: " .. s:sub(1, 200))
           assert.is_true(#s < 2000, "error message of " .. #s .. " bytes")
           assert.is_nil(s:find(KEY, 1, true), "the key is in the error")
+          if c.names then assert.truthy(s:find("'" .. c.names .. "'", 1, true), "the error does not name '" .. c.names .. "': " .. s) end
         end
         assert.equal(before, #f.log, "a request was sent")
       end)

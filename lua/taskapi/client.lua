@@ -11,6 +11,7 @@ local secret = require "taskapi.secret"
 local scheduler = require "taskapi.scheduler"
 local waiting = require "taskapi.wait"
 local upload = require "taskapi.upload"
+local check = require "taskapi.check"
 
 local M = {}
 local Client = {}
@@ -21,26 +22,15 @@ function Client.__tostring(c)
   return "taskapi client (" .. c.def.name .. ", " .. c.base_url .. ")"
 end
 
-local function positive(v, name, max)
-  if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge or (max and v > max) then
-    return errors.invalid("option '" .. name .. "' must be a positive number" .. (max and " up to " .. max or "") ..
-      ", got " .. (type(v) == "number" and tostring(v) or type(v)))
-  end
-  return v
-end
-
-local function non_negative(v, name)
-  if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
-    return errors.invalid("option '" .. name .. "' must be a number >= 0, got " .. (type(v) == "number" and tostring(v) or type(v)))
-  end
-  return v
-end
-
-local KNOWN = {
-  provider = true, api_key = true, base_url = true, timeout = true, retries = true, backoff = true,
-  max_backoff = true, max_retry_after = true, min_interval = true, transport = true, ca_file = true,
-  insecure = true, max_body = true, stall_time = true, user_agent = true, region = true,
-  ledger = true,
+-- The options of taskapi.new and their rules (taskapi.check; `true`: checked in M.new).
+local SECONDS_UP_TO_A_DAY = { "number", above = 0, max = 86400, unit = "seconds" }
+local RULES = {
+  provider = true, api_key = true, base_url = true, region = true, transport = true, ca_file = true,
+  user_agent = true, ledger = true,
+  timeout = SECONDS_UP_TO_A_DAY, backoff = SECONDS_UP_TO_A_DAY, max_backoff = SECONDS_UP_TO_A_DAY,
+  max_retry_after = SECONDS_UP_TO_A_DAY, stall_time = SECONDS_UP_TO_A_DAY,
+  retries = { "number", integer = true, min = 0, max = 20 },
+  min_interval = check.NON_NEGATIVE_SECONDS, max_body = check.POSITIVE, insecure = check.BOOLEAN,
 }
 
 local warned_insecure = false
@@ -48,10 +38,10 @@ local warned_insecure = false
 --- taskapi.new(opts): see the README for every option.
 function M.new(opts)
   if type(opts) ~= "table" then return errors.invalid("taskapi.new expects an options table, got " .. type(opts)) end
-  for k in pairs(opts) do
-    if not KNOWN[k] then return errors.invalid("unknown option '" .. tostring(k):sub(1, 40) .. "'") end
-  end
-  local def, err = provider.load(opts.provider)
+  local ok, err = check.known(opts, RULES, "")
+  if not ok then return nil, err end
+  local def
+  def, err = provider.load(opts.provider)
   if not def then return nil, err end
   local key = opts.api_key
   -- newuser: no api_key: the provider's own variable (TRIPO_API_KEY, SELLERPIC_API_KEY), as the CLI
@@ -84,33 +74,10 @@ function M.new(opts)
       (type(base) == "string" and "'" .. base:sub(1, 80) .. "'" or type(base)))
   end
   local c = setmetatable({ def = def, base_url = (base:gsub("/+$", "")) }, Client)
-  c.timeout = 30
-  if opts.timeout ~= nil then c.timeout, err = positive(opts.timeout, "timeout", 86400) if not c.timeout then return nil, err end end
-  c.retries = 3
-  if opts.retries ~= nil then
-    local r = opts.retries
-    if type(r) ~= "number" or r ~= r or r < 0 or r > 20 or r % 1 ~= 0 then
-      return errors.invalid("option 'retries' must be a whole number from 0 to 20")
-    end
-    c.retries = r
-  end
-  c.backoff, c.max_backoff, c.max_retry_after = 0.5, 30, 120
-  for _, name in ipairs({ "backoff", "max_backoff", "max_retry_after", "stall_time" }) do
-    if opts[name] ~= nil then
-      c[name], err = positive(opts[name], name, 86400)
-      if not c[name] then return nil, err end
-    end
-  end
-  if opts.min_interval ~= nil then
-    c.min_interval, err = non_negative(opts.min_interval, "min_interval")
-    if not c.min_interval then return nil, err end
-  else
-    c.min_interval = def.min_interval or 0
-  end
-  if opts.max_body ~= nil then
-    c.max_body, err = positive(opts.max_body, "max_body")
-    if not c.max_body then return nil, err end
-  end
+  c.timeout, c.retries, c.backoff, c.max_backoff, c.max_retry_after = 30, 3, 0.5, 30, 120
+  c.min_interval = def.min_interval or 0
+  ok, err = check.options(opts, RULES, "", c)
+  if not ok then return nil, err end
   if opts.ca_file ~= nil then
     local f = type(opts.ca_file) == "string" and not opts.ca_file:find("%z") and io.open(opts.ca_file, "rb")
     local readable = f and f:read(0) ~= nil -- a folder opens but does not read
@@ -118,13 +85,9 @@ function M.new(opts)
     if not readable then return errors.invalid("option 'ca_file' must name a readable file") end
     c.ca_file = opts.ca_file
   end
-  if opts.insecure ~= nil then
-    if type(opts.insecure) ~= "boolean" then return errors.invalid("option 'insecure' must be a boolean") end
-    c.insecure = opts.insecure
-    if c.insecure and not warned_insecure then
-      warned_insecure = true
-      io.stderr:write("taskapi: warning: TLS verification is off (insecure = true)\n")
-    end
+  if c.insecure and not warned_insecure then
+    warned_insecure = true
+    io.stderr:write("taskapi: warning: TLS verification is off (insecure = true)\n")
   end
   if opts.ledger ~= nil then -- ledger: an observer of creates, states and files (taskapi.ledger)
     c.ledger, err = require("taskapi.ledger").attach(opts.ledger)

@@ -15,6 +15,7 @@ local errors = require "taskapi.errors"
 local http = require "taskapi.http"
 local files = require "taskapi.files"
 local naming = require "taskapi.naming"
+local check = require "taskapi.check"
 
 local exists, is_dir = files.exists, files.is_dir
 
@@ -25,11 +26,22 @@ local M = {}
 M.MIN_SPEED = 1024
 M.MIN_SPEED_TIME = 30
 
+-- The options of a download and their rules (taskapi.check; `true`: checked below).
+local RULES = {
+  dir = true, outputs = true, format = true, uhd = check.BOOLEAN, overwrite = check.BOOLEAN,
+  max_bytes = check.POSITIVE, on_progress = check.FUNCTION, timeout = check.SECONDS,
+  min_speed = check.NON_NEGATIVE, min_speed_time = check.NON_NEGATIVE_SECONDS,
+}
+
 --- Checks the download options before any request; returns the normalized options.
 function M.check_opts(def, opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then return errors.invalid("download options must be a table, got " .. type(opts)) end
+  local ok, err = check.known(opts, RULES, "download ")
+  if not ok then return nil, err end
   local o = {}
+  ok, err = check.options(opts, RULES, "download ", o)
+  if not ok then return nil, err end
   o.dir = opts.dir or "."
   if type(o.dir) ~= "string" or o.dir == "" then return errors.invalid("download option 'dir' must be a non-empty string") end
   if o.dir:find("%z") then return errors.invalid("download option 'dir' contains a NUL byte") end
@@ -63,32 +75,10 @@ function M.check_opts(def, opts)
     end
   end
   o.format = opts.format or def.default_format
-  o.uhd = opts.uhd
-  if opts.overwrite ~= nil and type(opts.overwrite) ~= "boolean" then return errors.invalid("download option 'overwrite' must be a boolean") end
-  o.overwrite = opts.overwrite == true
-  if opts.max_bytes ~= nil then
-    local m = opts.max_bytes
-    if type(m) ~= "number" or m ~= m or m <= 0 or m == math.huge then
-      return errors.invalid("download option 'max_bytes' must be a positive number")
-    end
-    o.max_bytes = m
-  end
-  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
-    return errors.invalid("download option 'on_progress' must be a function")
-  end
-  o.on_progress = opts.on_progress
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or not (opts.timeout > 0) or opts.timeout == math.huge) then -- luacheck: ignore 581 (NaN fails it)
-    return errors.invalid("download option 'timeout' must be a positive number of seconds")
-  end
-  o.timeout = opts.timeout or 0
-  for _, k in ipairs({ "min_speed", "min_speed_time" }) do
-    local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or not (v >= 0) or v == math.huge) then -- luacheck: ignore 581 (NaN fails it)
-      return errors.invalid("download option '" .. k .. "' must be a number, 0 or more")
-    end
-  end
-  o.min_speed = opts.min_speed or M.MIN_SPEED
-  o.min_speed_time = opts.min_speed_time or M.MIN_SPEED_TIME
+  o.overwrite = o.overwrite == true
+  o.timeout = o.timeout or 0
+  o.min_speed = o.min_speed or M.MIN_SPEED
+  o.min_speed_time = o.min_speed_time or M.MIN_SPEED_TIME
   -- newuser: a missing folder is made with its parents (mkdir -p), last, so that a refused
   -- option makes nothing; a file in the way or no permission is an io error before any request
   if not is_dir(o.dir) then

@@ -7,6 +7,7 @@ local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local provider = require "taskapi.provider"
 local heap = require "taskapi.heap"
+local check = require "taskapi.check"
 local webhook = require "taskapi.webhook" -- [webhook] deliveries end sleeps early (webhook.hook)
 
 local M = {}
@@ -60,37 +61,25 @@ function M.next_delay(task, state, p, rnd)
   return d
 end
 
-local KNOWN = { timeout = true, interval = true, max_interval = true, min_interval = true, on_progress = true }
+-- The options of a wait and their rules (taskapi.check).
+local RULES = {
+  timeout = check.SECONDS, interval = check.NON_NEGATIVE_SECONDS, max_interval = check.NON_NEGATIVE_SECONDS,
+  min_interval = check.NON_NEGATIVE_SECONDS, on_progress = check.FUNCTION,
+}
 
 local function check_opts(client, opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then return errors.invalid("wait options must be a table, got " .. type(opts)) end
-  for k in pairs(opts) do
-    if not KNOWN[k] then
-      return errors.invalid("unknown wait option '" .. tostring(k):sub(1, 40) ..
-        "' (known: timeout, interval, max_interval, min_interval, on_progress)")
-    end
-  end
+  local ok, err = check.known(opts, RULES, "wait ")
+  if not ok then return nil, err end
   local p = {
     timeout = M.DEFAULT_TIMEOUT, interval = M.DEFAULT_INTERVAL, max_interval = M.DEFAULT_MAX_INTERVAL,
     min_interval = client.min_interval,
   }
-  for _, k in ipairs({ "timeout", "interval", "max_interval", "min_interval" }) do
-    local v = opts[k]
-    if v ~= nil then
-      if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge or (k == "timeout" and v == 0) then
-        return errors.invalid("wait option '" .. k .. "' must be a " .. (k == "timeout" and "positive" or "non-negative") ..
-          " finite number of seconds, got " .. (type(v) == "number" and tostring(v) or type(v)))
-      end
-      p[k] = v
-    end
-  end
+  ok, err = check.options(opts, RULES, "wait ", p)
+  if not ok then return nil, err end
   if p.interval < p.min_interval then p.interval = p.min_interval end
   if p.max_interval < p.interval then p.max_interval = p.interval end
-  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
-    return errors.invalid("wait option 'on_progress' must be a function")
-  end
-  p.on_progress = opts.on_progress
   return p
 end
 M.check_opts = check_opts
