@@ -47,6 +47,23 @@ static inline void tk_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 #define tk_pushint(L, v) lua_pushnumber((L), (lua_Number)(v))
 #endif
 
+/* State the module keeps per Lua state (the private cjson decode, the error metatable)
+ * lives in the registry under the address of a static of the file that owns it: one raw
+ * lookup, no string hashing, no name another library could take. (Not upvalues: a JSON
+ * body is decoded and an error built while completing a transfer, from any of a dozen C
+ * functions and methods.) tk_registry_get pushes the value; tk_registry_set pops it. */
+static inline void tk_registry_get(lua_State *L, const void *key)
+{
+  lua_pushlightuserdata(L, (void *)key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+}
+static inline void tk_registry_set(lua_State *L, const void *key)
+{
+  lua_pushlightuserdata(L, (void *)key);
+  lua_insert(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
 /* Registers the metatable `name` of a userdata class: methods as __index, one idempotent close
  * as __gc and (5.4) __close, __tostring, and a locked __metatable. Every handle class of
  * taskapi.core (multi, transfer, ledger database) is made by it. */

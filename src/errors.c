@@ -1,9 +1,13 @@
 /* errors.c: builds the error tables returned by every failing taskapi.core call and
- * applies the Lua layer's error metatable, which lives in the registry once set. */
+ * applies the Lua layer's error metatable, which lives in the registry once set. The caller
+ * owns every message buffer it passes; the text is copied into the table at once. */
 #include <stdarg.h>
 #include <stdio.h>
 
 #include "errors.h"
+
+/* Registry key (its address) of the metatable core.set_error_metatable installs. */
+static const char error_mt_key = 0;
 
 void tk_push_error(lua_State *L, const char *kind, const char *message, long status,
                    long curl_code, int retryable)
@@ -25,7 +29,7 @@ void tk_push_error(lua_State *L, const char *kind, const char *message, long sta
     lua_pushboolean(L, retryable);
     lua_setfield(L, -2, "retryable");
   }
-  lua_getfield(L, LUA_REGISTRYINDEX, TK_ERRMT_KEY);
+  tk_registry_get(L, &error_mt_key);
   if (lua_istable(L, -1))
     lua_setmetatable(L, -2);
   else
@@ -55,6 +59,6 @@ int tk_set_error_metatable(lua_State *L)
   if (!lua_isnoneornil(L, 1))
     luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, TK_ERRMT_KEY);
+  tk_registry_set(L, &error_mt_key);
   return 0;
 }

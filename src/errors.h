@@ -4,9 +4,6 @@
 
 #include "compat.h"
 
-/* Registry key of the metatable installed by core.set_error_metatable (absent until set). */
-#define TK_ERRMT_KEY "taskapi.core.error_mt"
-
 /* Pushes a new error table. status/curl_code < 0 and retryable < 0 mean "not set". */
 void tk_push_error(lua_State *L, const char *kind, const char *message, long status,
                    long curl_code, int retryable);

@@ -1,5 +1,5 @@
 /* json.c: JSON decoding for taskapi.core through a PRIVATE lua-cjson instance
- * (cjson.new(), kept in the registry), so the user's settings of the global cjson module
+ * (cjson.new(); its decode kept in the registry), so the user's settings of the global cjson module
  * never change what we decode. On top of whatever cjson build is installed it guarantees:
  *  - integer literals beyond 2^53 (not exact as doubles) come out as strings of the same
  *    digits (a pre-scan in parse.c quotes them before decoding);
@@ -15,7 +15,8 @@
 #include "json.h"
 #include "parse.h"
 
-#define TK_CJSON_KEY "taskapi.core.cjson"
+/* Registry key (its address) of the private instance's decode function. */
+static const char decode_key = 0;
 
 void tk_json_open(lua_State *L)
 {
@@ -37,8 +38,8 @@ void tk_json_open(lua_State *L)
   } else {
     lua_pop(L, 1);
   }
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, TK_CJSON_KEY);
+  lua_getfield(L, -1, "decode");
+  tk_registry_set(L, &decode_key);
   lua_getfield(L, -1, "null");
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
@@ -78,9 +79,7 @@ int tk_json_decode_buf(lua_State *L, const char *s, size_t len, size_t max_bytes
     snprintf(msg, sizeof msg, "JSON body larger than %lu bytes", (unsigned long)max_bytes);
     return tk_fail(L, "bad_response", msg, -1, -1, 0);
   }
-  lua_getfield(L, LUA_REGISTRYINDEX, TK_CJSON_KEY);
-  lua_getfield(L, -1, "decode");
-  lua_remove(L, -2);
+  tk_registry_get(L, &decode_key);
   nbig = tk_json_bigint_count(s, len);
   if (nbig == 0) {
     lua_pushlstring(L, s, len);

@@ -10,7 +10,7 @@
 #define TK_JSON_MAX_DEPTH 1000
 
 /* At module open: require "cjson", make a private instance with cjson.new(), configure it
- * and keep it in the registry. Pushes its null sentinel. Raises a Lua error when
+ * and keep its decode in the registry. Pushes its null sentinel. Raises a Lua error when
  * lua-cjson is missing. */
 void tk_json_open(lua_State *L);
 /* Decodes s; pushes the value and returns 1, or pushes nil, err (kind "bad_response")
