@@ -1,25 +1,55 @@
 -- taskapi.engine: where a transfer runs and how time passes, chosen once per call:
 --   1. a client's own transport (the in-process fake), when it has one;
---   2. the coroutine scheduler, inside taskapi.run (all transfers on one multi handle);
---   3. nginx's event loop, inside OpenResty (see taskapi.ngx);
---   4. otherwise blocking, on the client's own multi handle.
+--   2. a registered backend running the current call: the coroutine scheduler inside
+--      taskapi.run (all transfers on one multi handle), nginx's event loop inside OpenResty
+--      (taskapi.ngx);
+--   3. otherwise blocking, on the client's own multi handle.
 -- Every coroutine.yield of the library lives in the scheduler or in taskapi.ngx, not here.
 local M = {}
 
 local core = require "taskapi.core"
 local errors = require "taskapi.errors"
+local drive_step = require("taskapi.drive").step
 
--- Set by taskapi.scheduler: returns the scheduler running the current coroutine, or nil.
-M.current_scheduler = function() return nil end
--- Set by taskapi.ngx when loaded inside OpenResty: returns its engine, or nil when the
--- current phase cannot yield.
-M.current_ngx = function() return nil end
+-- The backends, in the order they are asked: each registers itself when it loads
+-- (taskapi.scheduler as "plain", taskapi.ngx as "ngx") with a function that returns the
+-- backend running the current call, or nil. A backend has transfer(req, on_progress) and
+-- sleep(seconds) methods, and may have now().
+local names, currents = {}, {}
+
+--- Registers backend `name` (again: replaces its function).
+function M.register(name, current)
+  for i = 1, #names do
+    if names[i] == name then
+      currents[i] = current
+      return
+    end
+  end
+  names[#names + 1], currents[#currents + 1] = name, current
+end
+
+--- The backend `name` running the current call, or nil (not loaded, or not running it).
+function M.active(name)
+  for i = 1, #names do
+    if names[i] == name then return currents[i]() end
+  end
+  return nil
+end
+
+-- The first backend running the current call, or nil (outside every one: blocking).
+local function backend()
+  for i = 1, #currents do
+    local b = currents[i]()
+    if b then return b end
+  end
+  return nil
+end
 
 function M.now(client)
   local t = client and client.transport
   if t and t.now then return t:now() end
-  local n = M.current_ngx()
-  if n then return n.now() end
+  local b = backend()
+  if b and b.now then return b:now() end
   return core.now()
 end
 
@@ -27,49 +57,48 @@ function M.sleep(client, seconds)
   if seconds ~= seconds or seconds <= 0 then return end
   local t = client and client.transport
   if t and t.sleep then return t:sleep(seconds) end
-  local s = M.current_scheduler()
-  if s then return s:sleep(seconds) end
-  local n = M.current_ngx()
-  if n then return n.sleep(seconds) end
+  local b = backend()
+  if b then return b:sleep(seconds) end
   core.sleep(seconds)
-end
-
--- Calls on_progress(done, total) of transfer t; an error it raises cancels t (no file
--- appears, its part file is removed) and is raised again.
-local function report(t, on_progress, done, total)
-  local ok, err = pcall(on_progress, done, total)
-  if not ok then
-    t:cancel()
-    t:close()
-    error(err, 0)
-  end
 end
 
 -- Runs a transfer to its end on a multi handle, calling on_progress(done, total) from Lua
 -- between steps (never from inside libcurl). A nested call made by on_progress (a status
--- read, say) runs on the same multi handle: a blocking request drives every transfer of it.
-local collected = setmetatable({}, { __mode = "k" }) -- finished transfers a nested drive saw
+-- read, say) runs on the same multi handle: a blocking request drives every transfer of it,
+-- and a transfer that finishes in a nested drive is marked in its record for its own.
+-- An error on_progress raises cancels the transfer (no file appears, its part file is
+-- removed) and is raised again.
+local records_of = setmetatable({}, { __mode = "k" }) -- multi -> transfer -> record
+
+local function mark_finished(_, rec) rec.finished = true end
 
 local function drive(multi, req, on_progress)
   local t, err = multi:add(req)
   if not t then return nil, err end
-  local last = -1
+  local records = records_of[multi]
+  if not records then
+    records = {}
+    records_of[multi] = records
+  end
+  local rec = { last = -1 }
+  records[t] = rec
   while true do
-    multi:perform()
-    local finished = multi:completed()
-    for i = 1, #finished do collected[finished[i]] = true end
-    if collected[t] then -- finished: seen here, or by a drive nested in on_progress
-      collected[t] = nil
-      local done, total = t:progress()
-      if done ~= last then report(t, on_progress, done, total) end
+    drive_step(multi, records, mark_finished)
+    local done, total = t:progress()
+    if done ~= rec.last then
+      rec.last = done
+      local ok, perr = pcall(on_progress, done, total)
+      if not ok then
+        records[t] = nil
+        t:cancel()
+        t:close()
+        error(perr, 0)
+      end
+    end
+    if rec.finished then
       local res, rerr = t:result()
       t:close()
       return res, rerr
-    end
-    local done, total = t:progress()
-    if done ~= last then
-      last = done
-      report(t, on_progress, done, total)
     end
     multi:poll(0.25)
   end
@@ -92,10 +121,8 @@ end
 local function dispatch(client, req, on_progress)
   local t = client.transport
   if t then return t:request(req, on_progress) end
-  local s = M.current_scheduler()
-  if s then return s:transfer(req, on_progress) end
-  local n = M.current_ngx()
-  if n then return n.transfer(req, on_progress) end
+  local b = backend()
+  if b then return b:transfer(req, on_progress) end
   if on_progress then return drive(client.multi, req, on_progress) end
   return client.multi:request(req)
 end

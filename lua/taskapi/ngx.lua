@@ -9,6 +9,7 @@ local core = require "taskapi.core"
 local cosocket = require "taskapi.cosocket"
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
+local drive_step = require("taskapi.drive").step
 local semaphore = require "ngx.semaphore"
 
 local unpack = table.unpack or unpack
@@ -26,30 +27,31 @@ local waiting = {} -- transfer -> {sema=, progress=fn}
 local driving = false
 M.MIN_SLEEP, M.MAX_SLEEP = 0.001, 0.02
 
+-- The drive step's callbacks (taskapi.drive). A finished transfer wakes its request. One
+-- that moved bytes calls its on_progress (in the driver's light thread, under pcall): an
+-- error it raises cancels the transfer at once (no file appears, its part file is removed)
+-- and is raised again by the request.
+local moved_any = false
+
+local function finished(_, w) w.sema:post(1) end
+
+local function moved(t, w, done, total)
+  w.last, moved_any = done, true
+  local ok, err = pcall(w.progress, done, total)
+  if not ok then
+    w.progress_err = err
+    waiting[t] = nil
+    t:cancel()
+    w.sema:post(1)
+  end
+end
+
 local function drive(premature)
   if premature then return end
   local pause = M.MIN_SLEEP
   while next(waiting) do
-    multi:perform()
-    local finished = multi:completed()
-    for i = 1, #finished do
-      local w = waiting[finished[i]]
-      if w then
-        waiting[finished[i]] = nil
-        w.sema:post(1)
-      end
-    end
-    local busy = #finished > 0
-    for t, w in pairs(waiting) do
-      if w.progress then
-        local done, total = t:progress()
-        if done ~= w.last then
-          w.last, busy = done, true
-          local ok, err = pcall(w.progress, done, total)
-          if not ok then w.progress_err = err end
-        end
-      end
-    end
+    moved_any = false
+    local busy = drive_step(multi, waiting, finished, moved) > 0 or moved_any
     -- back off from 1 ms to 20 ms while nothing happens; at once back to 1 ms on activity
     pause = busy and M.MIN_SLEEP or math.min(pause * 2, M.MAX_SLEEP)
     ngx.sleep(pause)
@@ -98,9 +100,12 @@ function M.transfer(req, on_progress)
     t:close()
     return nil, errors.new("timeout", "transfer not finished: " .. tostring(werr), { retryable = true })
   end
+  if w.progress_err then
+    t:close()
+    error(w.progress_err, 0)
+  end
   local res, rerr = t:result()
   t:close()
-  if w.progress_err then error(w.progress_err, 0) end
   return res, rerr
 end
 
@@ -201,6 +206,13 @@ function Sched:run(fn, ...)
   return unpack(r, 2, r.n)
 end
 
-engine.current_ngx = function() return M end
+-- As a backend of taskapi.engine: the methods it calls, on this module's functions.
+local backend = {
+  now = function() return M.now() end,
+  sleep = function(_, seconds) return M.sleep(seconds) end,
+  transfer = function(_, req, on_progress) return M.transfer(req, on_progress) end,
+  sched = M.sched,
+}
+engine.register("ngx", function() return backend end)
 
 return M

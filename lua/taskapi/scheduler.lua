@@ -8,6 +8,7 @@ local core = require "taskapi.core"
 local engine = require "taskapi.engine"
 local errors = require "taskapi.errors"
 local heap = require "taskapi.heap"
+local drive_step = require("taskapi.drive").step
 
 local M = {}
 local S = {}
@@ -27,14 +28,14 @@ local function plain()
   local co = coroutine.running()
   return co and owner[co] or nil
 end
-engine.current_scheduler = plain
+engine.register("plain", plain)
 
 --- The scheduler calls should use here: the plain one running this coroutine, else inside
 --- OpenResty its light-thread scheduler (taskapi.ngx), else nil (outside taskapi.run).
 function M.current()
   local s = plain()
   if s then return s end
-  local n = engine.current_ngx()
+  local n = engine.active("ngx")
   return n and n.sched or nil
 end
 
@@ -52,7 +53,7 @@ function M.new(opts)
     multi = core.multi({ max_host_connections = opts.max_host_connections }),
     heap = heap.new(),                 -- timers: {at=, co=} (taskapi.heap)
     ready = {}, rvalue = {}, rhead = 1, rtail = 0, -- coroutines to resume, with the value to pass
-    transfers = {},                    -- transfer -> {co=, progress=bool, last=bytes}
+    transfers = {},                    -- transfer -> {s=, co=, progress=bool, last=bytes} (taskapi.drive's records)
     watchers = 0,                      -- transfers whose coroutine wants progress reports
     max_transfers = opts.max_transfers or M.MAX_TRANSFERS,
     inflight = 0,                      -- transfer slots taken
@@ -234,6 +235,23 @@ local function nudge(s, w)
   end
 end
 
+-- The drive step's callbacks (taskapi.drive): a finished transfer wakes its coroutine; one
+-- that moved bytes wakes it to report them, when it is parked in that transfer's loop and
+-- has no report pending.
+local function finished(_, w)
+  local s = w.s
+  if w.progress then s.watchers = s.watchers - 1 end
+  w.finished = true
+  nudge(s, w)
+end
+
+local function moved(_, w, done)
+  if w.parked and not w.pending then
+    w.last, w.pending = done, true
+    nudge(w.s, w)
+  end
+end
+
 -- Takes transfer w out of the scheduler for good: cancelled (no file, no part file), closed.
 function S:_drop(w)
   local t = w.t
@@ -258,7 +276,7 @@ function S:transfer(req, on_progress)
     self:_release(h)
     return nil, err
   end
-  local w = { co = co, h = h, progress = on_progress ~= nil, last = -1, t = t }
+  local w = { s = self, co = co, h = h, progress = on_progress ~= nil, last = -1, t = t }
   self.transfers[t] = w
   if on_progress then self.watchers = self.watchers + 1 end
   local mine = h.mine -- every transfer in flight of this coroutine (nested ones too), for cancel
@@ -303,27 +321,7 @@ function S:_turn()
     if h then self:_resume(h, value) end
   end
   if next(self.transfers) then
-    self.multi:perform()
-    local finished = self.multi:completed()
-    for i = 1, #finished do
-      local t = finished[i]
-      local w = self.transfers[t]
-      if w then
-        self.transfers[t] = nil
-        if w.progress then self.watchers = self.watchers - 1 end
-        w.finished = true
-        nudge(self, w)
-      end
-    end
-    if self.watchers > 0 then for _, w in pairs(self.transfers) do
-      if w.progress and not w.pending then
-        local d = w.t:progress()
-        if d ~= w.last and w.parked then
-          w.last, w.pending = d, true
-          nudge(self, w)
-        end
-      end
-    end end
+    drive_step(self.multi, self.transfers, finished, moved, self.watchers)
   end
   local now = core.now()
   local heap_ = self.heap
@@ -473,7 +471,7 @@ end
 --- coroutine spawned under it have finished. An error raised by fn is raised again here.
 function M.run(fn, ...)
   if type(fn) ~= "function" then error("taskapi.run expects a function", 2) end
-  local n = engine.current_ngx()
+  local n = engine.active("ngx")
   if n then return n.sched:run(fn, ...) end
   local s = M.new()
   local h = s:spawn(fn, ...)

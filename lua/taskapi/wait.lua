@@ -185,7 +185,7 @@ end
 function M.wait_checked(client, sid, p)
   local w = M.start(client, sid, p)
   local hook = webhook.hook(client):watch(w) -- [webhook] a delivery for sid ends the sleep
-  local s = engine.current_scheduler()
+  local s = engine.active("plain")
   local forget = s and s:on_cancel(function() hook:close() end) -- [webhook] closed on cancel too
   while true do
     local what, v = M.step(w)

@@ -382,7 +382,7 @@ function Hook:sleep(seconds)
   end
   local client = self.client
   if client and client.transport then engine.sleep(client, seconds) return false end -- its own clock
-  local s = engine.current_scheduler()
+  local s = engine.active("plain")
   if s then
     -- the plain scheduler: a timer of its own in the scheduler's heap; a delivery moves it to
     -- the front as cancelled (so the loop never sleeps on it) and wakes the coroutine.
@@ -402,7 +402,7 @@ function Hook:sleep(seconds)
     self.sleepers[sleeper] = nil
     return early
   end
-  if engine.current_ngx() and ngx and NGX_YIELDS[ngx.get_phase()] then
+  if engine.active("ngx") and ngx and NGX_YIELDS[ngx.get_phase()] then
     local sema = require("ngx.semaphore").new(0)
     local sleeper = { wake = function() sema:post(1) end }
     self.sleepers[sleeper] = true

@@ -4,6 +4,8 @@
 -- handler, in order, and answers {results = [...]}. Steps:
 --   {op = "transfer", req = {...}}   the engine's transfer inside nginx (taskapi.ngx), as an API
 --                                    call or a download takes it
+--   {op = "transfer_raising", req}   a transfer whose on_progress raises once bytes arrived
+--                                    (result: raised = the error's text)
 --   {op = "status", id = "..."}      client:status(id)
 --   {op = "create", params = {...}}  client:create(params)
 --   {op = "both", req = {...}}       the request through the C module (m:request, blocking) and
@@ -58,6 +60,10 @@ function M.handle()
       local b, berr = require("taskapi.cosocket").request(step.req)
       out.curl = a and res_of(a) or { err = err_of(aerr) }
       out.cos = b and res_of(b) or { err = err_of(berr) }
+    elseif step.op == "transfer_raising" then
+      -- a download whose on_progress raises once bytes arrived: the error comes back here
+      local ok, err = pcall(engine.transfer, step.req, function(done) if done > 0 then error("boom in ngx", 0) end end)
+      out.raised = not ok and tostring(err) or nil
     elseif step.op == "status" then
       local task, err = client:status(step.id)
       if task then out.task = { id = task.id, state = task.state, trace_id = task.trace_id } else out.err = err_of(err) end

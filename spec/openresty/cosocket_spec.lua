@@ -63,6 +63,16 @@ local EXTRA = [[
         ngx.print('{"code":0,"data":{"conn":' .. ngx.var.connection .. '}}')
       }
     }
+    location = /x/stallfile {
+      content_by_lua_block {
+        ngx.header["Content-Type"] = "application/octet-stream"
+        ngx.header["Content-Length"] = 200000
+        ngx.print(string.rep("a", 100000))
+        ngx.flush(true)
+        ngx.sleep(3)
+        ngx.print(string.rep("b", 100000))
+      }
+    }
     location = /x/close {
       content_by_lua_block {
         local b = '{"code":0,"data":{"conn":' .. ngx.var.connection .. '}}'
@@ -130,6 +140,21 @@ describe("OpenResty API calls over cosockets #openresty", function()
   teardown(function()
     if app then app.stop() end
     if env then env:stop() end
+  end)
+
+  -- a download on libcurl (the worker's driver) whose on_progress raises: the request ends
+  -- with that error at once, not when the file would have ended (it stalls 3 s halfway),
+  -- and no file or part file is left, then or after the stall
+  it("ends a download at once when its on_progress raises; no file, no part file", function()
+    local dir = fe.tmpdir()
+    local req = { url = env.url .. "/x/stallfile", path = dir .. "/f.bin", part = dir .. "/.f.bin.part", timeout = 20 }
+    local r = run(app, { { op = "transfer_raising", req = req } })[1]
+    assert.equal("boom in ngx", r.raised, cjson.encode(r))
+    assert.is_true(r.seconds < 2.5, "the request took " .. r.seconds .. " s")
+    assert.same({}, fe.ls(dir))
+    fe.sh("sleep 3.5")
+    assert.same({}, fe.ls(dir))
+    fe.rmdir(dir)
   end)
 
   it("keeps the connection alive: five status calls on one connection, no timer running", function()
