@@ -17,10 +17,10 @@ local media = require "taskapi.fake.media"
 local M = {}
 
 local ok_cjson, cjson = pcall(require, "cjson")
-local cjson_safe
+local private_cjson
 if ok_cjson then
-  cjson_safe = cjson.new and cjson.new() or cjson
-  if cjson_safe.decode_max_depth then cjson_safe.decode_max_depth(200) end
+  private_cjson = cjson.new and cjson.new() or cjson
+  if private_cjson.decode_max_depth then private_cjson.decode_max_depth(200) end
 end
 
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
@@ -212,8 +212,8 @@ function M.file_bytes(seed, size, offset, length)
 end
 
 local function decode_json(s)
-  if not cjson_safe then return nil, "no JSON decoder (lua-cjson)" end
-  local ok, v = pcall(cjson_safe.decode, s)
+  if not private_cjson then return nil, "no JSON decoder (lua-cjson)" end
+  local ok, v = pcall(private_cjson.decode, s)
   if not ok then return nil, tostring(v) end
   return v
 end
@@ -607,7 +607,12 @@ local function json_resp(status, value, headers)
   return { status = status, headers = headers, body = body }
 end
 
-function Model:tripo(status, data_or_code, message, suggestion, headers)
+-- The answers of each API: its envelope around data (2xx) or around an error code, message
+-- and suggestion, with the trace header.
+
+--- A Tripo V2 answer: {"code": 0, "data": ...}, or with a message an error {"code",
+--- "message", "suggestion"}.
+function Model:reply_tripo_v2(status, data_or_code, message, suggestion, headers)
   headers = headers or {}
   headers["X-Tripo-Trace-ID"] = self:trace_id()
   if status >= 200 and status < 300 and message == nil then
@@ -619,7 +624,7 @@ end
 --- A Tripo V3 answer: {"code": 0, "status": "success", "data": ...}, or with a message an
 --- error {"code", "status": "error", "message", "suggestion", "request_id"}. The request id
 --- is the one of the request being answered (X-Request-ID when it came with one).
-function Model:tripo3(status, data_or_code, message, suggestion, headers)
+function Model:reply_tripo_v3(status, data_or_code, message, suggestion, headers)
   headers = headers or {}
   headers["X-Tripo-Trace-ID"] = self:trace_id()
   if status >= 200 and status < 300 and message == nil then
@@ -629,7 +634,8 @@ function Model:tripo3(status, data_or_code, message, suggestion, headers)
     suggestion = suggestion or "", request_id = self.request_id or json.null }, headers)
 end
 
-function Model:sellerpic(status, data, code, msg, headers)
+--- A SellerPic answer: {"code", "data", "msg", "success", "traceId"}.
+function Model:reply_sellerpic(status, data, code, msg, headers)
   code = code or 0
   local body = {
     code = code,
@@ -654,7 +660,7 @@ local HTML_502 = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body
 -- "tripo" (V2), "tripo3" (V3) or "sellerpic": the shape of the error answered.
 function Model:api_fault(t, ctx, provider)
   local f = t.faults
-  local tripo_err = provider == "tripo3" and Model.tripo3 or Model.tripo
+  local tripo_err = provider == "tripo3" and Model.reply_tripo_v3 or Model.reply_tripo_v2
   if provider == "tripo3" then provider = "tripo" end
   local function take(name)
     local v = f[name]
@@ -669,7 +675,7 @@ function Model:api_fault(t, ctx, provider)
     if provider == "tripo" then
       return tripo_err(self, 500, 1000, "Internal server error", "Retry later")
     end
-    return self:sellerpic(500, nil, 500, "Internal Server Error")
+    return self:reply_sellerpic(500, nil, 500, "Internal Server Error")
   end
   local hit, rl = take("rate_limit")
   if hit then
@@ -679,7 +685,7 @@ function Model:api_fault(t, ctx, provider)
       return tripo_err(self, 429, tonumber(rl.code) or 2000, "You have exceeded the limit of generation",
         "Try again later", headers)
     end
-    return self:sellerpic(429, nil, tonumber(rl.code) or 429, "Too Many Requests", headers)
+    return self:reply_sellerpic(429, nil, tonumber(rl.code) or 429, "Too Many Requests", headers)
   end
   if take("html_error") then
     local r = text_resp(502, HTML_502, "text/html")
@@ -694,7 +700,7 @@ function Model:api_fault(t, ctx, provider)
     local code = tonumber(cv.code) or (provider == "tripo" and 1000 or 500)
     local msg = cv.msg or cv.message or "internal error"
     if provider == "tripo" then return tripo_err(self, 200, code, msg, "Retry later") end
-    return self:sellerpic(200, nil, code, msg)
+    return self:reply_sellerpic(200, nil, code, msg)
   end
   return nil
 end
@@ -1077,9 +1083,9 @@ function Model:status_reply(t, ctx, data_of, wrap, bare, api)
   return resp
 end
 
-local function tripo_ok(self, data) return self:tripo(200, data) end
+local function tripo_ok(self, data) return self:reply_tripo_v2(200, data) end
 local function tripo_bare(self) return json_resp(200, { code = 0 }, { ["X-Tripo-Trace-ID"] = self:trace_id() }) end
-local function tripo3_ok(self, data) return self:tripo3(200, data) end
+local function tripo3_ok(self, data) return self:reply_tripo_v3(200, data) end
 local function tripo3_bare(self)
   return json_resp(200, { code = 0, status = "success" }, { ["X-Tripo-Trace-ID"] = self:trace_id() })
 end
@@ -1094,7 +1100,7 @@ end
 function Model:tripo_status(ctx, id)
   local t = self:own_task(ctx, id, "tripo")
   if not t then
-    return self:tripo(404, 2001, "task not found", "Check the task id and the API key that created it")
+    return self:reply_tripo_v2(404, 2001, "task not found", "Check the task id and the API key that created it")
   end
   return self:status_reply(t, ctx, Model.tripo_data, tripo_ok, tripo_bare)
 end
@@ -1102,7 +1108,7 @@ end
 function Model:tripo3_status(ctx, id)
   local t = self:own_task(ctx, id, "tripo")
   if not t then
-    return self:tripo3(404, 2001, "task not found", "Check the task id and the API key that created it")
+    return self:reply_tripo_v3(404, 2001, "task not found", "Check the task id and the API key that created it")
   end
   return self:status_reply(t, ctx, Model.tripo3_data, tripo3_ok, tripo3_bare, "tripo3")
 end
@@ -1114,7 +1120,7 @@ M.LIST_MAX = 100
 -- listed tasks apply to the whole request (the first one due answers it), each task found
 -- counts a poll, and the longest delay of them delays the answer.
 function Model:tripo_list(ctx, v3)
-  local err_of = v3 and Model.tripo3 or Model.tripo
+  local err_of = v3 and Model.reply_tripo_v3 or Model.reply_tripo_v2
   local body, derr = decode_json(ctx.body or "")
   if type(body) ~= "table" then
     return err_of(self, 400, 1003, "malformed request body: " .. tostring(derr or "not an object"), "Send a JSON object")
@@ -1187,16 +1193,16 @@ function Model:tripo_create(ctx)
   self:count_create(ctx, "tripo-v2")
   local body, err = decode_json(ctx.body or "")
   if type(body) ~= "table" then
-    return self:tripo(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
+    return self:reply_tripo_v2(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
   end
   if type(body.type) ~= "string" or body.type == "" then
-    return self:tripo(400, 1004, "invalid parameter: type is required", "Set the task type")
+    return self:reply_tripo_v2(400, 1004, "invalid parameter: type is required", "Set the task type")
   end
   local spec = create_spec(body, "tripo", body.type, ctx.key)
   local id, aerr = self:add_task(spec)
-  if not id then return self:tripo(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
+  if not id then return self:reply_tripo_v2(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo-v2", id)
-  return self:tripo(200, { task_id = id })
+  return self:reply_tripo_v2(200, { task_id = id })
 end
 
 -- The file tokens a V3 create body refers to: values of "file_token" fields and bare strings
@@ -1216,28 +1222,28 @@ function Model:tripo3_create(ctx, path, typ)
   self:count_create(ctx, "tripo")
   local body, err = decode_json(ctx.body or "")
   if type(body) ~= "table" or is_array(body) and next(body) ~= nil then
-    return self:tripo3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
+    return self:reply_tripo_v3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
   end
   if M.V3_NEED_MODEL[path] and (is_null(body.model_version) or body.model_version == "") and
       (is_null(body.model) or body.model == "") then
-    return self:tripo3(400, 1004, "invalid parameter: model_version is required",
+    return self:reply_tripo_v3(400, 1004, "invalid parameter: model_version is required",
       "Set model_version (or model), e.g. v3.1-20260211")
   end
   for _, tok in ipairs(file_token_refs(body, nil, {})) do
     local rec = self.file_tokens[tok]
     if not rec or rec.owner ~= ctx.owner then
-      return self:tripo3(400, 1004, "invalid parameter: invalid file token " .. tok, "Upload the file first (POST /files)")
+      return self:reply_tripo_v3(400, 1004, "invalid parameter: invalid file token " .. tok, "Upload the file first (POST /files)")
     end
     if not rec.ready then
-      return self:tripo3(400, 1004, "invalid parameter: file token " .. tok .. " has no uploaded file",
+      return self:reply_tripo_v3(400, 1004, "invalid parameter: file token " .. tok .. " has no uploaded file",
         "PUT the file to its upload_url first")
     end
   end
   local spec = create_spec(body, "tripo", typ, ctx.key)
   local id, aerr = self:add_task(spec)
-  if not id then return self:tripo3(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
+  if not id then return self:reply_tripo_v3(400, 1004, "invalid parameter: " .. aerr, "Check the fake task spec") end
   self:created(ctx, "tripo", id)
-  return self:tripo3(200, { task_id = id, type = typ, status = "queued" })
+  return self:reply_tripo_v3(200, { task_id = id, type = typ, status = "queued" })
 end
 
 -- The uploaded file part (multipart field "file"); recorded in the request's log entry as
@@ -1297,15 +1303,15 @@ local FORMATS_HINT = "Use webp, png, jpeg, bmp, tiff (images) or glb, obj, fbx, 
 
 function Model:tripo3_upload(ctx)
   local part, err = self:upload_part(ctx)
-  if not part then return self:tripo3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
+  if not part then return self:reply_tripo_v3(400, 1003, "malformed request: " .. err, "Send the file as multipart field 'file'") end
   local fmt = v3_format(part.filename, part.content_type, part.data)
   if not fmt then
-    return self:tripo3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
+    return self:reply_tripo_v3(400, 2004, "unsupported file type: " .. tostring(part.filename), FORMATS_HINT)
   end
   local token = file_token(next_count(self))
   self.file_tokens[token] = { owner = ctx.owner, format = fmt, ready = true, size = part.size,
     adler32 = ctx.log and ctx.log.upload and ctx.log.upload.adler32 }
-  return self:tripo3(200, { file_token = token })
+  return self:reply_tripo_v3(200, { file_token = token })
 end
 
 function Model:tripo3_presign(ctx)
@@ -1313,14 +1319,14 @@ function Model:tripo3_presign(ctx)
   if fault then return fault end
   local body, err = decode_json(ctx.body or "")
   if type(body) ~= "table" then
-    return self:tripo3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
+    return self:reply_tripo_v3(400, 1003, "malformed request body: " .. tostring(err or "not an object"), "Send a JSON object")
   end
   if type(body.format) ~= "string" or body.format == "" then
-    return self:tripo3(400, 1004, "invalid parameter: format is required", FORMATS_HINT)
+    return self:reply_tripo_v3(400, 1004, "invalid parameter: format is required", FORMATS_HINT)
   end
   local fmt = body.format:lower():gsub("^%.", "")
   if not M.V3_FILE_FORMATS[fmt] then
-    return self:tripo3(400, 2004, "unsupported file type: " .. body.format, FORMATS_HINT)
+    return self:reply_tripo_v3(400, 2004, "unsupported file type: " .. body.format, FORMATS_HINT)
   end
   local n = next_count(self)
   local token = file_token(n)
@@ -1328,7 +1334,7 @@ function Model:tripo3_presign(ctx)
   local name = token .. "." .. fmt
   self.file_tokens[token] = { owner = ctx.owner, format = fmt, ready = false }
   self.presigned[upload] = { token = token, name = name, expires = ctx.now + self.presign_ttl }
-  return self:tripo3(200, {
+  return self:reply_tripo_v3(200, {
     upload_url = self:storage_base(ctx) .. "/storage/uploads/" .. upload .. "/" .. name .. self:storage_query(n),
     file_token = token,
     expires_in = self.presign_ttl,
@@ -1394,7 +1400,7 @@ function Model:presign_fault()
   local st = table.remove(self.storage_faults.presign, 1)
   if not st then return nil end
   local code = st == 429 and 1007 or st >= 500 and 1000 or 1004
-  return self:tripo3(st, code, "fake presign fault (HTTP " .. st .. ")", "scripted by /_fake/storage_faults")
+  return self:reply_tripo_v3(st, code, "fake presign fault (HTTP " .. st .. ")", "scripted by /_fake/storage_faults")
 end
 
 function Model:storage_fault()
@@ -1424,10 +1430,10 @@ end
 function Model:tripo3_usage(ctx)
   local limit, offset = tonumber(ctx.query.limit or 20), tonumber(ctx.query.offset or 0)
   if not limit or limit ~= floor(limit) or limit < 1 or limit > 200 then
-    return self:tripo3(400, 1004, "invalid parameter: limit must be 1 to 200", "Page with limit and offset")
+    return self:reply_tripo_v3(400, 1004, "invalid parameter: limit must be 1 to 200", "Page with limit and offset")
   end
   if not offset or offset ~= floor(offset) or offset < 0 then
-    return self:tripo3(400, 1004, "invalid parameter: offset must be 0 or more", "Page with limit and offset")
+    return self:reply_tripo_v3(400, 1004, "invalid parameter: offset must be 0 or more", "Page with limit and offset")
   end
   local mine = {}
   for _, t in pairs(self.tasks) do
@@ -1449,7 +1455,7 @@ function Model:tripo3_usage(ctx)
     rows[#rows + 1] = { task_id = t.id, type = t.type, status = status, created_at = iso8601(t.created),
       credits_consumed = credits }
   end
-  return self:tripo3(200, rows)
+  return self:reply_tripo_v3(200, rows)
 end
 
 function Model:route_tripo(ctx)
@@ -1459,18 +1465,18 @@ function Model:route_tripo(ctx)
   if id and m == "GET" then return self:tripo_status(ctx, id) end
   if p == "/task" and m == "POST" then return self:tripo_create(ctx) end
   if p == "/user/balance" and m == "GET" then
-    return self:tripo(200, { balance = self.balance, frozen = 0 })
+    return self:reply_tripo_v2(200, { balance = self.balance, frozen = 0 })
   end
   if p == "/upload" and m == "POST" then
     local part, err = self:upload_part(ctx)
-    if not part then return self:tripo(400, 1003, "malformed request: " .. err, "Send the image as multipart field 'file'") end
+    if not part then return self:reply_tripo_v2(400, 1003, "malformed request: " .. err, "Send the image as multipart field 'file'") end
     local n = next_count(self)
-    return self:tripo(200, { image_token = tripo_id(n + 1000000) })
+    return self:reply_tripo_v2(200, { image_token = tripo_id(n + 1000000) })
   end
   if id or p == "/task" or p == "/user/balance" or p == "/upload" then
-    return self:tripo(405, 1004, "method not allowed", "")
+    return self:reply_tripo_v2(405, 1004, "method not allowed", "")
   end
-  return self:tripo(404, 1004, "no such endpoint: " .. ctx.path, "Check the base URL")
+  return self:reply_tripo_v2(404, 1004, "no such endpoint: " .. ctx.path, "Check the base URL")
 end
 
 local V3_ROUTES = { -- path -> method, for the 405 of a known path
@@ -1488,13 +1494,13 @@ function Model:route_tripo3(ctx)
   if p == "/files" and m == "POST" then return self:tripo3_upload(ctx) end
   if p == "/files/presign" and m == "POST" then return self:tripo3_presign(ctx) end
   if p == "/account/balance" and m == "GET" then
-    return self:tripo3(200, { balance = self.v3_balance, frozen = 0 })
+    return self:reply_tripo_v3(200, { balance = self.v3_balance, frozen = 0 })
   end
   if p == "/account/usage" and m == "GET" then return self:tripo3_usage(ctx) end
   if typ or V3_ROUTES[p] or (id and id ~= "list") then
-    return self:tripo3(405, 1004, "method not allowed", "")
+    return self:reply_tripo_v3(405, 1004, "method not allowed", "")
   end
-  return self:tripo3(404, 1004, "no such endpoint: " .. ctx.path, "Check the base URL")
+  return self:reply_tripo_v3(404, 1004, "no such endpoint: " .. ctx.path, "Check the base URL")
 end
 
 ----------------------------------------------------------------------------------------------
@@ -1535,17 +1541,17 @@ function Model:sellerpic_data(t, ctx)
 end
 
 local function sp_not_found(self)
-  return self:sellerpic(404, nil, 404, "Record Not Found")
+  return self:reply_sellerpic(404, nil, 404, "Record Not Found")
 end
 
-local function sellerpic_ok(self, data) return self:sellerpic(200, data) end
+local function sellerpic_ok(self, data) return self:reply_sellerpic(200, data) end
 local function sellerpic_bare(self)
   return json_resp(200, { code = 0, msg = "success", success = true, traceId = self:trace_id() })
 end
 
 function Model:sellerpic_status(ctx)
   local id = ctx.query.id
-  if is_null(id) or id == "" then return self:sellerpic(400, nil, 400, "id is required") end
+  if is_null(id) or id == "" then return self:reply_sellerpic(400, nil, 400, "id is required") end
   local t = self:own_task(ctx, tostring(id), "sellerpic")
   if not t then return sp_not_found(self) end
   return self:status_reply(t, ctx, Model.sellerpic_data, sellerpic_ok, sellerpic_bare)
@@ -1553,7 +1559,7 @@ end
 
 function Model:sellerpic_download(ctx)
   local rid = ctx.query.id
-  if is_null(rid) or rid == "" then return self:sellerpic(400, nil, 400, "id is required") end
+  if is_null(rid) or rid == "" then return self:reply_sellerpic(400, nil, 400, "id is required") end
   local ref = self.results[tostring(rid)]
   if not ref or ref.task.owner ~= ctx.owner then return sp_not_found(self) end
   local t, r = ref.task, ref.task.results[ref.index]
@@ -1564,7 +1570,7 @@ function Model:sellerpic_download(ctx)
   fmt = tostring(fmt):lower()
   local allowed = t.video and VIDEO_FORMATS or IMAGE_FORMATS
   if not allowed[fmt] then
-    return self:sellerpic(400, nil, 400, "invalid downloadFormat '" .. fmt .. "'")
+    return self:reply_sellerpic(400, nil, 400, "invalid downloadFormat '" .. fmt .. "'")
   end
   local phase = self:phase(t, ctx.now)
   local state = phase == "final" and (t.status_value or r.state) or (phase == "running" and "RUNNING" or "CREATED")
@@ -1575,7 +1581,7 @@ function Model:sellerpic_download(ctx)
   else
     data.errorMsg = state == "FAILED" and "generation failed" or "the result is not ready"
   end
-  local resp = self:sellerpic(200, data)
+  local resp = self:reply_sellerpic(200, data)
   if fault == "malformed" then truncate(resp) end
   return resp
 end
@@ -1585,20 +1591,20 @@ function Model:sellerpic_create(ctx, typ)
   local body = {}
   if ctx.body and ctx.body:match("%S") then
     local b, err = decode_json(ctx.body)
-    if type(b) ~= "table" then return self:sellerpic(400, nil, 400, "malformed request body: " .. tostring(err)) end
+    if type(b) ~= "table" then return self:reply_sellerpic(400, nil, 400, "malformed request body: " .. tostring(err)) end
     body = b
   end
   if not require("taskapi.providers.sellerpic").create_known[typ] then
     -- the API's own task types (the definition keeps their list): another is not an endpoint
-    return self:sellerpic(404, nil, 404, "no such task type: " .. tostring(typ))
+    return self:reply_sellerpic(404, nil, 404, "no such task type: " .. tostring(typ))
   end
   local spec = create_spec(body, "sellerpic", typ, ctx.key)
   local id, err = self:add_task(spec)
-  if not id then return self:sellerpic(400, nil, 400, "invalid parameter: " .. err) end
+  if not id then return self:reply_sellerpic(400, nil, 400, "invalid parameter: " .. err) end
   self.sellerpic_used = self.sellerpic_used + 1
   self:created(ctx, "sellerpic", id)
   local t = self.tasks[id]
-  return self:sellerpic(200, { id = self:sellerpic_id_value(t, id) })
+  return self:reply_sellerpic(200, { id = self:sellerpic_id_value(t, id) })
 end
 
 function Model:route_sellerpic(ctx)
@@ -1609,15 +1615,15 @@ function Model:route_sellerpic(ctx)
   if p == "/download" and m == "GET" then return self:sellerpic_download(ctx) end
   if p == "/usage" and m == "GET" then
     local total = self.sellerpic_total
-    return self:sellerpic(200, { remaining = total - self.sellerpic_used, total = total, usage = self.sellerpic_used })
+    return self:reply_sellerpic(200, { remaining = total - self.sellerpic_used, total = total, usage = self.sellerpic_used })
   end
   if p == "/upload" and m == "POST" then
     local part, err = self:upload_part(ctx)
-    if not part then return self:sellerpic(400, nil, 400, "malformed request: " .. err) end
+    if not part then return self:reply_sellerpic(400, nil, 400, "malformed request: " .. err) end
     local n = next_count(self)
-    return self:sellerpic(200, { fileKey = "UPLOAD/" .. sellerpic_id("19102568", n) .. "/" .. safe_name(part.filename) })
+    return self:reply_sellerpic(200, { fileKey = "UPLOAD/" .. sellerpic_id("19102568", n) .. "/" .. safe_name(part.filename) })
   end
-  return self:sellerpic(404, nil, 404, "no such endpoint: " .. ctx.path)
+  return self:reply_sellerpic(404, nil, 404, "no such endpoint: " .. ctx.path)
 end
 
 ----------------------------------------------------------------------------------------------
@@ -1703,9 +1709,9 @@ function Model:api_error(api, st, retry_after)
   local msg = ({ [408] = "Request Timeout", [425] = "Too Early", [429] = "Too Many Requests",
     [500] = "Internal server error", [502] = "Bad Gateway", [503] = "Service Unavailable",
     [504] = "Gateway Timeout" })[st] or "error"
-  if api == "tripo" then return self:tripo3(st, st == 429 and 2000 or 1000, msg, "Retry later", headers) end
-  if api == "tripo-v2" then return self:tripo(st, st == 429 and 2000 or 1000, msg, "Retry later", headers) end
-  return self:sellerpic(st, nil, st, msg, headers)
+  if api == "tripo" then return self:reply_tripo_v3(st, st == 429 and 2000 or 1000, msg, "Retry later", headers) end
+  if api == "tripo-v2" then return self:reply_tripo_v2(st, st == 429 and 2000 or 1000, msg, "Retry later", headers) end
+  return self:reply_sellerpic(st, nil, st, msg, headers)
 end
 
 -- Applies fault f to the answer resp the request would have had (nil when the task was not
@@ -1863,7 +1869,7 @@ function Model:route(ctx)
     self.request_id = rid
     local resp
     if not ctx.owner then
-      resp = self:tripo3(401, 2, "Authentication failed", "Check your API key (and its region)")
+      resp = self:reply_tripo_v3(401, 2, "Authentication failed", "Check your API key (and its region)")
     else
       resp = self:route_tripo3(ctx)
     end
@@ -1874,13 +1880,13 @@ function Model:route(ctx)
 
   if p:sub(1, #TRIPO + 1) == TRIPO .. "/" then
     if not ctx.owner then
-      return self:tripo(401, 1002, "Authentication failed", "Check your API key (and its region)")
+      return self:reply_tripo_v2(401, 1002, "Authentication failed", "Check your API key (and its region)")
     end
     return self:route_tripo(ctx)
   end
   if p:sub(1, #SP + 1) == SP .. "/" then
     if not ctx.owner then
-      return self:sellerpic(401, nil, 401, "Unauthorized")
+      return self:reply_sellerpic(401, nil, 401, "Unauthorized")
     end
     return self:route_sellerpic(ctx)
   end
