@@ -1,6 +1,7 @@
 /* core.c: luaopen_taskapi_core, the module table of taskapi.core: version, curl_version,
  * null, set_error_metatable, json_decode, the parse_* helpers, the multi constructor, and
- * now/sleep (clock.c).
+ * now/sleep (clock.c); each other file adds its own functions through its *_open
+ * (transport, crypto, download, sqlite, json).
  * curl_global_init runs once per process; its static flag is the only C global.
  * The module pins itself in memory (RTLD_NODELETE): lua_close would otherwise dlclose it
  * and, with it, libcurl and OpenSSL while their global state (and atexit handlers) live. */
@@ -17,6 +18,7 @@
 #include "json.h"
 #include "parse.h"
 #include "sqlite.h"
+#include "download.h"
 #include "transport.h"
 
 static int tk_global_ready = 0;
@@ -59,8 +61,6 @@ static const luaL_Reg core_funcs[] = {
   {"multi", tk_multi_new},
   {"now", tk_now},
   {"sleep", tk_sleep},
-  {"place", tk_dl_place},             /* download.c */
-  {"remove_part", tk_dl_remove_part}, /* download.c */
   {NULL, NULL}};
 
 int luaopen_taskapi_core(lua_State *L);
@@ -86,6 +86,7 @@ int luaopen_taskapi_core(lua_State *L)
   lua_newtable(L);
   luaL_setfuncs(L, core_funcs, 0);
   tk_crypto_open(L); /* hmac_sha256, sha256, sha256_file, equal (crypto.c) */
+  tk_download_open(L); /* place, remove_part (download.c) */
   lua_pushliteral(L, TK_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushstring(L, curl_version());

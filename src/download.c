@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "errors.h"
 #include "parse.h"
+#include "download.h"
 #include "transport.h"
 
 static char *dupstr(const char *s)
@@ -439,7 +440,7 @@ void tk_dl_free(tk_dl *d)
   d->path = d->part = NULL;
 }
 
-int tk_dl_place(lua_State *L)
+static int l_place(lua_State *L)
 {
   const char *from = luaL_checkstring(L, 1), *to = luaL_checkstring(L, 2);
   int overwrite = lua_toboolean(L, 3), e;
@@ -454,7 +455,7 @@ int tk_dl_place(lua_State *L)
   return tk_fail(L, "io", msg, -1, -1, 0);
 }
 
-int tk_dl_remove_part(lua_State *L)
+static int l_remove_part(lua_State *L)
 {
   const char *part = luaL_checkstring(L, 1);
   long long dev, ino, size;
@@ -511,4 +512,14 @@ void tk_dl_push_result(lua_State *L, tk_transfer *t)
     lua_pushstring(L, name);
     lua_setfield(L, -2, "filename");
   }
+}
+
+static const luaL_Reg download_funcs[] = {
+  {"place", l_place},
+  {"remove_part", l_remove_part},
+  {NULL, NULL}};
+
+void tk_download_open(lua_State *L)
+{
+  luaL_setfuncs(L, download_funcs, 0);
 }

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "mime.h"
 #include "transport.h"
 
 /* Formats an error text into the transfer's own message buffer (no globals) and returns it;

@@ -9,6 +9,7 @@
  * libcurl's connection cache lives in the multi, so pooling changes no connection reuse.
  * The list holds at most TK_POOL_MAX handles (more are cleaned up at once) and is emptied
  * by tk_pool_free, which multi_close calls before curl_multi_cleanup. */
+#include "pool.h"
 #include "transport.h"
 
 CURL *tk_pool_get(tk_multi *m)

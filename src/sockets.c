@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "sockets.h"
 #include "transport.h"
 
 static int find(const tk_socks *s, curl_socket_t fd)

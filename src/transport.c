@@ -19,6 +19,10 @@
 #include "errors.h"
 #include "json.h"
 #include "parse.h"
+#include "download.h"
+#include "mime.h"
+#include "pool.h"
+#include "sockets.h"
 #include "transport.h"
 
 /* ---------------------------------------------------------------- buffers, headers */

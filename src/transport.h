@@ -1,5 +1,7 @@
-/* transport.h: the structures shared by the transfer engine (transport.c) and download
- * mode (download.c): the multi handle, the transfer, growable buffers. */
+/* transport.h: the structures of the transfer engine that its files share: the multi
+ * handle, the transfer and its download and body-file state, growable buffers, and the
+ * error and header helpers of transport.c. Each other file of the engine declares its own
+ * functions in its own header (download.h, mime.h, pool.h, sockets.h). */
 #ifndef TK_TRANSPORT_H
 #define TK_TRANSPORT_H
 
@@ -131,59 +133,10 @@ void tk_set_err(tk_transfer *t, const char *kind, int retryable, const char *fmt
 /* Last value of header `name` (case-insensitive) in the raw header block; NULL if none. */
 const char *tk_header_find(const tk_buf *h, const char *name, size_t *vlen);
 
-/* download.c */
-/* Reads the download fields of the req table at index idx; returns NULL or an error text. */
-const char *tk_dl_setup(lua_State *L, int idx, tk_transfer *t);
-size_t tk_dl_write(char *p, size_t size, size_t nmemb, void *ud);
-/* After the transfer finished (t->code, t->status set): verify, rename or clean up. */
-void tk_dl_finish(tk_transfer *t);
-/* Aborts a running download: closes the file and removes the part file. */
-void tk_dl_abort(tk_transfer *t);
-void tk_dl_free(tk_dl *d);
-void tk_dl_progress(const tk_transfer *t, long long *done, long long *total);
-/* Adds path, bytes, resumed, filename to the res table at the top of the stack. */
-void tk_dl_push_result(lua_State *L, tk_transfer *t);
-/* core.place(from, to, overwrite) -> true | nil, err: a rename that never replaces `to`
- * unless overwrite (renameat2 RENAME_NOREPLACE, else link+unlink). */
-int tk_dl_place(lua_State *L);
-/* core.remove_part(path) -> true | false, why: unlinks a part file only when it is a regular
- * file (never through a symlink) that no other download holds locked. */
-int tk_dl_remove_part(lua_State *L);
-
-/* mime.c */
-/* Reads req.mime of the req table at index idx into t->mime and sets it as the body;
- * returns NULL or an error text. */
-const char *tk_mime_setup(lua_State *L, int idx, tk_transfer *t);
-/* Reads req.body_file (with req.body_type, req.method) of the req table at index idx: opens
- * the file into t->bf and sets it as the PUT or POST body, its fstat size as Content-Length;
- * returns NULL or an error text. After tk_mime_setup and the headers (it checks both). */
-const char *tk_body_file_setup(lua_State *L, int idx, tk_transfer *t);
-/* The one release of t's request bodies from files, t->mime and t->bf's FILE (idempotent);
- * only after t->easy is gone. */
-void tk_mime_free(tk_transfer *t);
-
-/* pool.c */
-/* An easy handle: an idle one of m's, or a new one (NULL when out of memory). */
-CURL *tk_pool_get(tk_multi *m);
-/* Gives e back to m (reset), or cleans it up when m is NULL, closed or its list is full.
- * e must not be in m's CURLM any more. */
-void tk_pool_put(tk_multi *m, CURL *e);
-/* Cleans up every idle handle of m (multi close). */
-void tk_pool_free(tk_multi *m);
-
 /* transport.c */
+/* core.multi(opts): a new multi handle. */
 int tk_multi_new(lua_State *L);
-
-/* sockets.c */
-/* Installs the socket and timer callbacks on m->cm (right after curl_multi_init). */
-void tk_socks_init(tk_multi *m);
-/* Frees the watch list; after curl_multi_cleanup. */
-void tk_socks_free(tk_multi *m);
-/* One non-blocking step: socket actions for the ready sockets and for a due timer. */
-void tk_socks_drive(tk_multi *m);
-/* Blocks until a watched socket is ready, curl's timer is due or max_ms have passed;
- * returns the number of ready sockets. */
-int tk_socks_wait(tk_multi *m, long max_ms);
+/* At module open: registers the multi and transfer classes. */
 void tk_transport_open(lua_State *L);
 
 #endif
