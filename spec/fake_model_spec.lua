@@ -419,6 +419,35 @@ describe("fake model", function()
   end)
 
   describe("faults", function()
+    -- model.FAULT_TABLE is the one list of faults: each is known where it is set, each answer
+    -- field it names is played by both hosts, and doc/internals.md lists every one
+    it("FAULT_TABLE: every fault is taken where it is set, played by both hosts, documented", function()
+      local hosts = { files.read("lua/taskapi/fake/server.lua"), files.read("lua/taskapi/fake/inprocess.lua") }
+      local doc = files.read("doc/internals.md")
+      local names = {}
+      for _, f in ipairs(model.FAULT_TABLE) do
+        local name, where, what, field = f[1], f[2], f[3], f[4]
+        assert.is_nil(names[name], "twice: " .. name)
+        names[name] = true
+        assert.is_true(where == "task" or where == "request", name)
+        assert.is_string(what, name)
+        if where == "task" then
+          assert.is_string(m:add_task({ provider = "tripo", faults = { [name] = 1 } }), name)
+        else
+          assert.is_true(m:add_request_fault({ on = "create", fault = name }), name)
+        end
+        if field then
+          for i, src in ipairs(hosts) do
+            assert.truthy(src:find("resp." .. field, 1, true), name .. ": host " .. i .. " does not act on resp." .. field)
+          end
+        end
+        assert.truthy(doc:find("`" .. name .. "`", 1, true), name .. " is not in doc/internals.md")
+      end
+      local ok, err = m:add_request_fault({ on = "create", fault = "explode" })
+      assert.is_nil(ok)
+      assert.matches("unknown request fault 'explode'", err)
+    end)
+
     it("server_errors: the next N requests answer 500 code 1000", function()
       local id = m:add_task({ provider = "tripo", faults = { server_errors = 2 } })
       for _ = 1, 2 do

@@ -101,12 +101,43 @@ M.DEFAULT_KEYS = {
 -- The providers /_fake/stats counts creates of: "tripo" (V3), "tripo-v2", "sellerpic".
 M.CREATE_APIS = { "tripo", "tripo-v2", "sellerpic" }
 
--- The names a task spec may carry in `faults` (or at its top level).
-M.FAULTS = {
-  "server_errors", "rate_limit", "malformed_json", "html_error", "code_under_200", "delay",
-  "drop_download", "expired_links", "ignore_range", "lie_length", "filename", "stall",
-  "stall_count", "wrong_shape",
+-- Every fault the fake plays, in one table: {name, where it is set, what it does, the field
+-- of the answer a host acts on}. Where: "task" (a task spec's `faults`, or its top level:
+-- applied by this model to that task's reads and files) or "request" (POST /_fake/faults:
+-- the next create or upload of a provider). The field: what the model puts in its answer
+-- for the host to play (both hosts, fake/server.lua in nginx and fake/inprocess.lua, act on
+-- it; spec/fake_model_spec.lua checks that they do); none: the model writes the whole
+-- answer itself. A new fault is one entry here and its branch where the model answers.
+M.FAULT_TABLE = {
+  { "server_errors", "task", "the next n status reads answer 500 (code 1000)" },
+  { "rate_limit", "task", "status reads answer 429 (code 2000) with Retry-After" },
+  { "malformed_json", "task", "status reads answer a body that is not JSON" },
+  { "html_error", "task", "status reads answer an HTML error page" },
+  { "code_under_200", "task", "status reads answer an error code under HTTP 200" },
+  { "delay", "task", "status answers come this many seconds late", "delay" },
+  { "drop_download", "task", "the first GET of each file closes after this share of it", "drop_after" },
+  { "expired_links", "task", "file links answer 403 until the task is read again" },
+  { "ignore_range", "task", "the file host ignores Range (200 with the whole file)" },
+  { "lie_length", "task", "Content-Length says 4096 bytes more than the body", "lie_length" },
+  { "filename", "task", "files come with this Content-Disposition filename" },
+  { "stall", "task", "files stop halfway for this many seconds", "stall" },
+  { "stall_count", "task", "how many GETs stall (with stall)" },
+  { "wrong_shape", "task", "status data in another shape" },
+  { "status_408", "request", "answers 408" }, { "status_425", "request", "answers 425" },
+  { "status_429", "request", "answers 429 with Retry-After (nothing made)" },
+  { "status_500", "request", "answers 500" }, { "status_502", "request", "answers 502" },
+  { "status_503", "request", "answers 503 (nothing made)" }, { "status_504", "request", "answers 504" },
+  { "reset", "request", "closes the connection without an answer", "reset" },
+  { "hang", "request", "answers after `seconds` (60)", "delay" },
+  { "cut", "request", "answers a truncated body" },
+  { "no_id", "request", "answers without the task id or file token" },
 }
+
+-- The names a task spec may carry in `faults` (or at its top level), from FAULT_TABLE.
+M.FAULTS = {}
+for _, f in ipairs(M.FAULT_TABLE) do
+  if f[2] == "task" then M.FAULTS[#M.FAULTS + 1] = f[1] end
+end
 
 M.TRIPO_FINAL = { success = true, failed = true, banned = true, expired = true, cancelled = true, unknown = true }
 
@@ -1640,10 +1671,11 @@ end
 -- `created` says whether the task is made before the fault strikes (the request reached the
 -- server, the answer was lost): by default true for reset, hang, cut and no_id, false for the
 -- statuses. The clean ones (429, 503) never create. POSTs received are counted in /_fake/stats.
-M.REQUEST_FAULTS = {
-  status_408 = 408, status_425 = 425, status_429 = 429, status_500 = 500, status_502 = 502,
-  status_503 = 503, status_504 = 504, reset = true, hang = true, cut = true, no_id = true,
-}
+-- The request faults of FAULT_TABLE: name -> the HTTP status it answers, or true.
+M.REQUEST_FAULTS = {}
+for _, f in ipairs(M.FAULT_TABLE) do
+  if f[2] == "request" then M.REQUEST_FAULTS[f[1]] = tonumber(f[1]:match("^status_(%d+)$")) or true end
+end
 local LOST_ANSWER = { reset = true, hang = true, cut = true, no_id = true }
 
 --- What a request is for the faults: "create" or "upload" (or nil), and its API.
