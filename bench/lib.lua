@@ -181,11 +181,11 @@ end
 -- is one, a batch read of n tasks n: counted from wait's calls of client:_status_many, one
 -- request each, without decoding anything).
 function L.count_requests()
-  local engine = require "taskapi.engine"
+  local backend = require "taskapi.backend"
   local Client = require("taskapi.client").Client
-  local n, orig = 0, engine.request
+  local n, orig = 0, backend.request
   local batches, batched, many = 0, 0, Client._status_many
-  engine.request = function(...)
+  backend.request = function(...)
     n = n + 1
     return orig(...)
   end

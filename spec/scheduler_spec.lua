@@ -140,13 +140,13 @@ describe("scheduler over HTTP", function()
     local c = env:client("sellerpic")
     local ids = {}
     for i = 1, 150 do ids[i] = env:add { provider = "sellerpic", queue = (i % 13) * 0.05, run = 0.5 + (i % 37) * 0.05 } end
-    local engine = require "taskapi.engine"
+    local backend = require "taskapi.backend"
     local resumes, polls = 0, 0
-    local resume, request = coroutine.resume, engine.request
+    local resume, request = coroutine.resume, backend.request
     coroutine.resume = function(...) resumes = resumes + 1 return resume(...) end
-    engine.request = function(...) polls = polls + 1 return request(...) end
+    backend.request = function(...) polls = polls + 1 return request(...) end
     local ok, tasks = pcall(c.wait_all, c, ids, { interval = 0.1, max_interval = 0.3, timeout = 30 })
-    coroutine.resume, engine.request = resume, request
+    coroutine.resume, backend.request = resume, request
     assert(ok, tasks)
     local n = 0
     for _ in pairs(tasks) do n = n + 1 end

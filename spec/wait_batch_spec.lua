@@ -427,9 +427,9 @@ end
 -- (ids: a batch's task_ids, or the one id of a status GET). Returns the records, then fn's
 -- results.
 local function recording(fn)
-  local engine = require "taskapi.engine"
-  local orig, rec = engine.request, {}
-  engine.request = function(client, req, ...)
+  local backend = require "taskapi.backend"
+  local orig, rec = backend.request, {}
+  backend.request = function(client, req, ...)
     local e = { time = core.now(), method = req.method or "GET", path = req.url:match("^https?://[^/]+(.*)$") }
     if e.method == "POST" and req.body then e.ids = core.json_decode(req.body).task_ids
     else e.ids = { e.path:match("/tasks?/([^/?]+)$") } end
@@ -437,7 +437,7 @@ local function recording(fn)
     return orig(client, req, ...)
   end
   local res = { pcall(fn) }
-  engine.request = orig
+  backend.request = orig
   if not res[1] then error(res[2], 0) end
   return rec, res[2], res[3]
 end

@@ -10,7 +10,7 @@
 -- time limit (timeout) and an average-speed floor (min_speed) bound every call. The API key is
 -- never sent to a file host. A failure removes the part file (unless another download holds it).
 local core = require "taskapi.core"
-local engine = require "taskapi.engine"
+local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
 local http = require "taskapi.http"
 local files = require "taskapi.files"
@@ -140,7 +140,7 @@ local function skipped(out, path)
   return { name = out.name, path = path, bytes = files.size(path), kind = out.kind, skipped = true }
 end
 
-local function now(client) return engine.now(client) end
+local function now(client) return backend.now(client) end
 
 -- The error of a call past its total limit (download{ timeout = }).
 local function late(o, out, task)
@@ -149,7 +149,7 @@ local function late(o, out, task)
 end
 
 -- Saves one output; returns {name=, path=, bytes=, content_type=} ({..., skipped = true}
--- for a file that exists) or nil, err. deadline: engine time the call must end by, or nil.
+-- for a file that exists) or nil, err. deadline: backend time the call must end by, or nil.
 local function save(client, task, out, o, deadline)
   local ext = naming.ext_of(client.def, out, o)
   local final, part, staging = names(o, task, out, ext)

@@ -1,9 +1,9 @@
 -- taskapi.http: one call of a provider's API: the request (URL, the client's prebuilt headers,
--- a JSON body), the transfer through the engine, the response turned into data or an error,
+-- a JSON body), the transfer through taskapi.backend, the response turned into data or an error,
 -- and the retries of transient failures (transport, timeout, 5xx, 429) with backoff that
 -- honours Retry-After. Permanent failures (400, 401, 403, 404) return at once. A request that
 -- may create a paid task is retried only when the server cannot have acted on it.
-local engine = require "taskapi.engine"
+local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
 local provider = require "taskapi.provider"
 local json = require "taskapi.json"
@@ -79,7 +79,7 @@ local function after_failure(client, err, attempt, task_id, limit, before_retry,
   local delay = M.backoff(client, attempt + 1, err.retry_after)
   -- before_retry(err, n, delay) returning false gives up (download: past its deadline)
   if before_retry and before_retry(err, attempt + 1, delay) == false then return err end
-  engine.sleep(client, delay)
+  backend.sleep(client, delay)
   return nil
 end
 
@@ -90,7 +90,7 @@ end
 local function perform(client, req, decide, arg, task_id, retries, billed, before_retry, on_progress)
   local attempt = 0
   while true do
-    local res, err = engine.request(client, req, on_progress)
+    local res, err = backend.request(client, req, on_progress)
     if res then
       local a, b, c = decide(res, arg, task_id)
       if a ~= nil then return a, b, c end

@@ -1,4 +1,4 @@
--- taskapi.ngx: the engine inside OpenResty. API calls (JSON answers in memory) go over nginx's
+-- taskapi.ngx: the backend inside OpenResty. API calls (JSON answers in memory) go over nginx's
 -- own sockets (taskapi.cosocket): no timer, no polling, each call yields only on its socket.
 -- Downloads to disk (req.path) and uploads (req.mime, req.body_file) stay on libcurl: one multi
 -- handle per nginx worker, driven by a background light thread (ngx.timer) that runs only
@@ -7,7 +7,7 @@
 -- Sleeps are ngx.sleep. Phases that cannot yield get a clear error instead.
 local core = require "taskapi.core"
 local cosocket = require "taskapi.cosocket"
-local engine = require "taskapi.engine"
+local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
 local drive_step = require("taskapi.drive").step
 local semaphore = require "ngx.semaphore"
@@ -206,13 +206,13 @@ function Sched:run(fn, ...)
   return unpack(r, 2, r.n)
 end
 
--- As a backend of taskapi.engine: the methods it calls, on this module's functions.
-local backend = {
+-- As a backend of taskapi.backend: the methods it calls, on this module's functions.
+local as_backend = {
   now = function() return M.now() end,
   sleep = function(_, seconds) return M.sleep(seconds) end,
   transfer = function(_, req, on_progress) return M.transfer(req, on_progress) end,
   sched = M.sched,
 }
-engine.register("ngx", function() return backend end)
+backend.register("ngx", function() return as_backend end)
 
 return M

@@ -5,7 +5,7 @@
 -- transfer is open) until the next timer is due or a socket wakes it: no busy waiting. All yields of the library are here
 -- (and in taskapi.ngx for OpenResty).
 local core = require "taskapi.core"
-local engine = require "taskapi.engine"
+local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
 local heap = require "taskapi.heap"
 local drive_step = require("taskapi.drive").step
@@ -28,14 +28,14 @@ local function plain()
   local co = coroutine.running()
   return co and owner[co] or nil
 end
-engine.register("plain", plain)
+backend.register("plain", plain)
 
 --- The scheduler calls should use here: the plain one running this coroutine, else inside
 --- OpenResty its light-thread scheduler (taskapi.ngx), else nil (outside taskapi.run).
 function M.current()
   local s = plain()
   if s then return s end
-  local n = engine.active("ngx")
+  local n = backend.active("ngx")
   return n and n.sched or nil
 end
 
@@ -471,7 +471,7 @@ end
 --- coroutine spawned under it have finished. An error raised by fn is raised again here.
 function M.run(fn, ...)
   if type(fn) ~= "function" then error("taskapi.run expects a function", 2) end
-  local n = engine.active("ngx")
+  local n = backend.active("ngx")
   if n then return n.sched:run(fn, ...) end
   local s = M.new()
   local h = s:spawn(fn, ...)
@@ -497,7 +497,7 @@ function M.sleep(seconds)
   if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 or seconds == math.huge then
     return errors.invalid("taskapi.sleep expects a finite number of seconds >= 0")
   end
-  engine.sleep(nil, seconds)
+  backend.sleep(nil, seconds)
   return true
 end
 

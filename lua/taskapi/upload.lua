@@ -171,7 +171,7 @@ local function put_answer(def, res, host)
     (snippet ~= "" and ": " .. snippet or ""), { status = st, retryable = retryable, retry_after = res.retry_after })
 end
 
--- PUTs the file to upload_url through the engine with the client's TLS settings and stall
+-- PUTs the file to upload_url through taskapi.backend with the client's TLS settings and stall
 -- limit (no total limit, like a download), no API headers, retried like an API call.
 -- Returns true, or nil, err (err.expired when the storage host answered 403).
 local function put_file(client, url, info)

@@ -3,7 +3,7 @@
 -- with jitter; `wait` runs the loop for one task: first poll at once, never faster than the
 -- provider's minimum interval, never past the deadline, transient failures survived until
 -- the deadline, permanent ones returned at once.
-local engine = require "taskapi.engine"
+local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
 local provider = require "taskapi.provider"
 local heap = require "taskapi.heap"
@@ -103,7 +103,7 @@ end
 -- what comes next. M.wait_checked runs one in a loop; M.wait_many runs many on a few
 -- coroutines. Both share every rule below.
 function M.start(client, sid, p)
-  return { client = client, sid = sid, p = p, deadline = engine.now(client) + p.timeout, polls = 0, misses = 0, at = 0 }
+  return { client = client, sid = sid, p = p, deadline = backend.now(client) + p.timeout, polls = 0, misses = 0, at = 0 }
 end
 
 M.MIN_REQUEST = 0.002 -- seconds: the shortest time a poll's request is given (the C module's floor)
@@ -130,7 +130,7 @@ end
 --- Polls once. Returns "done", task | "failed", err | "again", seconds until the next poll.
 function M.step(w)
   if w.expired then return "failed", w.expired end
-  local t0 = engine.now(w.client)
+  local t0 = backend.now(w.client)
   local cap = M.request_time(w, t0)
   if not cap then
     w.expired = expired(w)
@@ -139,7 +139,7 @@ function M.step(w)
   -- one request per poll (transient failures are retried on this loop's own schedule), never
   -- running past the deadline
   local task, perr = w.client:_status(w.sid, 0, cap)
-  if task then w.rtt = engine.now(w.client) - t0 end
+  if task then w.rtt = backend.now(w.client) - t0 end
   return M.settle(w, task, perr)
 end
 
@@ -148,7 +148,7 @@ end
 --- the next poll. Returns what step returns.
 function M.settle(w, task, perr)
   local client, p = w.client, w.p
-  w.polls, w.polled = w.polls + 1, engine.now(client)
+  w.polls, w.polled = w.polls + 1, backend.now(client)
   local delay
   local last = w.last
   if task then
@@ -164,7 +164,7 @@ function M.settle(w, task, perr)
     delay = M.next_delay(nil, w, p, math.random)
     if perr.retry_after and perr.retry_after > delay then delay = perr.retry_after end
   end
-  local now, deadline = engine.now(client), w.deadline
+  local now, deadline = backend.now(client), w.deadline
   if now + delay > deadline then
     -- The next look would come after the deadline: take one last look, timed to end by the
     -- deadline (it starts the last poll's round trip before it), when the minimum interval
@@ -185,7 +185,7 @@ end
 function M.wait_checked(client, sid, p)
   local w = M.start(client, sid, p)
   local hook = webhook.hook(client):watch(w) -- [webhook] a delivery for sid ends the sleep
-  local s = engine.active("plain")
+  local s = backend.active("plain")
   local forget = s and s:on_cancel(function() hook:close() end) -- [webhook] closed on cancel too
   while true do
     local what, v = M.step(w)
@@ -195,7 +195,7 @@ function M.wait_checked(client, sid, p)
       if what == "done" then return v end
       return nil, v
     end
-    hook:sleep(v) -- [webhook] engine.sleep(client, v), ended at once by a delivery
+    hook:sleep(v) -- [webhook] backend.sleep(client, v), ended at once by a delivery
   end
 end
 
@@ -240,7 +240,7 @@ function M.wait_many(client, s, list, p, on_done)
   -- After a poll of w: its next poll into the heap, or its end.
   local function settled(w, what, v)
     if what == "again" then
-      w.at = engine.now(client) + v
+      w.at = backend.now(client) + v
       heap.push(queue, w)
     else
       left = left - 1
@@ -265,13 +265,13 @@ function M.wait_many(client, s, list, p, on_done)
       return
     end
     -- retried on each task's own schedule; never past the earliest deadline of the group
-    local t0, cap = engine.now(client), math.huge
+    local t0, cap = backend.now(client), math.huge
     for i = 1, n do
       local w = group[i]
       if w then cap = math.min(cap, M.request_time(w, t0) or M.MIN_REQUEST) end
     end
     local tasks, errs = client:_status_many(sids, 0, cap)
-    local rtt = engine.now(client) - t0
+    local rtt = backend.now(client) - t0
     if not tasks and not client:_batch() then
       -- the batch endpoint is missing after all (the client now knows it): these polls,
       -- still due, go back to the heap and out one request each
@@ -296,7 +296,7 @@ function M.wait_many(client, s, list, p, on_done)
     -- a worker parks while others still have polls in flight (their tasks come back to the
     -- heap), and ends once every wait has
     while left > 0 and not broken do
-      local now = engine.now(client)
+      local now = backend.now(client)
       local at = queue[1] and queue[1].at or math.huge
       if at <= now then
         local b = client:_batch()
@@ -317,7 +317,7 @@ function M.wait_many(client, s, list, p, on_done)
         watch = at
         local wake, deadline = at + window, queue[1].deadline
         if wake > deadline and deadline > now then wake = deadline end
-        hook:sleep(wake - now) -- [webhook] engine.sleep, ended at once by a delivery
+        hook:sleep(wake - now) -- [webhook] backend.sleep, ended at once by a delivery
         if watch == at then watch = math.huge end
       else
         nidle = nidle + 1

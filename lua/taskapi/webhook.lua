@@ -15,7 +15,7 @@
 -- piece taskapi.wait uses so that a delivery ends a wait's sleep at once (the wait then polls
 -- the task; polling stays the fallback when no delivery comes).
 local core = require "taskapi.core"
-local engine = require "taskapi.engine"
+local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
 local heap = require "taskapi.heap"
 local provider = require "taskapi.provider"
@@ -301,7 +301,7 @@ end
 
 ----------------------------------------------------------------------------------------------
 -- The wait hook (used by taskapi.wait). A hook watches wait states {sid=, at=} and sleeps
--- in place of engine.sleep; a delivery for a watched task sets its state's `at` to now
+-- in place of backend.sleep; a delivery for a watched task sets its state's `at` to now
 -- (moving it to the front of `heap`, the array of a taskapi.heap, when it is there), ends
 -- every sleep of the hook at once (or the next one, when it comes while none is under way)
 -- and calls on_wake(). Until a receiver exists (M.new) or M.enabled is set, hook() returns a
@@ -333,7 +333,7 @@ Hook.__index = Hook
 local Stub = {}
 Stub.__index = Stub
 function Stub:watch() return self end
-function Stub:sleep(seconds) return engine.sleep(self.client, seconds) end
+function Stub:sleep(seconds) return backend.sleep(self.client, seconds) end
 function Stub:close() end
 
 local NGX_YIELDS = { content = true, timer = true, rewrite = true, access = true }
@@ -348,7 +348,7 @@ function Hook:watch(w)
   local hook = self
   self.tokens[#self.tokens + 1] = M.subscribe(w.sid, function(task)
     w.delivered = task
-    local now = engine.now(hook.client)
+    local now = backend.now(hook.client)
     -- not in the heap: its poll is under way; moved when it is back (Hook:sleep)
     if hook.heap and not raise(hook.heap, w, now) then hook.pending[w] = true end
     hook:wake()
@@ -367,11 +367,11 @@ function Hook:wake()
   if self.on_wake then self.on_wake() end
 end
 
---- Sleeps like engine.sleep(client, seconds); returns true when a delivery ended it early.
+--- Sleeps like backend.sleep(client, seconds); returns true when a delivery ended it early.
 function Hook:sleep(seconds)
   if seconds ~= seconds or seconds <= 0 then return false end
   if next(self.pending) then
-    local now = engine.now(self.client)
+    local now = backend.now(self.client)
     for w in pairs(self.pending) do
       if raise(self.heap, w, now) then self.pending[w] = nil self.rung = true end
     end
@@ -381,8 +381,8 @@ function Hook:sleep(seconds)
     return true
   end
   local client = self.client
-  if client and client.transport then engine.sleep(client, seconds) return false end -- its own clock
-  local s = engine.active("plain")
+  if client and client.transport then backend.sleep(client, seconds) return false end -- its own clock
+  local s = backend.active("plain")
   if s then
     -- the plain scheduler: a timer of its own in the scheduler's heap; a delivery moves it to
     -- the front as cancelled (so the loop never sleeps on it) and wakes the coroutine.
@@ -402,7 +402,7 @@ function Hook:sleep(seconds)
     self.sleepers[sleeper] = nil
     return early
   end
-  if engine.active("ngx") and ngx and NGX_YIELDS[ngx.get_phase()] then
+  if backend.active("ngx") and ngx and NGX_YIELDS[ngx.get_phase()] then
     local sema = require("ngx.semaphore").new(0)
     local sleeper = { wake = function() sema:post(1) end }
     self.sleepers[sleeper] = true
@@ -410,7 +410,7 @@ function Hook:sleep(seconds)
     self.sleepers[sleeper] = nil
     return woken == true
   end
-  engine.sleep(client, seconds)
+  backend.sleep(client, seconds)
   return false
 end
 

@@ -1,4 +1,4 @@
--- taskapi.engine: where a transfer runs and how time passes, chosen once per call:
+-- taskapi.backend: where a transfer runs and how time passes, chosen once per call:
 --   1. a client's own transport (the in-process fake), when it has one;
 --   2. a registered backend running the current call: the coroutine scheduler inside
 --      taskapi.run (all transfers on one multi handle), nginx's event loop inside OpenResty
