@@ -43,6 +43,7 @@ build = {
     ["taskapi.drive"] = "lua/taskapi/drive.lua",
     ["taskapi.errors"] = "lua/taskapi/errors.lua",
     ["taskapi.files"] = "lua/taskapi/files.lua",
+    ["taskapi.handle"] = "lua/taskapi/handle.lua",
     ["taskapi.heap"] = "lua/taskapi/heap.lua",
     ["taskapi.http"] = "lua/taskapi/http.lua",
     ["taskapi.json"] = "lua/taskapi/json.lua",

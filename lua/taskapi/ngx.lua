@@ -12,8 +12,8 @@ local errors = require "taskapi.errors"
 local drive_step = require("taskapi.drive").step
 local semaphore = require "ngx.semaphore"
 
-local unpack = table.unpack or unpack
-local function pack(...) return { n = select("#", ...), ... } end
+local handle = require "taskapi.handle"
+local pack, unpack = handle.pack, handle.unpack
 
 local M = {}
 
@@ -140,17 +140,7 @@ end
 function Sched:spawn(fn, ...)
   local h = setmetatable({ done = false, sema = semaphore.new(0), waiters = 0 }, Handle)
   local function body(...)
-    local r = pack(pcall(fn, ...))
-    h.done = true
-    if r[1] then
-      h.results = pack(unpack(r, 2, r.n))
-    else
-      local e = r[2]
-      if not errors.is(e) then
-        e = errors.new("runtime", "light thread failed: " .. tostring(type(e) == "table" and e.message or e), { value = r[2] })
-      end
-      h.err = e
-    end
+    handle.settle(h, pcall(fn, ...))
     if h.waiters > 0 then h.sema:post(h.waiters) end
   end
   local th, err = ngx.thread.spawn(body, ...)
@@ -166,8 +156,7 @@ function Handle:join()
     self.sema:wait(86400)
     self.waiters = self.waiters - 1
   end
-  if self.err then return nil, self.err end
-  return unpack(self.results, 1, self.results.n)
+  return handle.outcome(self)
 end
 
 function Handle:cancel()

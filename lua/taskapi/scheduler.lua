@@ -14,8 +14,8 @@ local M = {}
 local S = {}
 S.__index = S
 
-local pack = table.pack or function(...) return { n = select("#", ...), ... } end
-local unpack = table.unpack or unpack
+local handle = require "taskapi.handle"
+local pack, unpack = handle.pack, handle.unpack
 
 -- coroutine -> scheduler, for the coroutines a scheduler runs (weak: finished ones go away).
 local owner = setmetatable({}, { __mode = "k" })
@@ -105,17 +105,7 @@ local function finish(s, h, ok, ...)
     h.parent = nil
     if parent.children then parent.children[h] = nil end
   end
-  if ok then
-    h.results = pack(...)
-  else
-    local e = ...
-    if not errors.is(e) then
-      local msg = tostring(e)
-      if type(e) == "table" and e.message then msg = tostring(e.message) end
-      e = errors.new("runtime", "coroutine failed: " .. msg, { value = e })
-    end
-    h.err = e
-  end
+  handle.settle(h, ok, ...)
   local j = h.joiners -- made by the first join
   if j then
     h.joiners = nil
@@ -453,8 +443,7 @@ function Handle:join()
       if not self.done then break end
     end
   end
-  if self.err then return nil, self.err end
-  return unpack(self.results, 1, self.results.n)
+  return handle.outcome(self)
 end
 
 function Handle:cancel()
