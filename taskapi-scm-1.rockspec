@@ -30,7 +30,7 @@ build = {
       sources = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
         "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c",
-        "src/crypto.c", "src/sqlite.c",
+        "src/crypto.c", "src/sqlite.c", "src/buf.c", "src/request.c", "src/result.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "curl", "crypto", "sqlite3" },

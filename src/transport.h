@@ -1,7 +1,8 @@
 /* transport.h: the structures of the transfer engine that its files share: the multi
- * handle, the transfer and its download and body-file state, growable buffers, and the
- * error and header helpers of transport.c. Each other file of the engine declares its own
- * functions in its own header (download.h, mime.h, pool.h, sockets.h). */
+ * handle, the transfer and its download and body-file state. Each file of the engine
+ * declares its functions in its own header: buf.h (buffers, headers, a transfer's own
+ * error), request.h (building a transfer), result.h (its result or error), download.h,
+ * mime.h, pool.h, sockets.h; transport.c has the multi and transfer objects. */
 #ifndef TK_TRANSPORT_H
 #define TK_TRANSPORT_H
 
@@ -12,6 +13,7 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "compat.h"
 
 #define TK_VERSION "0.1.0"
@@ -20,14 +22,6 @@
 #define TK_MAX_HEADER_BYTES (256u * 1024u)
 #define TK_ERROR_BODY_MAX (64u * 1024u)
 #define TK_POOL_MAX 128 /* idle easy handles a multi keeps (pool.c) */
-
-typedef struct tk_buf {
-  char *data;
-  size_t len, cap;
-} tk_buf;
-
-int tk_buf_append(tk_buf *b, const char *p, size_t n); /* 0, or -1 when out of memory */
-void tk_buf_free(tk_buf *b);
 
 /* Download mode state (req.path set); owned by its transfer, released by tk_dl_free. */
 typedef struct tk_dl {
@@ -123,15 +117,6 @@ typedef struct tk_multi {
   CURL *pool[TK_POOL_MAX];         /* idle easy handles, reset (pool.c) */
   int npool;
 } tk_multi;
-
-#define TK_ERR_MSG_MAX 512 /* bytes of an error text of our own */
-/* t's error text buffer, allocated on first use (only failing transfers pay for it); NULL
- * when out of memory. Freed with the transfer. */
-char *tk_err_buf(tk_transfer *t);
-/* Records an error of our own on t (first one wins). */
-void tk_set_err(tk_transfer *t, const char *kind, int retryable, const char *fmt, ...);
-/* Last value of header `name` (case-insensitive) in the raw header block; NULL if none. */
-const char *tk_header_find(const tk_buf *h, const char *name, size_t *vlen);
 
 /* transport.c */
 /* core.multi(opts): a new multi handle. */
