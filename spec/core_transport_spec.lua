@@ -89,11 +89,23 @@ describe("core.multi", function()
 
   it("performs a blocking GET with headers, content type, trace id and JSON", function()
     local m = core.multi()
-    local res = assert(m:request { url = url("/json"), json = true })
+    local res = assert(m:request { url = url("/json"), json = true, trace_header = "X-Tripo-Trace-ID" })
     assert.are.equal(200, res.status)
     assert.are.equal("application/json", res.content_type)
     assert.are.equal("trace-123", res.trace_id)
     assert.are.equal("trace-123", res.headers["x-tripo-trace-id"])
+    -- the trace header is the request's to name: the C module knows no provider's
+    local plain = assert(m:request { url = url("/json"), json = true, response_headers = false })
+    assert.is_nil(plain.trace_id)
+    local named = assert(m:request { url = url("/json"), json = true, response_headers = false,
+      trace_header = "x-tripo-trace-id" })
+    assert.are.equal("trace-123", named.trace_id)
+    for _, bad in ipairs { "", "has space", "a:b", 42, string.rep("x", 65) } do
+      local r, err = m:request { url = url("/json"), trace_header = bad }
+      assert.is_nil(r)
+      assert.are.equal("invalid_argument", err.kind)
+      assert.truthy(err.message:find("req.trace_header", 1, true), err.message)
+    end
     assert.are.equal("1869254713398571010", res.json.id)
     assert.are.equal("1", string.format("%s", res.json.progress))
     if is54 then assert.are.equal("integer", math.type(res.json.progress)) end

@@ -27,7 +27,8 @@ describe("fake in-process transport", function()
 
   local function status_req(id, key)
     return tr:request({ url = f:base_url("tripo-v2") .. "/task/" .. id, json = true,
-      headers = { "Authorization: Bearer " .. (key or "test-key"), "Accept: application/json" } })
+      headers = { "Authorization: Bearer " .. (key or "test-key"), "Accept: application/json" },
+      trace_header = "X-Tripo-Trace-ID" })
   end
 
   it("gives base URLs and a log", function()
@@ -70,7 +71,7 @@ describe("fake in-process transport", function()
     assert.equal("rq-1", res.headers["x-request-id"])
     assert.equal("queued", res.json.data.status)
     local id = res.json.data.task_id
-    res = assert(tr:request({ url = base .. "/tasks/" .. id, json = true, headers = auth }))
+    res = assert(tr:request({ url = base .. "/tasks/" .. id, json = true, headers = auth, trace_header = "X-Tripo-Trace-ID" }))
     assert.equal("success", res.json.status)
     assert.equal("success", res.json.data.status)
     assert.equal(12.5, res.json.data.credits_consumed)

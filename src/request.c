@@ -119,6 +119,23 @@ const char *tk_request_setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   memcpy(t->url, url, len + 1);
   lua_pop(L, 1);
 
+  /* req.trace_header: the response header whose value is res.trace_id */
+  lua_getfield(L, ridx, "trace_header");
+  if (!lua_isnil(L, -1)) {
+    size_t k, n;
+    const char *h = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (!h || n == 0 || n > 64 || strcspn(h, " \t\r\n:") != n)
+      return "req.trace_header must be a header name (1 to 64 characters, no space or colon)";
+    t->trace_hdr = (char *)malloc(n + 1);
+    if (!t->trace_hdr) return "out of memory";
+    for (k = 0; k < n; k++) {
+      char c = h[k];
+      t->trace_hdr[k] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    t->trace_hdr[n] = '\0';
+  }
+  lua_pop(L, 1);
+
   if ((err = OPT_NUMBER(L, ridx, "timeout", 30, &timeout))) return err;
   if ((err = OPT_NUMBER(L, ridx, "connect_timeout", 10, &ctimeout))) return err;
   if ((err = OPT_NUMBER(L, ridx, "low_speed_time", 30, &lst))) return err;

@@ -18,12 +18,16 @@
 #include "transport.h"
 
 /* One pass over the headers: every field into the table at the top of the stack, and the
- * (last) values of the few fields push_result reads. */
+ * (last) values of the few fields push_result reads: Content-Type, Retry-After, and the
+ * header the request named as its trace id (req.trace_header: the C module knows no
+ * provider's header names). */
 struct push_ud {
   lua_State *L;
   int table; /* also fill the headers table at the top of the stack */
   const char *ct, *ra, *trace;
   size_t ct_len, ra_len, trace_len;
+  const char *want;      /* req.trace_header (lower case), or NULL */
+  size_t want_len;
 };
 
 static int push_fn(const char *name, size_t nlen, const char *val, size_t vlen, void *ud)
@@ -41,7 +45,7 @@ static int push_fn(const char *name, size_t nlen, const char *val, size_t vlen, 
     } else if (nlen == 11 && strncasecmp(name, "retry-after", 11) == 0) {
       pu->ra = val;
       pu->ra_len = vlen;
-    } else if (nlen == 16 && strncasecmp(name, "x-tripo-trace-id", 16) == 0) {
+    } else if (pu->want && nlen == pu->want_len && strncasecmp(name, pu->want, nlen) == 0) {
       pu->trace = val;
       pu->trace_len = vlen;
     }
@@ -57,7 +61,7 @@ static int push_fn(const char *name, size_t nlen, const char *val, size_t vlen, 
   } else if (nlen == 11 && memcmp(low, "retry-after", 11) == 0) {
     pu->ra = val;
     pu->ra_len = vlen;
-  } else if (nlen == 16 && memcmp(low, "x-tripo-trace-id", 16) == 0) {
+  } else if (pu->want && nlen == pu->want_len && memcmp(low, pu->want, nlen) == 0) {
     pu->trace = val;
     pu->trace_len = vlen;
   }
@@ -249,6 +253,8 @@ int tk_push_result(lua_State *L, int tidx, tk_transfer *t)
     memset(&pu, 0, sizeof pu);
     pu.L = L;
     pu.table = t->res_headers;
+    pu.want = t->trace_hdr;
+    pu.want_len = t->trace_hdr ? strlen(t->trace_hdr) : 0;
     if (pu.table) lua_createtable(L, 0, 8);
     tk_header_each(&t->hdr, push_fn, &pu);
     if (pu.table) lua_setfield(L, -2, "headers");

@@ -78,6 +78,7 @@ typedef struct tk_transfer {
   int res_headers;                 /* build res.headers (req.response_headers ~= false) */
   size_t max_body;
   char *url;                       /* the request URL (malloc'd), for hostport on errors */
+  char *trace_hdr;                 /* req.trace_header, lower case (malloc'd), or NULL */
   tk_buf hdr;                      /* raw header lines of the last response */
   tk_buf body;                     /* memory mode body, or the error body of a download */
   /* an error our own callbacks recorded; it wins over the CURLcode */

@@ -340,7 +340,8 @@ local function read_response(sock, x, hp, method)
       pos = e + 2
     end
     te, conn, ctype = headers["transfer-encoding"], headers.connection, headers["content-type"]
-    rafter, trace, location = headers["retry-after"], headers["x-tripo-trace-id"], headers.location
+    rafter, location = headers["retry-after"], headers.location
+    if x.trace_header then trace = headers[x.trace_header] end
     if te then te = lower(te) end
     if conn then conn = lower(conn) end
   else
@@ -369,7 +370,7 @@ local function read_response(sock, x, hp, method)
     if conn then conn = lower(conn) end
     ctype = field(buf, low, "\r\ncontent-type:")
     rafter = field(buf, low, "\r\nretry-after:")
-    trace = field(buf, low, "\r\nx-tripo-trace-id:")
+    if x.trace_header then trace = field(buf, low, "\r\n" .. x.trace_header .. ":") end
     location = field(buf, low, "\r\nlocation:")
   end
 
@@ -622,6 +623,13 @@ function M.request(req)
   if not hblock then return invalid(herr) end
   local insecure = req.insecure
   if insecure ~= nil and type(insecure) ~= "boolean" then return invalid("req.insecure must be a boolean") end
+  local trace_header = req.trace_header
+  if trace_header ~= nil then
+    if type(trace_header) ~= "string" or #trace_header == 0 or #trace_header > 64 or find(trace_header, "[%s:]") then
+      return invalid("req.trace_header must be a header name (1 to 64 characters, no space or colon)")
+    end
+    trace_header = lower(trace_header)
+  end
   local ca_file = req.ca_file
   if ca_file ~= nil and type(ca_file) ~= "string" then return invalid("req.ca_file must be a string") end
   local timeout, stall = number(req.timeout, 30), number(req.low_speed_time, 30)
@@ -639,7 +647,7 @@ function M.request(req)
   local x = {
     deadline = t0 + timeout, timeout = timeout, stall = stall, stall_ms = stall * 1000, connect_ms = ctimeout * 1000,
     max_body = max_body, verify = insecure ~= true, fresh = req.fresh_connect and true or false, user_agent = ua,
-    want_headers = req.response_headers ~= false,
+    want_headers = req.response_headers ~= false, trace_header = trace_header,
   }
   local redirects = 0
   while true do

@@ -114,12 +114,12 @@ end
 
 --- The one request builder: req (a transfer table of the C module's or the cosocket
 --- transport's) with the client's transport settings added: user agent, CA file, insecure,
---- the stall limit (stall_time as low_speed_time). Every request a client makes (API calls,
+--- the stall limit (stall_time as low_speed_time), and the provider's trace header. Every request a client makes (API calls,
 --- uploads, presigned PUTs, downloads) is built here, so none can leave a setting out; a
 --- setting the client does not have adds nothing to the table. Returns req.
 function M.request(client, req)
   req.user_agent, req.ca_file, req.insecure = client.user_agent, client.ca_file, client.insecure
-  req.low_speed_time = client.stall_time
+  req.low_speed_time, req.trace_header = client.stall_time, client.def.trace_header
   return req
 end
 

@@ -195,7 +195,7 @@ describe("OpenResty API calls over cosockets #openresty", function()
 
   it("reads chunked answers: exact integers, headers, and the connection is kept", function()
     local results = run(app, {
-      get(env.url .. "/x/chunked", { response_headers = true }), get(env.url .. "/x/chunked"),
+      get(env.url .. "/x/chunked", { response_headers = true, trace_header = "X-Tripo-Trace-ID" }), get(env.url .. "/x/chunked"),
       get(env.url .. "/x/conn"),
     })
     local r = results[1].res
@@ -329,6 +329,8 @@ describe("OpenResty API calls over cosockets #openresty", function()
       { url = env.url .. "/static/files/none" },                               -- 404, an HTML body
       { url = env.base.tripo .. "/tasks/" .. id, headers = key, method = "POST", body = "{}" },
     }
+    -- half name the trace header (both transports must then give trace_id), half do not
+    for i = 1, #reqs do if i % 2 == 0 or i == 1 then reqs[i].trace_header = "X-Tripo-Trace-ID" end end
     local steps = {}
     for i, r in ipairs(reqs) do
       r.json, r.timeout = true, 5
@@ -356,6 +358,8 @@ describe("OpenResty API calls over cosockets #openresty", function()
       -- the fake's trace ids differ per request; the constant one of /x/chunked must match
       assert.equal(type(a.trace_id), type(b.trace_id), "request " .. i .. ": trace_id")
       if i == 4 then assert.equal("trace-chunked", b.trace_id) end
+      if i == 1 then assert.is_string(b.trace_id, "a Tripo answer with trace_header") end
+      if i == 3 then assert.is_nil(b.trace_id, "no trace_header, no trace_id") end
       assert.equal(a.json_error ~= nil, b.json_error ~= nil, "request " .. i .. ": json_error")
       if a.headers then
         a.headers.date, b.headers.date = nil, nil

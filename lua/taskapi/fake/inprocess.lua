@@ -259,7 +259,7 @@ function Fake:request(req)
   res.content_type = type(ct) == "string" and core.parse_content_type(ct) or nil
   local ra = res.headers["retry-after"]
   if ra then res.retry_after = M.parse_retry_after(ra, self.clock()) end
-  res.trace_id = res.headers["x-tripo-trace-id"]
+  if type(req.trace_header) == "string" then res.trace_id = res.headers[req.trace_header:lower()] end
   local cd = res.headers["content-disposition"]
   if cd then
     res.filename = M.parse_content_disposition(cd)

@@ -184,6 +184,7 @@ return {
   base_url = "https://openapi.tripo3d.ai/v3",
   regions = { global = "https://openapi.tripo3d.ai/v3", cn = "https://openapi.tripo3d.com/v3" },
   key_env = "TRIPO_API_KEY",
+  trace_header = "X-Tripo-Trace-ID", -- its value is a response's trace_id
   id_syntax = "token",
   -- No minimum interval is documented; the official SDKs poll every 2 s.
   min_interval = 2,

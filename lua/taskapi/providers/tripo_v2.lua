@@ -9,6 +9,7 @@ return {
   base_url = "https://api.tripo3d.ai/v2/openapi",
   regions = { global = "https://api.tripo3d.ai/v2/openapi", cn = "https://api.tripo3d.com/v2/openapi" },
   key_env = "TRIPO_API_KEY",
+  trace_header = "X-Tripo-Trace-ID", -- its value is a response's trace_id
   id_syntax = "token",
   -- No minimum interval is documented; the official SDK polls every 2 s.
   min_interval = 2,
