@@ -23,9 +23,24 @@ local YIELDABLE = {
 }
 
 local multi        -- the worker's multi handle, made on first use
-local waiting = {} -- transfer -> {sema=, progress=fn}
+local waiting = {} -- transfer -> {sema=, progress=fn}: each holds one of the slots
 local driving = false
 M.MIN_SLEEP, M.MAX_SLEEP = 0.001, 0.02
+
+-- Transfers on libcurl in flight at once in this worker, as taskapi.scheduler caps them;
+-- more wait for a slot before any libcurl handle is made. A slot is given back when its
+-- transfer leaves `waiting` (by the driver when it finishes, so a transfer of a light
+-- thread that was killed gives it back too).
+M.MAX_TRANSFERS = 64
+local slots, slots_max -- an ngx.semaphore of MAX_TRANSFERS resources, made on first use
+-- (and again when MAX_TRANSFERS changed while no transfer held one)
+
+local function forget(t)
+  if waiting[t] then
+    waiting[t] = nil
+    slots:post(1)
+  end
+end
 
 -- The drive step's callbacks (taskapi.drive). A finished transfer wakes its request. One
 -- that moved bytes calls its on_progress (in the driver's light thread, under pcall): an
@@ -33,14 +48,17 @@ M.MIN_SLEEP, M.MAX_SLEEP = 0.001, 0.02
 -- and is raised again by the request.
 local moved_any = false
 
-local function finished(_, w) w.sema:post(1) end
+local function finished(_, w)
+  slots:post(1) -- drive.step took the transfer out of waiting
+  w.sema:post(1)
+end
 
 local function moved(t, w, done, total)
   w.last, moved_any = done, true
   local ok, err = pcall(w.progress, done, total)
   if not ok then
     w.progress_err = err
-    waiting[t] = nil
+    forget(t)
     t:cancel()
     w.sema:post(1)
   end
@@ -80,22 +98,32 @@ function M.transfer(req, on_progress)
     return cosocket_request(req)
   end
   if not multi then multi = core.multi() end
+  if slots_max ~= M.MAX_TRANSFERS and next(waiting) == nil then
+    slots, slots_max = semaphore.new(M.MAX_TRANSFERS), M.MAX_TRANSFERS
+  end
+  -- the transfer's own timeouts end it; the extra margin only guards against a lost driver
+  local limit = (req.timeout and req.timeout > 0) and req.timeout + 30 or 86400
+  local slot, serr = slots:wait(limit)
+  if not slot then
+    return nil, errors.new("timeout", "no transfer slot within " .. limit .. " s: " .. tostring(serr), { retryable = true })
+  end
   local t, err = multi:add(req)
-  if not t then return nil, err end
+  if not t then
+    slots:post(1)
+    return nil, err
+  end
   local w = { sema = semaphore.new(0), progress = on_progress, last = -1 }
   waiting[t] = w
   local ok, derr = ensure_driver()
   if not ok then
-    waiting[t] = nil
+    forget(t)
     t:cancel()
     t:close()
     return nil, errors.new("transport", "cannot start the transfer driver: " .. tostring(derr))
   end
-  -- the transfer's own timeouts end it; the extra margin only guards against a lost driver
-  local limit = (req.timeout and req.timeout > 0) and req.timeout + 30 or 86400
   local got, werr = w.sema:wait(limit)
   if not got then
-    waiting[t] = nil
+    forget(t)
     t:cancel()
     t:close()
     return nil, errors.new("timeout", "transfer not finished: " .. tostring(werr), { retryable = true })

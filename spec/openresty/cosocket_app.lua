@@ -6,6 +6,8 @@
 --                                    call or a download takes it
 --   {op = "transfer_raising", req}   a transfer whose on_progress raises once bytes arrived
 --                                    (result: raised = the error's text)
+--   {op = "parallel", n, cap, req}   n downloads of req at once with the worker's cap of
+--                                    libcurl transfers at cap (result: ok = how many gave 200)
 --   {op = "status", id = "..."}      client:status(id)
 --   {op = "create", params = {...}}  client:create(params)
 --   {op = "both", req = {...}}       the request through the C module (m:request, blocking) and
@@ -64,6 +66,23 @@ function M.handle()
       -- a download whose on_progress raises once bytes arrived: the error comes back here
       local ok, err = pcall(engine.transfer, step.req, function(done) if done > 0 then error("boom in ngx", 0) end end)
       out.raised = not ok and tostring(err) or nil
+    elseif step.op == "parallel" then
+      -- step.n downloads at once (light threads) with the worker's cap at step.cap
+      local ngxe = require "taskapi.ngx"
+      ngxe.MAX_TRANSFERS = step.cap
+      local hs, ok_n = {}, 0
+      for j = 1, step.n do
+        local r = {}
+        for k, v in pairs(step.req) do r[k] = v end
+        r.path, r.part = step.req.path .. j, step.req.path .. j .. ".part"
+        hs[j] = ngx.thread.spawn(function() return engine.transfer(r) end)
+      end
+      for j = 1, step.n do
+        local _, res, err = ngx.thread.wait(hs[j])
+        if type(res) == "table" and res.status == 200 then ok_n = ok_n + 1 else out.err = err_of(err) end
+      end
+      ngxe.MAX_TRANSFERS = 64
+      out.ok = ok_n
     elseif step.op == "status" then
       local task, err = client:status(step.id)
       if task then out.task = { id = task.id, state = task.state, trace_id = task.trace_id } else out.err = err_of(err) end

@@ -73,6 +73,13 @@ local EXTRA = [[
         ngx.print(string.rep("b", 100000))
       }
     }
+    location = /x/latefile {
+      content_by_lua_block {
+        ngx.sleep(tonumber(ngx.var.arg_s) or 1)
+        ngx.header["Content-Type"] = "application/octet-stream"
+        ngx.print(string.rep("c", 1000))
+      }
+    }
     location = /x/close {
       content_by_lua_block {
         local b = '{"code":0,"data":{"conn":' .. ngx.var.connection .. '}}'
@@ -154,6 +161,21 @@ describe("OpenResty API calls over cosockets #openresty", function()
     assert.same({}, fe.ls(dir))
     fe.sh("sleep 3.5")
     assert.same({}, fe.ls(dir))
+    fe.rmdir(dir)
+  end)
+
+  -- libcurl transfers in one worker are capped (taskapi.ngx.MAX_TRANSFERS, as the plain
+  -- scheduler's): 4 downloads of a file that answers after 1 s, 2 at a time, take 2 s at
+  -- least (1 s when they all run at once); all 4 complete
+  it("runs at most MAX_TRANSFERS libcurl transfers at once; the others wait for a slot", function()
+    local dir = fe.tmpdir()
+    local req = { url = env.url .. "/x/latefile?s=1", path = dir .. "/f", timeout = 20 }
+    local free = { url = req.url, path = dir .. "/g", timeout = 20 }
+    local r = run(app, { { op = "parallel", n = 4, cap = 2, req = req }, { op = "parallel", n = 4, cap = 64, req = free } })
+    assert.equal(4, r[1].ok, cjson.encode(r[1]))
+    assert.is_true(r[1].seconds >= 1.9, "4 downloads, 2 at a time, took " .. r[1].seconds .. " s")
+    assert.equal(4, r[2].ok, cjson.encode(r[2]))
+    assert.is_true(r[2].seconds < r[1].seconds, "without the cap they run at once: " .. r[2].seconds .. " s")
     fe.rmdir(dir)
   end)
 
