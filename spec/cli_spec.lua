@@ -49,6 +49,12 @@ describe("bin/taskapi", function()
 
   local FAST = "--min-interval 0.1 --interval 0.2"
 
+  it("prints its version: the library's, libcurl's and the runtime's", function()
+    local code, out = run("--version")
+    assert.equal(0, code)
+    assert.matches("^taskapi %d+%.%d+%.%d+ %(libcurl/[%d.]+, [^)]+%)\n$", out)
+  end)
+
   it("prints help for the tool and for every subcommand", function()
     local code, out = run("--help")
     assert.equal(0, code)

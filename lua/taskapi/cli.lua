@@ -587,7 +587,7 @@ local function usage_text()
   lines[#lines + 1] = "\noptions of every command:"
   lines[#lines + 1] = options_help(GLOBAL)
   lines[#lines + 1] = "\n" .. ENV_HELP
-  lines[#lines + 1] = "`taskapi <command> --help` for a command's own options."
+  lines[#lines + 1] = "`taskapi <command> --help` for a command's own options; `taskapi --version` for the version."
   return table.concat(lines, "\n") .. "\n"
 end
 
@@ -732,6 +732,12 @@ function M.main(args, env)
   if name == nil or name == "help" or name == "--help" or name == "-h" then
     io.stdout:write(usage_text())
     return name == nil and EXIT.usage or EXIT.ok
+  end
+  if name == "--version" or name == "version" then
+    local core = require "taskapi.core"
+    io.stdout:write(require("taskapi")._VERSION, " (", core.curl_version:match("^%S+") or "libcurl", ", ",
+      jit and jit.version or _VERSION, ")\n")
+    return EXIT.ok
   end
   local cmd = COMMANDS[name]
   if not cmd then

@@ -6,7 +6,10 @@ local fe = require "support.fake_env"
 
 local M = {}
 
-function M.start(fake, out, env)
+-- opts.as_nobody: keep nginx's own worker user (nobody, when started as root) and load the
+-- example's Lua files from opts.app_dir (to show what a checkout that user cannot read does).
+function M.start(fake, out, env, opts)
+  opts = opts or {}
   local example = assert(io.open(nginx.root() .. "/examples/openresty/nginx.conf", "rb")):read("*a")
   local vars = {
     TASKAPI_API_KEY = fe.KEY, TASKAPI_BASE_URL_TRIPO = fake.base.tripo,
@@ -20,7 +23,10 @@ function M.start(fake, out, env)
     config = function(o)
       -- as root, nginx would run the worker as nobody, who may not read a checkout in a
       -- private folder (the README says so for users): the specs' worker runs as root
-      local user = o.is_root and "user root root;\n" or ""
+      local user = (o.is_root and not opts.as_nobody) and "user root root;\n" or ""
+      if opts.app_dir then
+        example = example:gsub("%$prefix/examples/openresty/", (opts.app_dir:gsub("%%", "%%%%")) .. "/")
+      end
       return user .. (example
         :gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. o.port .. ";")
         :gsub("pid [^;]+;", "pid " .. o.dir .. "/nginx.pid;")

@@ -30,6 +30,23 @@ describe("OpenResty example #openresty", function()
     if out then fe.rmdir(out) end
   end)
 
+  -- started as root, nginx's worker is nobody: from a checkout that user cannot read, every
+  -- request says so (not "module 'app' not found")
+  it("answers every request with what to do when its worker cannot read the example", function()
+    if fe.sh("id -u"):match("^0") == nil then
+      return pending("only as root: the worker runs as nobody")
+    end
+    local private = fe.tmpdir() -- mode 0700, root's
+    os.execute("chmod 0700 " .. fe.q(private) .. " && cp examples/openresty/*.lua " .. fe.q(private))
+    local locked = require("openresty.example_app").start(env, out, nil, { as_nobody = true, app_dir = private })
+    local page = curl("-i " .. locked.url .. "/jobs")
+    locked.stop()
+    fe.rmdir(private)
+    assert.truthy(page:find("^HTTP/1%.1 500"), page)
+    assert.truthy(page:find("this nginx worker cannot read", 1, true), page)
+    assert.truthy(page:find("user root;", 1, true), page)
+  end)
+
   it("lists no jobs as an empty JSON array", function()
     assert.equal('{"jobs":[]}', (curl(app.url .. "/jobs"):gsub("%s+$", "")))
   end)
