@@ -37,33 +37,21 @@ static int push_fn(const char *name, size_t nlen, const char *val, size_t vlen, 
   char low[256];
   size_t k;
   if (nlen >= sizeof low) return 0;
-  if (!pu->table) {
-    /* only the three fields read below: compare without a lower-case copy */
-    if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) {
-      pu->ct = val;
-      pu->ct_len = vlen;
-    } else if (nlen == 11 && strncasecmp(name, "retry-after", 11) == 0) {
-      pu->ra = val;
-      pu->ra_len = vlen;
-    } else if (pu->want && nlen == pu->want_len && strncasecmp(name, pu->want, nlen) == 0) {
-      pu->trace = val;
-      pu->trace_len = vlen;
-    }
-    return 0;
+  /* the three fields read below, compared without a lower-case copy */
+  if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) {
+    pu->ct = val;
+    pu->ct_len = vlen;
+  } else if (nlen == 11 && strncasecmp(name, "retry-after", 11) == 0) {
+    pu->ra = val;
+    pu->ra_len = vlen;
+  } else if (pu->want && nlen == pu->want_len && strncasecmp(name, pu->want, nlen) == 0) {
+    pu->trace = val;
+    pu->trace_len = vlen;
   }
+  if (!pu->table) return 0;
   for (k = 0; k < nlen; k++) {
     char c = name[k];
     low[k] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-  }
-  if (nlen == 12 && memcmp(low, "content-type", 12) == 0) {
-    pu->ct = val;
-    pu->ct_len = vlen;
-  } else if (nlen == 11 && memcmp(low, "retry-after", 11) == 0) {
-    pu->ra = val;
-    pu->ra_len = vlen;
-  } else if (pu->want && nlen == pu->want_len && memcmp(low, pu->want, nlen) == 0) {
-    pu->trace = val;
-    pu->trace_len = vlen;
   }
   lua_pushlstring(L, low, nlen);
   lua_pushlstring(L, val, vlen);
