@@ -122,17 +122,12 @@ const char *tk_request_setup(lua_State *L, int ridx, int tidx, tk_transfer *t)
   /* req.trace_header: the response header whose value is res.trace_id */
   lua_getfield(L, ridx, "trace_header");
   if (!lua_isnil(L, -1)) {
-    size_t k, n;
+    size_t n;
     const char *h = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
-    if (!h || n == 0 || n > 64 || strcspn(h, " \t\r\n:") != n)
+    if (!h || n == 0 || n > TK_TRACE_HDR_MAX || strcspn(h, " \t\r\n:") != n)
       return "req.trace_header must be a header name (1 to 64 characters, no space or colon)";
-    t->trace_hdr = (char *)malloc(n + 1);
-    if (!t->trace_hdr) return "out of memory";
-    for (k = 0; k < n; k++) {
-      char c = h[k];
-      t->trace_hdr[k] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-    }
-    t->trace_hdr[n] = '\0';
+    memcpy(t->trace_hdr, h, n + 1); /* compared case-insensitively (result.c) */
+    t->trace_hdr_len = n;
   }
   lua_pop(L, 1);
 

@@ -26,7 +26,7 @@ struct push_ud {
   int table; /* also fill the headers table at the top of the stack */
   const char *ct, *ra, *trace;
   size_t ct_len, ra_len, trace_len;
-  const char *want;      /* req.trace_header (lower case), or NULL */
+  const char *want;      /* req.trace_header (any case), or NULL */
   size_t want_len;
 };
 
@@ -241,8 +241,8 @@ int tk_push_result(lua_State *L, int tidx, tk_transfer *t)
     memset(&pu, 0, sizeof pu);
     pu.L = L;
     pu.table = t->res_headers;
-    pu.want = t->trace_hdr;
-    pu.want_len = t->trace_hdr ? strlen(t->trace_hdr) : 0;
+    pu.want = t->trace_hdr_len ? t->trace_hdr : NULL;
+    pu.want_len = t->trace_hdr_len;
     if (pu.table) lua_createtable(L, 0, 8);
     tk_header_each(&t->hdr, push_fn, &pu);
     if (pu.table) lua_setfield(L, -2, "headers");

@@ -125,8 +125,6 @@ static void transfer_release(tk_transfer *t)
   t->effective_url = NULL;
   free(t->url);
   t->url = NULL;
-  free(t->trace_hdr);
-  t->trace_hdr = NULL;
   free(t->err_msg);
   t->err_msg = NULL;
   tk_dl_free(&t->dl);

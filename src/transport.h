@@ -22,6 +22,7 @@
 #define TK_MAX_HEADER_BYTES (256u * 1024u)
 #define TK_ERROR_BODY_MAX (64u * 1024u)
 #define TK_POOL_MAX 128 /* idle easy handles a multi keeps (pool.c) */
+#define TK_TRACE_HDR_MAX 64 /* bytes of req.trace_header */
 
 /* Download mode state (req.path set); owned by its transfer, released by tk_dl_free. */
 typedef struct tk_dl {
@@ -78,7 +79,8 @@ typedef struct tk_transfer {
   int res_headers;                 /* build res.headers (req.response_headers ~= false) */
   size_t max_body;
   char *url;                       /* the request URL (malloc'd), for hostport on errors */
-  char *trace_hdr;                 /* req.trace_header, lower case (malloc'd), or NULL */
+  char trace_hdr[TK_TRACE_HDR_MAX + 1]; /* req.trace_header as given ("" when none): */
+  size_t trace_hdr_len;            /* copied, not allocated: it is set on every API call */
   tk_buf hdr;                      /* raw header lines of the last response */
   tk_buf body;                     /* memory mode body, or the error body of a download */
   /* an error our own callbacks recorded; it wins over the CURLcode */

@@ -596,6 +596,7 @@ end
 local NUMERIC = { "timeout", "low_speed_time", "connect_timeout", "max_redirects", "max_body" }
 
 local good_ua, n_ua = {}, 0 -- user agents checked already
+local trace_lower, n_trace = {}, 0 -- trace header names checked already -> lower case
 
 local CA_FILE = "ca_file cannot be applied to a request inside nginx (cosockets verify against the " ..
   "`lua_ssl_trusted_certificate` directive): add the CA to the file it names and leave ca_file out"
@@ -625,10 +626,16 @@ function M.request(req)
   if insecure ~= nil and type(insecure) ~= "boolean" then return invalid("req.insecure must be a boolean") end
   local trace_header = req.trace_header
   if trace_header ~= nil then
-    if type(trace_header) ~= "string" or #trace_header == 0 or #trace_header > 64 or find(trace_header, "[%s:]") then
-      return invalid("req.trace_header must be a header name (1 to 64 characters, no space or colon)")
+    local low = trace_lower[trace_header] -- checked once per name (it is the provider's, on every call)
+    if not low then
+      if type(trace_header) ~= "string" or #trace_header == 0 or #trace_header > 64 or find(trace_header, "[%s:]") then
+        return invalid("req.trace_header must be a header name (1 to 64 characters, no space or colon)")
+      end
+      low = lower(trace_header)
+      if n_trace >= 64 then trace_lower, n_trace = {}, 0 end
+      trace_lower[trace_header], n_trace = low, n_trace + 1
     end
-    trace_header = lower(trace_header)
+    trace_header = low
   end
   local ca_file = req.ca_file
   if ca_file ~= nil and type(ca_file) ~= "string" then return invalid("req.ca_file must be a string") end
