@@ -10,7 +10,7 @@ local M = {}
 --- finished(t, rec). moved(t, rec, done, total) (optional) is called when done differs from
 --- rec.last, and sets rec.last itself when it has told the record's owner. wants: how many
 --- records want progress (0 skips the scan; nil scans). Returns the number of transfers
---- that finished.
+--- that finished and the number moved was called for.
 function M.step(multi, records, finished, moved, wants)
   multi:perform()
   local list = multi:completed()
@@ -24,15 +24,19 @@ function M.step(multi, records, finished, moved, wants)
       finished(t, rec)
     end
   end
+  local m = 0
   if moved and wants ~= 0 then
     for t, rec in pairs(records) do
       if rec.progress then
         local done, total = t:progress()
-        if done ~= rec.last then moved(t, rec, done, total) end
+        if done ~= rec.last then
+          m = m + 1
+          moved(t, rec, done, total)
+        end
       end
     end
   end
-  return n
+  return n, m
 end
 
 return M

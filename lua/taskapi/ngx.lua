@@ -46,15 +46,13 @@ end
 -- that moved bytes calls its on_progress (in the driver's light thread, under pcall): an
 -- error it raises cancels the transfer at once (no file appears, its part file is removed)
 -- and is raised again by the request.
-local moved_any = false
-
 local function finished(_, w)
   slots:post(1) -- drive.step took the transfer out of waiting
   w.sema:post(1)
 end
 
 local function moved(t, w, done, total)
-  w.last, moved_any = done, true
+  w.last = done
   local ok, err = pcall(w.progress, done, total)
   if not ok then
     w.progress_err = err
@@ -68,8 +66,8 @@ local function drive(premature)
   if premature then return end
   local pause = M.MIN_SLEEP
   while next(waiting) do
-    moved_any = false
-    local busy = drive_step(multi, waiting, finished, moved) > 0 or moved_any
+    local nfinished, nmoved = drive_step(multi, waiting, finished, moved)
+    local busy = nfinished + nmoved > 0
     -- back off from 1 ms to 20 ms while nothing happens; at once back to 1 ms on activity
     pause = busy and M.MIN_SLEEP or math.min(pause * 2, M.MAX_SLEEP)
     ngx.sleep(pause)
