@@ -1,14 +1,15 @@
 -- taskapi.download: saving a task's outputs to disk. Picks the outputs, names each file
 -- `<task id>_<output name>.<ext>` inside the destination folder (taskapi.naming decides the
--- names; nothing a server says can change the folder), skips an output
--- whose file already exists (unless overwrite), resolves each output's link (the provider's
--- def.link when it has one: SellerPic's download-link call per result), and runs the streaming transfer of the C module: a hidden
--- part file, locked while written (a second download of the same output gets an io error),
--- renamed to the final name only when complete and never over an existing file unless
--- overwrite, resumed with Range after a dropped connection or from a part file a killed
--- process left, the link renewed once when the file host says it expired (403/404). A total
--- time limit (timeout) and an average-speed floor (min_speed) bound every call. The API key is
--- never sent to a file host. A failure removes the part file (unless another download holds it).
+-- names; nothing a server says can change the folder), skips an output whose file already
+-- exists (unless overwrite), resolves each output's link (the provider's def.link when it
+-- has one: SellerPic's download-link call per result), and runs the streaming transfer of
+-- the C module: a hidden part file, locked while written (a second download of the same
+-- output gets an io error), renamed to the final name only when complete and never over an
+-- existing file unless overwrite, resumed with Range after a dropped connection or from a
+-- part file a killed process left, the link renewed once when the file host says it expired
+-- (403/404). A total time limit (timeout) and an average-speed floor (min_speed) bound every
+-- call. The API key is never sent to a file host. A failure removes the part file (unless
+-- another download holds it).
 local core = require "taskapi.core"
 local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"

@@ -1,7 +1,7 @@
 -- taskapi.http: one call of a provider's API: the request (URL, the client's prebuilt headers,
--- a JSON body), the transfer through taskapi.backend, the response turned into data or an error,
--- and the retries of transient failures (transport, timeout, 5xx, 429) with backoff that
--- honours Retry-After. Permanent failures (400, 401, 403, 404) return at once. A request that
+-- a JSON body), the transfer through taskapi.backend, the response turned into data or an
+-- error, and the retries of transient failures (transport, timeout, 5xx, 429) with backoff
+-- that honours Retry-After. Permanent failures (400, 401, 403, 404) return at once. A request that
 -- may create a paid task is retried only when the server cannot have acted on it.
 local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
@@ -114,9 +114,10 @@ end
 
 --- The one request builder: req (a transfer table of the C module's or the cosocket
 --- transport's) with the client's transport settings added: user agent, CA file, insecure,
---- the stall limit (stall_time as low_speed_time), and the provider's trace header. Every request a client makes (API calls,
---- uploads, presigned PUTs, downloads) is built here, so none can leave a setting out; a
---- setting the client does not have adds nothing to the table. Returns req.
+--- the stall limit (stall_time as low_speed_time), and the provider's trace header. Every
+--- request a client makes (API calls, uploads, presigned PUTs, downloads) is built here, so
+--- none can leave a setting out; a setting the client does not have adds nothing to the
+--- table. Returns req.
 function M.request(client, req)
   req.user_agent, req.ca_file, req.insecure = client.user_agent, client.ca_file, client.insecure
   req.low_speed_time, req.trace_header = client.stall_time, client.def.trace_header

@@ -2,8 +2,8 @@
 -- set of coroutines; their timers sit in a binary heap and every HTTP transfer of every
 -- coroutine runs on the scheduler's one libcurl multi handle. When nothing is ready the
 -- process waits in poll() on the sockets libcurl asked to watch (or a plain sleep when no
--- transfer is open) until the next timer is due or a socket wakes it: no busy waiting. All yields of the library are here
--- (and in taskapi.ngx for OpenResty).
+-- transfer is open) until the next timer is due or a socket wakes it: no busy waiting. All
+-- yields of the library are here (and in taskapi.ngx for OpenResty).
 local core = require "taskapi.core"
 local backend = require "taskapi.backend"
 local errors = require "taskapi.errors"
