@@ -470,6 +470,15 @@ describe("a client with a ledger (nginx fake, real HTTP)", function()
     assert.equal("io", err.kind)
     r, err = c:resume({ dir = dir, interval = -1 })
     assert.equal("invalid_argument", err.kind)
+    -- every option of download reaches download's own check (they were a copied list that
+    -- had left out min_speed and min_speed_time)
+    for _, k in ipairs { "min_speed", "min_speed_time", "max_bytes" } do
+      r, err = c:resume({ dir = dir, [k] = -1 })
+      assert.is_nil(r)
+      assert.matches("download option '" .. k .. "' must be", err.message)
+    end
+    r, err = c:resume({ dir = dir, download_timeout = 0 })
+    assert.matches("download option 'timeout' must be", err.message)
     r, err = c:reconcile({ window = "x" })
     assert.equal("invalid_argument", err.kind)
     r, err = taskapi.new { provider = "tripo", api_key = "k", ledger = 5 }

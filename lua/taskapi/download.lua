@@ -34,6 +34,8 @@ local RULES = {
   min_speed = check.NON_NEGATIVE, min_speed_time = check.NON_NEGATIVE_SECONDS,
 }
 
+M.OPTIONS = RULES -- the names of download's options (ledger.resume takes them too)
+
 --- Checks the download options before any request; returns the normalized options.
 function M.check_opts(def, opts)
   if opts == nil then opts = {} end

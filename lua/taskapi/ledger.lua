@@ -536,9 +536,9 @@ end
 ----------------------------------------------------------------------------------------------
 -- client:resume and client:reconcile
 
-local WAIT_KEYS = { timeout = true, interval = true, max_interval = true, min_interval = true, on_progress = true }
-local DOWNLOAD_KEYS = { dir = true, outputs = true, format = true, overwrite = true, max_bytes = true, uhd = true }
-local RENAMED = { download_timeout = "timeout", on_download_progress = "on_progress" } -- download's own
+-- resume takes wait's options and download's (their own tables: taskapi.wait.OPTIONS,
+-- taskapi.download.OPTIONS); the two download has in common with wait go by these names
+local RENAMED = { download_timeout = "timeout", on_download_progress = "on_progress" }
 
 -- The file a completed download of output `out` left in o.dir (a process killed between the
 -- rename and the ledger's record), or nil. The C module renames a part file to its final
@@ -564,8 +564,8 @@ end
 --- ledger and downloads every result not yet saved (a file already on disk as recorded, or
 --- complete under its final name, is skipped), concurrently. opts: dir (required), the
 --- options of wait (timeout, interval, max_interval, min_interval, on_progress) and of
---- download (outputs, format, overwrite, max_bytes; download_timeout and
---- on_download_progress for its timeout and on_progress), concurrency (downloads at once;
+--- download (outputs, format, overwrite, max_bytes, uhd, min_speed, min_speed_time;
+--- download_timeout and on_download_progress for its timeout and on_progress), concurrency (downloads at once;
 --- 4). Returns tasks, errs (keyed by task id, like wait_all) and files (task id -> the
 --- files saved, adopted or skipped).
 function M.resume(client, opts)
@@ -573,11 +573,13 @@ function M.resume(client, opts)
   if not L then return errors.invalid("resume: this client has no ledger (taskapi.new{ ledger = path })") end
   if type(opts) ~= "table" then return errors.invalid("resume expects an options table with 'dir'") end
   if opts.dir == nil then return errors.invalid("resume: option 'dir' (the folder for the results) is required") end
+  local download = require "taskapi.download"
+  local waiting = require "taskapi.wait"
   local wopts, dopts, concurrency = {}, {}, 4
   for k, v in pairs(opts) do
-    if WAIT_KEYS[k] then wopts[k] = v
-    elseif DOWNLOAD_KEYS[k] then dopts[k] = v
+    if waiting.OPTIONS[k] then wopts[k] = v
     elseif RENAMED[k] then dopts[RENAMED[k]] = v
+    elseif download.OPTIONS[k] then dopts[k] = v
     elseif k == "concurrency" then
       local c, cerr = positive_int(v, "resume: option 'concurrency'", 64)
       if not c then return nil, cerr end
@@ -586,8 +588,6 @@ function M.resume(client, opts)
       return errors.invalid("resume: unknown option '" .. tostring(k):sub(1, 40) .. "'")
     end
   end
-  local download = require "taskapi.download"
-  local waiting = require "taskapi.wait"
   local scheduler = require "taskapi.scheduler"
   local o, err = download.check_opts(client.def, dopts)
   if not o then return nil, err end

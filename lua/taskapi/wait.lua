@@ -67,6 +67,8 @@ local RULES = {
   min_interval = check.NON_NEGATIVE_SECONDS, on_progress = check.FUNCTION,
 }
 
+M.OPTIONS = RULES -- the names of wait's options (ledger.resume takes them too)
+
 local function check_opts(client, opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then return errors.invalid("wait options must be a table, got " .. type(opts)) end
