@@ -57,10 +57,10 @@ local function read_task(d, null)
   }
 end
 
--- The download link of result `out`: GET link_path (uhd: the longest side up to 4096 px).
--- call(method, path, vars) is an API call of the client. Returns the URL, or nil, err.
 local LINK_PATH = "/v1/api/download?id={id}&downloadFormat={format}"
 
+-- The download link of result `out` (def.link): GET LINK_PATH (uhd: the longest side up to
+-- 4096 px). call(method, path, vars) is an API call of the client. Returns the URL, or nil, err.
 local function link(call, task, out, o)
   local errors = require "taskapi.errors"
   local data, err = call("GET", LINK_PATH .. (o.uhd and "&uhd=true" or ""),
@@ -95,9 +95,8 @@ local def = {
   upload_max_bytes = 40 * 1024 * 1024,
   upload_result = "fileKey",
   create_result = "id",
-  -- Each successful result is fetched through the download-link endpoint (link below), which
-  -- also renews an expired link; the file's extension is the format asked for.
-  link_path = LINK_PATH,
+  -- Each successful result is fetched through the download-link endpoint (link, above), which
+  -- also renews an expired link; the file's extension is the format asked for (file_ext).
   formats = { jpg = true, png = true, webp = true, mp4 = true, gif = true },
   default_format = "png",
   envelope = { code = "code", message = "msg", data = "data", trace = "traceId" },
