@@ -488,7 +488,11 @@ describe("batched waits over HTTP against the fake", function()
         assert.is_true(#e.ids <= 100)
         due = due + #e.ids
       end
-      assert.equal(math.ceil(due / 100), #r, "round " .. k .. ": " .. #r .. " requests for " .. due .. " due polls")
+      -- at least ceil(due/100); more only where the first round's groups came back more than
+      -- the 50 ms batch window apart (a loaded machine: seen once in nine CI runs, round 5
+      -- sent 2 requests for 100 polls), never more than that first round's 3 groups
+      assert.is_true(#r >= math.ceil(due / 100) and #r <= #rs[1],
+        "round " .. k .. ": " .. #r .. " requests for " .. due .. " due polls")
     end
     check_min_interval(rec, 1)
   end)
