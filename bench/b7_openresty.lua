@@ -24,7 +24,7 @@ local function cpu()
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
 end
 local cjson = require "cjson"
-local provider = require "taskapi.provider"
+local provider = require "taskapi.api.provider"
 local tripo = require "taskapi.providers.tripo"
 local ID, KEY = "7f3a9c1e-0000-4000-a000-000000000000", "test-key"
 
@@ -126,7 +126,7 @@ function M.handle()
     ngx.say(tostring(line))
     return
   end
-  ngx.say("RESULT ", line, " driving=", tostring(require("taskapi.ngx").driving()))
+  ngx.say("RESULT ", line, " driving=", tostring(require("taskapi.run.ngx").driving()))
 end
 
 -- the worker's CPU over s seconds while it only sleeps (and the libcurl driver does whatever
@@ -136,7 +136,7 @@ function M.idle()
   local c0 = cpu()
   ngx.sleep(secs)
   ngx.say(string.format("RESULT cpu_ms_per_s=%.3f driving=%s", (cpu() - c0) / secs * 1000,
-    tostring(require("taskapi.ngx").driving())))
+    tostring(require("taskapi.run.ngx").driving())))
 end
 
 -- a download on the libcurl driver, trickling for the rest of the run
@@ -144,7 +144,7 @@ function M.trickle()
   local a = ngx.req.get_uri_args()
   local url, path = a.url, a.path
   local ok, err = ngx.timer.at(0, function()
-    local engine = require "taskapi.ngx"
+    local engine = require "taskapi.run.ngx"
     local res, terr = engine.transfer { url = url, path = path, part = path .. ".part", timeout = 3600 }
     ngx.log(ngx.WARN, "b7 trickle download ended: ", tostring(res and res.status), " ", tostring(terr))
   end)
@@ -161,7 +161,7 @@ local function get(url)
 end
 
 function M.run(env)
-  local nginx = require "taskapi.fake.nginx"
+  local nginx = require "taskapi.fake.process"
   local dir = L.sh1("mktemp -d /tmp/taskapi-b7.XXXXXX")
   local f = assert(io.open(dir .. "/b7_handler.lua", "w"))
   f:write(HANDLER)

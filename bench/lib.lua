@@ -181,7 +181,7 @@ end
 -- is one, a batch read of n tasks n: counted from wait's calls of client:_status_many, one
 -- request each, without decoding anything).
 function L.count_requests()
-  local backend = require "taskapi.backend"
+  local backend = require "taskapi.run.backend"
   local Client = require("taskapi.client").Client
   local n, orig = 0, backend.request
   local batches, batched, many = 0, 0, Client._status_many
@@ -198,7 +198,7 @@ end
 
 -- The peers' normalization: the same normalized task as client:status builds.
 function L.normalize(data, trace, null)
-  local provider = require "taskapi.provider"
+  local provider = require "taskapi.api.provider"
   return provider.task(require "taskapi.providers.tripo", data, L.ID, trace, null)
 end
 

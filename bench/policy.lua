@@ -5,7 +5,7 @@
 -- running_left_time) = true remaining x lognormal noise, drawn again on every poll. Requests
 -- per task, and the median and p95 delay between a task finishing and the caller seeing it.
 local L = require "bench.lib"
-local wait = require "taskapi.wait"
+local wait = require "taskapi.ops.wait"
 
 local TASKS = 1000
 local SIGMA = 0.3       -- lognormal noise of the reported ETA

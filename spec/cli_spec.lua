@@ -423,7 +423,7 @@ describe("bin/taskapi", function()
     assert.equal(url_b .. "\n", out)
     -- a state whose server is gone: status says so
     local fdir = fe.read(fe.sh("ls " .. fe.q(sdir) .. "/folder-b-*.state")):match("^%S+%s+(%S+)")
-    require("taskapi.fake.nginx").stop(fdir, false)
+    require("taskapi.fake.process").stop(fdir, false)
     code, out, err = run("fake status", { cwd = b, env = E })
     assert.equal(1, code)
     assert.matches("not running: the state file .* names " .. url_b:gsub("%p", "%%%0") .. ", but its folder .* has no nginx.pid", err)

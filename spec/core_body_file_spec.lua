@@ -1,7 +1,7 @@
 -- taskapi.core req.body_file: a PUT or POST body streamed from one file (the raw bytes, no
 -- multipart), checked against a private nginx on 127.0.0.1 that reports what really arrived.
 local core = require "taskapi.core"
-local nginx = require "taskapi.fake.nginx"
+local nginx = require "taskapi.fake.process"
 
 -- /store answers what arrived: method, headers of interest, size and Adler-32 of the body
 -- (read from nginx's temporary file when it buffered the body there). /redirect reads the whole

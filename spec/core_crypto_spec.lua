@@ -2,7 +2,7 @@
 -- SHA-256 against the FIPS 180-2 examples, the same digests of files streamed in 64 KiB
 -- blocks, and the constant-time comparison.
 local core = require "taskapi.core"
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 
 local function unhex(h) return (h:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end)) end
 local function bytes(from, to)

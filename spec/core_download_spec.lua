@@ -2,8 +2,8 @@
 -- resume with Range (nginx's static module answers 206), restart on a 200, dropped
 -- connections, lying lengths, max_bytes, non-2xx, unwritable destinations, cancel/close/GC.
 local core = require "taskapi.core"
-local nginx = require "taskapi.fake.nginx"
-local files = require "taskapi.files"
+local nginx = require "taskapi.fake.process"
+local files = require "taskapi.util.files"
 local sh, exists, size, write, read = files.sh, files.exists, files.size, files.write, files.read
 
 local SIZE = 1048576 + 12345

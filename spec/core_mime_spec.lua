@@ -1,7 +1,7 @@
 -- taskapi.core req.mime: multipart/form-data bodies streamed by libcurl from files (and plain
 -- fields), checked against a private nginx on 127.0.0.1 that parses what really arrived.
 local core = require "taskapi.core"
-local nginx = require "taskapi.fake.nginx"
+local nginx = require "taskapi.fake.process"
 
 -- /parts answers the parsed body: [{name, filename, content_type, size, sha256}], plus the
 -- request's method and Content-Type; the body may have been buffered to a temporary file.

@@ -3,7 +3,7 @@
 -- methods and bodies, headers, redirects, limits, timeouts and stalls, error mapping,
 -- cancel/close/GC).
 local core = require "taskapi.core"
-local nginx = require "taskapi.fake.nginx"
+local nginx = require "taskapi.fake.process"
 
 local is54 = math.type ~= nil
 

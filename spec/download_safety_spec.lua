@@ -6,7 +6,7 @@
 -- outputs exist gets the missing ones; a host trickling 2 bytes/s ends with a timeout within
 -- the limits (min_speed floor, total timeout, the defaults).
 local fe = require "support.fake_env"
-local naming = require "taskapi.naming"
+local naming = require "taskapi.ops.naming"
 
 local SIZE = 100000
 local RT = jit and "luajit" or "lua5.4"
@@ -216,17 +216,17 @@ describe("download safety", function()
     local pid = fe.sh("sh -c " .. q(child_cmd(p, id, dir, out.name) .. " >/dev/null 2>&1 & echo $!"))
     assert.truthy(pid:match("^%d+$"), pid)
     local deadline = fe.now() + 10
-    while (require("taskapi.files").size(part) or 0) < SIZE / 2 and fe.now() < deadline do
+    while (require("taskapi.util.files").size(part) or 0) < SIZE / 2 and fe.now() < deadline do
       require("taskapi.core").sleep(0.05)
     end
-    local half = require("taskapi.files").size(part)
+    local half = require("taskapi.util.files").size(part)
     assert.equal(SIZE / 2, half) -- the fake stalls at half the file
     fe.sh("kill -9 " .. pid)
     deadline = fe.now() + 5
     while fe.sh("kill -0 " .. pid .. " 2>/dev/null && echo alive") == "alive" and fe.now() < deadline do
       require("taskapi.core").sleep(0.05)
     end
-    assert.equal(half, require("taskapi.files").size(part)) -- left behind
+    assert.equal(half, require("taskapi.util.files").size(part)) -- left behind
     assert.is_false(fe.exists(final))
     local mark = env:mark()
     local files = assert(c:download(task, { dir = dir, outputs = out.name }))

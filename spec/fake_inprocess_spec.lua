@@ -1,7 +1,7 @@
 -- taskapi.fake (in-process host): the transport with the shape of the C module's m:request.
 local fake = require "taskapi.fake"
 local model = require "taskapi.fake.model"
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 
 -- POST /tasks/list answers tasks as an array (the default list_shape, as Tripo's SDKs read it):
 -- keyed by task_id here for the checks

@@ -2,7 +2,7 @@
 local server = require "taskapi.fake.server"
 local model = require "taskapi.fake.model"
 local cjson = require "cjson"
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 
 -- POST /tasks/list answers tasks as an array (the default list_shape, as Tripo's SDKs read it):
 -- keyed by task_id here for the checks

@@ -1,7 +1,7 @@
--- taskapi.heap: earliest first, insertion order among equal times, empty pops.
-local heap = require "taskapi.heap"
+-- taskapi.util.heap: earliest first, insertion order among equal times, empty pops.
+local heap = require "taskapi.util.heap"
 
-describe("taskapi.heap", function()
+describe("taskapi.util.heap", function()
   it("pops items in time order, equal times in the order they came", function()
     local h = heap.new()
     local times = { 5, 1, 4, 1, 3, 9, 2, 6, 5, 3 }

@@ -5,7 +5,7 @@
 -- installed): --help, and a status call against the nginx fake. The installed module loads
 -- under its interpreter without the launcher too.
 local fe = require "support.fake_env"
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 local q = fe.q
 
 local CJSON = { ["5.4"] = "/usr/lib/x86_64-linux-gnu/lua/5.4/?.so", ["5.1"] = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so" }

@@ -3,7 +3,7 @@
 -- create makes before any request. Payloads are shaped as Tripo's SDKs type them; the
 -- behaviour over real HTTP is in the integration specs.
 local taskapi = require "taskapi"
-local provider = require "taskapi.provider"
+local provider = require "taskapi.api.provider"
 
 local V3 = assert(provider.load("tripo"))
 local V2 = assert(provider.load("tripo-v2"))

@@ -1,6 +1,6 @@
 -- The rockspec lists every C source and every Lua module of the tree (the Makefile builds by
 -- wildcard; `luarocks make` only builds what the rockspec names).
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 
 describe("taskapi-scm-1.rockspec", function()
   local spec = {}

@@ -140,7 +140,7 @@ describe("scheduler over HTTP", function()
     local c = env:client("sellerpic")
     local ids = {}
     for i = 1, 150 do ids[i] = env:add { provider = "sellerpic", queue = (i % 13) * 0.05, run = 0.5 + (i % 37) * 0.05 } end
-    local backend = require "taskapi.backend"
+    local backend = require "taskapi.run.backend"
     local resumes, polls = 0, 0
     local resume, request = coroutine.resume, backend.request
     coroutine.resume = function(...) resumes = resumes + 1 return resume(...) end

@@ -427,7 +427,7 @@ end
 -- (ids: a batch's task_ids, or the one id of a status GET). Returns the records, then fn's
 -- results.
 local function recording(fn)
-  local backend = require "taskapi.backend"
+  local backend = require "taskapi.run.backend"
   local orig, rec = backend.request, {}
   backend.request = function(client, req, ...)
     local e = { time = core.now(), method = req.method or "GET", path = req.url:match("^https?://[^/]+(.*)$") }
@@ -511,7 +511,7 @@ describe("batched waits over HTTP against the fake", function()
     assert(ok, rec)
     -- a due batch wakes one worker: each worker starts and ends once, plus a few resumes
     -- per request (its transfer, a sleep), not dozens
-    local wait = require "taskapi.wait"
+    local wait = require "taskapi.ops.wait"
     assert.is_true(resumes <= 2 * wait.WORKERS + 4 * #rec, resumes .. " resumes for " .. #rec .. " requests")
     assert.is_nil(next(errs))
     assert.equal(120, count(tasks))

@@ -1,6 +1,6 @@
 -- The polling policy: next_delay as a pure function, then client:wait over real HTTP against
 -- the nginx fake (short schedules; the fake's request log gives the poll times).
-local wait = require "taskapi.wait"
+local wait = require "taskapi.ops.wait"
 local fe = require "support.fake_env"
 
 local function rnd_mid() return 0.5 end

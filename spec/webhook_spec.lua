@@ -352,7 +352,7 @@ describe("a delivery ends waits at once (nginx fake, real HTTP)", function()
 end)
 
 describe("webhook.hook (the wait hook)", function()
-  local heap = require "taskapi.heap"
+  local heap = require "taskapi.util.heap"
   local was
   setup(function() was = webhook.enabled; webhook.enabled = true end)
   teardown(function() webhook.enabled = was end)

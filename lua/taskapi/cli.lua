@@ -321,7 +321,7 @@ M.put_param = put_param
 -- help = "..."}. Every command also takes the global options below.
 -- The built-in provider names (the definitions' registry when it has one).
 local function provider_names()
-  local p = require "taskapi.provider"
+  local p = require "taskapi.api.provider"
   return p.BUILTIN_NAMES or { "tripo", "sellerpic" }
 end
 
@@ -706,7 +706,7 @@ local function make_client(o, env)
     return nil, require("taskapi.errors").new("invalid_argument", "--provider must be one of " ..
       table.concat(known, ", ") .. ", got '" .. o.provider:sub(1, 40) .. "'" .. (near and "; did you mean " .. near .. "?" or ""))
   end
-  local def, derr = require("taskapi.provider").load(provider)
+  local def, derr = require("taskapi.api.provider").load(provider)
   if not def then return nil, derr end
   local key = o["api-key"]
   if key then

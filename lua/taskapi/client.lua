@@ -4,14 +4,14 @@
 -- out of reach of printing or iterating the client.
 local core = require "taskapi.core"
 local errors = require "taskapi.errors"
-local provider = require "taskapi.provider"
-local http = require "taskapi.http"
-local download = require "taskapi.download"
-local secret = require "taskapi.secret"
-local scheduler = require "taskapi.scheduler"
-local waiting = require "taskapi.wait"
-local upload = require "taskapi.upload"
-local check = require "taskapi.check"
+local provider = require "taskapi.api.provider"
+local http = require "taskapi.api.http"
+local download = require "taskapi.ops.download"
+local secret = require "taskapi.api.secret"
+local scheduler = require "taskapi.run.scheduler"
+local waiting = require "taskapi.ops.wait"
+local upload = require "taskapi.ops.upload"
+local check = require "taskapi.api.check"
 
 local M = {}
 local Client = {}
@@ -22,7 +22,7 @@ function Client.__tostring(c)
   return "taskapi client (" .. c.def.name .. ", " .. c.base_url .. ")"
 end
 
--- The options of taskapi.new and their rules (taskapi.check; `true`: checked in M.new).
+-- The options of taskapi.new and their rules (taskapi.api.check; `true`: checked in M.new).
 local SECONDS_UP_TO_A_DAY = { "number", above = 0, max = 86400, unit = "seconds" }
 local RULES = {
   provider = true, api_key = true, base_url = true, region = true, transport = true, ca_file = true,

@@ -1,9 +1,9 @@
 -- taskapi: the public entry point. Clients come from taskapi.client; the coroutine scheduler
--- (run, spawn, sleep, gather) from taskapi.scheduler; errors from taskapi.errors.
+-- (run, spawn, sleep, gather) from taskapi.run.scheduler; errors from taskapi.errors.
 local core = require "taskapi.core"
 local errors = require "taskapi.errors"
 local client = require "taskapi.client"
-local scheduler = require "taskapi.scheduler"
+local scheduler = require "taskapi.run.scheduler"
 
 local M = {
   _VERSION = "taskapi " .. core.version,
@@ -25,7 +25,7 @@ M.gather = scheduler.gather
 M.webhook = require "taskapi.webhook" -- verify(secret, headers, body), new{secret=, store=}
 
 -- Inside OpenResty, HTTP and sleeps go through nginx's event loop.
-if ngx and ngx.config and ngx.config.subsystem then require "taskapi.ngx" end
+if ngx and ngx.config and ngx.config.subsystem then require "taskapi.run.ngx" end
 
 --- Builds an error value of the library's kind (for provider definitions and tests).
 M.error = errors.new

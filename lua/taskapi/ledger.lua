@@ -536,15 +536,15 @@ end
 ----------------------------------------------------------------------------------------------
 -- client:resume and client:reconcile
 
--- resume takes wait's options and download's (their own tables: taskapi.wait.OPTIONS,
--- taskapi.download.OPTIONS); the two download has in common with wait go by these names
+-- resume takes wait's options and download's (their own tables: taskapi.ops.wait.OPTIONS,
+-- taskapi.ops.download.OPTIONS); the two download has in common with wait go by these names
 local RENAMED = { download_timeout = "timeout", on_download_progress = "on_progress" }
 
 -- The file a completed download of output `out` left in o.dir (a process killed between the
 -- rename and the ledger's record), or nil. The C module renames a part file to its final
 -- name only once complete, so a file under that name is whole.
 local function on_disk(client, task, out, o)
-  local naming = require "taskapi.naming"
+  local naming = require "taskapi.ops.naming"
   local ext = naming.ext_of(client.def, out, o)
   for _, e in ipairs(ext and { ext } or naming.TYPE_EXTS) do
     local path = naming.names(o, task, out, e)
@@ -573,8 +573,8 @@ function M.resume(client, opts)
   if not L then return errors.invalid("resume: this client has no ledger (taskapi.new{ ledger = path })") end
   if type(opts) ~= "table" then return errors.invalid("resume expects an options table with 'dir'") end
   if opts.dir == nil then return errors.invalid("resume: option 'dir' (the folder for the results) is required") end
-  local download = require "taskapi.download"
-  local waiting = require "taskapi.wait"
+  local download = require "taskapi.ops.download"
+  local waiting = require "taskapi.ops.wait"
   local wopts, dopts, concurrency = {}, {}, 4
   for k, v in pairs(opts) do
     if waiting.OPTIONS[k] then wopts[k] = v
@@ -588,7 +588,7 @@ function M.resume(client, opts)
       return errors.invalid("resume: unknown option '" .. tostring(k):sub(1, 40) .. "'")
     end
   end
-  local scheduler = require "taskapi.scheduler"
+  local scheduler = require "taskapi.run.scheduler"
   local o, err = download.check_opts(client.def, dopts)
   if not o then return nil, err end
   local p

@@ -12,13 +12,13 @@
 --
 -- It also owns the notification point between deliveries and waits in this process (one
 -- nginx worker inside OpenResty): subscribe/unsubscribe/notify by task id, and hook(), the
--- piece taskapi.wait uses so that a delivery ends a wait's sleep at once (the wait then polls
+-- piece taskapi.ops.wait uses so that a delivery ends a wait's sleep at once (the wait then polls
 -- the task; polling stays the fallback when no delivery comes).
 local core = require "taskapi.core"
-local backend = require "taskapi.backend"
+local backend = require "taskapi.run.backend"
 local errors = require "taskapi.errors"
-local heap = require "taskapi.heap"
-local provider = require "taskapi.provider"
+local heap = require "taskapi.util.heap"
+local provider = require "taskapi.api.provider"
 
 local M = {}
 
@@ -300,9 +300,9 @@ function M.listening(task_id)
 end
 
 ----------------------------------------------------------------------------------------------
--- The wait hook (used by taskapi.wait). A hook watches wait states {sid=, at=} and sleeps
+-- The wait hook (used by taskapi.ops.wait). A hook watches wait states {sid=, at=} and sleeps
 -- in place of backend.sleep; a delivery for a watched task sets its state's `at` to now
--- (moving it to the front of `heap`, the array of a taskapi.heap, when it is there), ends
+-- (moving it to the front of `heap`, the array of a taskapi.util.heap, when it is there), ends
 -- every sleep of the hook at once (or the next one, when it comes while none is under way)
 -- and calls on_wake(). Until a receiver exists (M.new) or M.enabled is set, hook() returns a
 -- stub that only sleeps, so waits cost nothing more without webhooks.
@@ -338,7 +338,7 @@ function Stub:close() end
 
 local NGX_YIELDS = { content = true, timer = true, rewrite = true, access = true }
 
---- hook(client [, queue [, on_wake]]) -> a hook (see above); queue: a taskapi.heap of wait states.
+--- hook(client [, queue [, on_wake]]) -> a hook (see above); queue: a taskapi.util.heap of wait states.
 function M.hook(client, queue, on_wake)
   if not M.enabled then return setmetatable({ client = client }, Stub) end
   return setmetatable({ client = client, heap = queue, on_wake = on_wake, tokens = {}, sleepers = {}, pending = {}, rung = false }, Hook)
@@ -386,7 +386,7 @@ function Hook:sleep(seconds)
   if s then
     -- the plain scheduler: a timer of its own in the scheduler's heap; a delivery moves it to
     -- the front as cancelled (so the loop never sleeps on it) and wakes the coroutine.
-    -- (Scheduler internals: heap, _park, _wake. A timed wait in taskapi.scheduler would do.)
+    -- (Scheduler internals: heap, _park, _wake. A timed wait in taskapi.run.scheduler would do.)
     local co = coroutine.running()
     local item = { at = core.now() + seconds, co = co }
     heap.push(s.heap, item)

@@ -2,7 +2,7 @@
 -- cosocket_spec.lua drives (loaded with dofile by init_by_lua). POST /do with a JSON body
 -- {client = <taskapi.new options>?, steps = [...]} runs each step in this worker's content
 -- handler, in order, and answers {results = [...]}. Steps:
---   {op = "transfer", req = {...}}   the engine's transfer inside nginx (taskapi.ngx), as an API
+--   {op = "transfer", req = {...}}   the engine's transfer inside nginx (taskapi.run.ngx), as an API
 --                                    call or a download takes it
 --   {op = "transfer_raising", req}   a transfer whose on_progress raises once bytes arrived
 --                                    (result: raised = the error's text)
@@ -11,7 +11,7 @@
 --   {op = "status", id = "..."}      client:status(id)
 --   {op = "create", params = {...}}  client:create(params)
 --   {op = "both", req = {...}}       the request through the C module (m:request, blocking) and
---                                    through taskapi.cosocket: {curl = res, cos = res}
+--                                    through taskapi.run.cosocket: {curl = res, cos = res}
 -- Each result: {res = {...}} or {err = {kind, message, retryable, sent, status, indeterminate}},
 -- and seconds (wall clock of the step).
 local cjson = require "cjson.safe"
@@ -45,7 +45,7 @@ function M.handle()
       return ngx.say(tostring(cerr))
     end
   end
-  local engine = require "taskapi.ngx"
+  local engine = require "taskapi.run.ngx"
   local results = {}
   for i, step in ipairs(input.steps or {}) do
     ngx.update_time()
@@ -59,7 +59,7 @@ function M.handle()
       local m = require("taskapi.core").multi()
       local a, aerr = m:request(step.req)
       m:close()
-      local b, berr = require("taskapi.cosocket").request(step.req)
+      local b, berr = require("taskapi.run.cosocket").request(step.req)
       out.curl = a and res_of(a) or { err = err_of(aerr) }
       out.cos = b and res_of(b) or { err = err_of(berr) }
     elseif step.op == "transfer_raising" then
@@ -68,7 +68,7 @@ function M.handle()
       out.raised = not ok and tostring(err) or nil
     elseif step.op == "parallel" then
       -- step.n downloads at once (light threads) with the worker's cap at step.cap
-      local ngxe = require "taskapi.ngx"
+      local ngxe = require "taskapi.run.ngx"
       ngxe.MAX_TRANSFERS = step.cap
       local hs, ok_n = {}, 0
       for j = 1, step.n do

@@ -1,10 +1,10 @@
--- OpenResty: API calls over nginx's cosockets (taskapi.cosocket), driven from an nginx worker
+-- OpenResty: API calls over nginx's cosockets (taskapi.run.cosocket), driven from an nginx worker
 -- (spec/openresty/cosocket_app.lua) against the nginx fake: keep-alive (the fake logs nginx's
 -- connection number of each request), a create on a connection of its own, chunked answers
 -- with exact integers, the body cap, a server closing in the middle of a body, timeouts, the
 -- creation faults' `sent` rules, redirects, and TLS against a test CA with and without
 -- `lua_ssl_trusted_certificate`.
-local nginx = require "taskapi.fake.nginx"
+local nginx = require "taskapi.fake.process"
 local server = require "taskapi.fake.server"
 local fe = require "support.fake_env"
 local cjson = require "cjson"
@@ -164,7 +164,7 @@ describe("OpenResty API calls over cosockets #openresty", function()
     fe.rmdir(dir)
   end)
 
-  -- libcurl transfers in one worker are capped (taskapi.ngx.MAX_TRANSFERS, as the plain
+  -- libcurl transfers in one worker are capped (taskapi.run.ngx.MAX_TRANSFERS, as the plain
   -- scheduler's): 4 downloads of a file that answers after 1 s, 2 at a time, take 2 s at
   -- least (1 s when they all run at once); all 4 complete
   it("runs at most MAX_TRANSFERS libcurl transfers at once; the others wait for a slot", function()
@@ -502,7 +502,7 @@ describe("OpenResty API calls over TLS cosockets #openresty", function()
     assert.truthy(r.err.message:find("lua_ssl_trusted_certificate", 1, true), r.err.message)
     assert.truthy(r.err.message:find("insecure = true", 1, true), r.err.message)
     assert.is_true(r.seconds < 1, "a TLS failure is not retried (took " .. r.seconds .. " s)")
-    -- ten more: nginx reports a failed verification in two ways (see taskapi.cosocket); each is
+    -- ten more: nginx reports a failed verification in two ways (see taskapi.run.cosocket); each is
     -- a TLS error, and no request reaches the server
     local log_len = function()
       return #cjson.decode(fe.sh("curl -s --cacert " .. q(pki .. "/ca.pem") .. " " .. q(https.url .. "/_fake/log")))
@@ -527,7 +527,7 @@ describe("OpenResty API calls over TLS cosockets #openresty", function()
     assert.equal("transport", r.err.kind)
     assert.is_false(r.err.retryable)
     assert.is_false(r.err.sent)
-    -- nginx says "certificate host mismatch", or (see taskapi.cosocket) only that it did not verify
+    -- nginx says "certificate host mismatch", or (see taskapi.run.cosocket) only that it did not verify
     assert.truthy(r.err.message:find("host mismatch", 1, true) or r.err.message:find("did not verify", 1, true),
       r.err.message)
     assert.truthy(r.err.message:find("not for 127.0.0.1", 1, true), r.err.message)

@@ -1,7 +1,7 @@
 -- spec/openresty/example_app.lua: starts the OpenResty example of examples/openresty/ (its
 -- nginx.conf, with only the port and the log/pid/temp paths changed) against a running fake
 -- (support.fake_env), for the OpenResty specs. env: extra environment variables of nginx.
-local nginx = require "taskapi.fake.nginx"
+local nginx = require "taskapi.fake.process"
 local fe = require "support.fake_env"
 
 local M = {}

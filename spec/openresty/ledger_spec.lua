@@ -3,7 +3,7 @@
 -- SQLite file, four requests at once (so both workers write to it together); the spec then
 -- reads the file from its own process: every intent created, every task finalized, every
 -- result saved once with the fake's bytes.
-local nginx = require "taskapi.fake.nginx"
+local nginx = require "taskapi.fake.process"
 local fe = require "support.fake_env"
 local ledger = require "taskapi.ledger"
 

@@ -2,7 +2,7 @@
 -- only the port and the log/pid paths changed: openresty/example_app.lua) against the nginx fake provider: the whole
 -- workflow completes with every file downloaded, and the worker keeps answering while 100
 -- status reads wait on a slow provider.
-local nginx = require "taskapi.fake.nginx"
+local nginx = require "taskapi.fake.process"
 local fe = require "support.fake_env"
 local model = require "taskapi.fake.model"
 local cjson = require "cjson"

@@ -28,7 +28,7 @@ function M.is_tripo(p) return p == "tripo" or p == "tripo-v2" end
 M.PATHS = { tripo = "/tripo/v3", ["tripo-v2"] = "/tripo/v2/openapi", sellerpic = "/sellerpic" }
 M.FAST = os.getenv("TASKAPI_MEMCHECK") == nil  -- under valgrind everything is much slower
 
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 local q = files.quote
 M.q = q
 

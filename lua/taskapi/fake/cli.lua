@@ -31,7 +31,7 @@ do -- find the other modules when run as a plain script
   end
 end
 
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 local sh, q = files.sh, files.quote
 
 local DEFAULT_TTL = 3600
@@ -227,7 +227,7 @@ function M.main(args)
   end
   -- stop
   if pid or why:find("no nginx.pid", 1, true) or why:find("is gone", 1, true) then
-    require("taskapi.fake.nginx").stop(st.dir, true) -- also ends its watchdog
+    require("taskapi.fake.process").stop(st.dir, true) -- also ends its watchdog
     os.remove(o.state)
     say(pid and "stopped " .. st.url or "was not running (" .. why .. "); state file removed")
     return 0

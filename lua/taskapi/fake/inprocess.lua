@@ -15,7 +15,7 @@
 -- redirects, time, body | json, json_error | path, bytes, resumed, filename};
 -- errors are plain tables {kind=, message=, retryable=}.
 local model = require "taskapi.fake.model"
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 
 local M = {}
 

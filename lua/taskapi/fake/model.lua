@@ -11,7 +11,7 @@
 --           head = true for HEAD}
 -- See doc/internals.md ("The fake provider's model") and the task spec below (M.new, add_task).
 local json = require "taskapi.json"
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 local media = require "taskapi.fake.media"
 
 local M = {}

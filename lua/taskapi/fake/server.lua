@@ -206,7 +206,7 @@ local TYPES = [[
 --- request came in with. Returns {url=, dir=, port=, stop=, log=} or nil, err.
 function M.start(opts)
   opts = opts or {}
-  local nginx = require "taskapi.fake.nginx"
+  local nginx = require "taskapi.fake.process"
   local p = io.popen("mktemp -d /tmp/taskapi-fake.XXXXXX")
   local dir = p and p:read("*l")
   if p then p:close() end
@@ -279,7 +279,7 @@ end
 
 --- Stops the fake whose prefix folder is dir.
 function M.stop(dir)
-  return require("taskapi.fake.nginx").stop(dir, true)
+  return require("taskapi.fake.process").stop(dir, true)
 end
 
 return M

@@ -1,4 +1,4 @@
--- taskapi.secret: where a client's API key and the headers that carry it live: a private,
+-- taskapi.api.secret: where a client's API key and the headers that carry it live: a private,
 -- weak-keyed table, so printing, iterating or serializing a client never shows the key.
 local store = setmetatable({}, { __mode = "k" })
 

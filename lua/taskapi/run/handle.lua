@@ -1,5 +1,5 @@
--- taskapi.handle: what the handles of both schedulers share (taskapi.scheduler's coroutines,
--- taskapi.ngx's light threads): how a function's end is recorded on its handle, and the
+-- taskapi.run.handle: what the handles of both schedulers share (taskapi.run.scheduler's coroutines,
+-- taskapi.run.ngx's light threads): how a function's end is recorded on its handle, and the
 -- answer of join. One wording of "a foreign error becomes kind runtime" for both.
 local errors = require "taskapi.errors"
 

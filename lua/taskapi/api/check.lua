@@ -1,4 +1,4 @@
--- taskapi.check: the rules options are checked by, in one place. A rule is a small table:
+-- taskapi.api.check: the rules options are checked by, in one place. A rule is a small table:
 -- {"number", above = 0 | min = 0, max = n, integer = true, unit = "seconds"}, {"boolean"},
 -- {"function"}. M.options checks a table of options against a table of rules before any
 -- request, and answers nil, err (kind invalid_argument) naming the option, what it must be

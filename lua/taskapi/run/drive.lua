@@ -1,5 +1,5 @@
--- taskapi.drive: the one drive step of a libcurl multi handle, shared by every place that
--- runs transfers on one (the blocking drive of taskapi.backend, the plain scheduler, the
+-- taskapi.run.drive: the one drive step of a libcurl multi handle, shared by every place that
+-- runs transfers on one (the blocking drive of taskapi.run.backend, the plain scheduler, the
 -- OpenResty driver): run libcurl without blocking, hand each finished transfer that has a
 -- record to `finished`, then each record whose transfer moved bytes since it was last told
 -- to `moved`. A record is the caller's table; `progress` (truthy: it wants progress) and

@@ -1,18 +1,18 @@
--- taskapi.ngx: the backend inside OpenResty. API calls (JSON answers in memory) go over nginx's
--- own sockets (taskapi.cosocket): no timer, no polling, each call yields only on its socket.
+-- taskapi.run.ngx: the backend inside OpenResty. API calls (JSON answers in memory) go over nginx's
+-- own sockets (taskapi.run.cosocket): no timer, no polling, each call yields only on its socket.
 -- Downloads to disk (req.path) and uploads (req.mime, req.body_file) stay on libcurl: one multi
 -- handle per nginx worker, driven by a background light thread (ngx.timer) that runs only
 -- while such a transfer is in flight, calls perform (never blocking) and sleeps with ngx.sleep
 -- between turns; each of those requests parks on an ngx.semaphore until its transfer is done.
 -- Sleeps are ngx.sleep. Phases that cannot yield get a clear error instead.
 local core = require "taskapi.core"
-local cosocket = require "taskapi.cosocket"
-local backend = require "taskapi.backend"
+local cosocket = require "taskapi.run.cosocket"
+local backend = require "taskapi.run.backend"
 local errors = require "taskapi.errors"
-local drive_step = require("taskapi.drive").step
+local drive_step = require("taskapi.run.drive").step
 local semaphore = require "ngx.semaphore"
 
-local handle = require "taskapi.handle"
+local handle = require "taskapi.run.handle"
 local pack, unpack = handle.pack, handle.unpack
 
 local M = {}
@@ -27,7 +27,7 @@ local waiting = {} -- transfer -> {sema=, progress=fn}: each holds one of the sl
 local driving = false
 M.MIN_SLEEP, M.MAX_SLEEP = 0.001, 0.02
 
--- Transfers on libcurl in flight at once in this worker, as taskapi.scheduler caps them;
+-- Transfers on libcurl in flight at once in this worker, as taskapi.run.scheduler caps them;
 -- more wait for a slot before any libcurl handle is made. A slot is given back when its
 -- transfer leaves `waiting` (by the driver when it finishes, so a transfer of a light
 -- thread that was killed gives it back too).
@@ -42,7 +42,7 @@ local function forget(t)
   end
 end
 
--- The drive step's callbacks (taskapi.drive). A finished transfer wakes its request. One
+-- The drive step's callbacks (taskapi.run.drive). A finished transfer wakes its request. One
 -- that moved bytes calls its on_progress (in the driver's light thread, under pcall): an
 -- error it raises cancels the transfer at once (no file appears, its part file is removed)
 -- and is raised again by the request.
@@ -221,7 +221,7 @@ function Sched:run(fn, ...)
   return unpack(r, 2, r.n)
 end
 
--- As a backend of taskapi.backend: the methods it calls, on this module's functions.
+-- As a backend of taskapi.run.backend: the methods it calls, on this module's functions.
 local as_backend = {
   now = function() return M.now() end,
   sleep = function(_, seconds) return M.sleep(seconds) end,

@@ -1,20 +1,20 @@
--- taskapi.scheduler: coroutine concurrency for plain Lua, in one place. One scheduler runs a
+-- taskapi.run.scheduler: coroutine concurrency for plain Lua, in one place. One scheduler runs a
 -- set of coroutines; their timers sit in a binary heap and every HTTP transfer of every
 -- coroutine runs on the scheduler's one libcurl multi handle. When nothing is ready the
 -- process waits in poll() on the sockets libcurl asked to watch (or a plain sleep when no
 -- transfer is open) until the next timer is due or a socket wakes it: no busy waiting. All
--- yields of the library are here (and in taskapi.ngx for OpenResty).
+-- yields of the library are here (and in taskapi.run.ngx for OpenResty).
 local core = require "taskapi.core"
-local backend = require "taskapi.backend"
+local backend = require "taskapi.run.backend"
 local errors = require "taskapi.errors"
-local heap = require "taskapi.heap"
-local drive_step = require("taskapi.drive").step
+local heap = require "taskapi.util.heap"
+local drive_step = require("taskapi.run.drive").step
 
 local M = {}
 local S = {}
 S.__index = S
 
-local handle = require "taskapi.handle"
+local handle = require "taskapi.run.handle"
 local pack, unpack = handle.pack, handle.unpack
 
 -- coroutine -> scheduler, for the coroutines a scheduler runs (weak: finished ones go away).
@@ -31,7 +31,7 @@ end
 backend.register("plain", plain)
 
 --- The scheduler calls should use here: the plain one running this coroutine, else inside
---- OpenResty its light-thread scheduler (taskapi.ngx), else nil (outside taskapi.run).
+--- OpenResty its light-thread scheduler (taskapi.run.ngx), else nil (outside taskapi.run).
 function M.current()
   local s = plain()
   if s then return s end
@@ -51,9 +51,9 @@ function M.new(opts)
   opts = opts or {}
   local s = setmetatable({
     multi = core.multi({ max_host_connections = opts.max_host_connections }),
-    heap = heap.new(),                 -- timers: {at=, co=} (taskapi.heap)
+    heap = heap.new(),                 -- timers: {at=, co=} (taskapi.util.heap)
     ready = {}, rvalue = {}, rhead = 1, rtail = 0, -- coroutines to resume, with the value to pass
-    transfers = {},                    -- transfer -> {s=, co=, progress=bool, last=bytes} (taskapi.drive's records)
+    transfers = {},                    -- transfer -> {s=, co=, progress=bool, last=bytes} (taskapi.run.drive's records)
     watchers = 0,                      -- transfers whose coroutine wants progress reports
     max_transfers = opts.max_transfers or M.MAX_TRANSFERS,
     inflight = 0,                      -- transfer slots taken
@@ -225,7 +225,7 @@ local function nudge(s, w)
   end
 end
 
--- The drive step's callbacks (taskapi.drive): a finished transfer wakes its coroutine; one
+-- The drive step's callbacks (taskapi.run.drive): a finished transfer wakes its coroutine; one
 -- that moved bytes wakes it to report them, when it is parked in that transfer's loop and
 -- has no report pending.
 local function finished(_, w)

@@ -1,4 +1,4 @@
--- taskapi.files: the small file and shell helpers the library, the fake provider and the
+-- taskapi.util.files: the small file and shell helpers the library, the fake provider and the
 -- specs share (plain io and os, the same on Lua 5.4 and LuaJIT).
 local M = {}
 

@@ -1,4 +1,4 @@
--- taskapi.heap: a binary min-heap of tables ordered by their `at` field, and by insertion
+-- taskapi.util.heap: a binary min-heap of tables ordered by their `at` field, and by insertion
 -- order among equal times. It holds the scheduler's timers and wait_many's next polls.
 local M = {}
 

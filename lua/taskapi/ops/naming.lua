@@ -1,4 +1,4 @@
--- taskapi.naming: the one place that names a downloaded file. An output of a task is saved as
+-- taskapi.ops.naming: the one place that names a downloaded file. An output of a task is saved as
 -- `<task id>_<output name>.<ext>` in the destination folder (each part reduced to letters,
 -- digits, - and _, so nothing a server says can leave the folder), written first to the hidden
 -- part file `.<final name>.part` (outputs of other formats never share one). The extension is

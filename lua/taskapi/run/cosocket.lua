@@ -1,4 +1,4 @@
--- taskapi.cosocket: API calls inside OpenResty over nginx's own sockets (ngx.socket.tcp), on the
+-- taskapi.run.cosocket: API calls inside OpenResty over nginx's own sockets (ngx.socket.tcp), on the
 -- worker's event loop: no timer, no polling; a call yields only while its socket waits.
 --
 -- HTTP/1.1 with keep-alive: one pool of idle connections per scheme, host, port and TLS setting

@@ -1,4 +1,4 @@
--- taskapi.fake.nginx: starts and stops a private nginx (with its Lua module) on 127.0.0.1.
+-- taskapi.fake.process: starts and stops a private nginx (with its Lua module) on 127.0.0.1.
 -- It owns the generated config, the prefix folder, the free-port search and the watchdog
 -- that stops the server by itself after `ttl` seconds. What the server serves is the caller's:
 -- `locations` is nginx config placed inside the server block.
@@ -6,14 +6,14 @@ local M = {}
 
 local MODULES = "/usr/lib/nginx/modules"
 
-local files = require "taskapi.files"
+local files = require "taskapi.util.files"
 local sh, exists, read, write = files.sh, files.exists, files.read, files.write
 
--- The folder the Lua modules load from (this file is <lua dir>/taskapi/fake/nginx.lua), and
+-- The folder the Lua modules load from (this file is <lua dir>/taskapi/fake/process.lua), and
 -- the repository root above it when run from a checkout (<root>/lua).
 local function here()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
-  local dir = src:match("^(.*)/taskapi/fake/nginx%.lua$")
+  local dir = src:match("^(.*)/taskapi/fake/process%.lua$")
   if dir == nil then return "." end
   return dir ~= "" and dir or "."
 end

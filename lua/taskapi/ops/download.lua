@@ -1,5 +1,5 @@
--- taskapi.download: saving a task's outputs to disk. Picks the outputs, names each file
--- `<task id>_<output name>.<ext>` inside the destination folder (taskapi.naming decides the
+-- taskapi.ops.download: saving a task's outputs to disk. Picks the outputs, names each file
+-- `<task id>_<output name>.<ext>` inside the destination folder (taskapi.ops.naming decides the
 -- names; nothing a server says can change the folder), skips an output whose file already
 -- exists (unless overwrite), resolves each output's link (the provider's def.link when it
 -- has one: SellerPic's download-link call per result), and runs the streaming transfer of
@@ -11,12 +11,12 @@
 -- call. The API key is never sent to a file host. A failure removes the part file (unless
 -- another download holds it).
 local core = require "taskapi.core"
-local backend = require "taskapi.backend"
+local backend = require "taskapi.run.backend"
 local errors = require "taskapi.errors"
-local http = require "taskapi.http"
-local files = require "taskapi.files"
-local naming = require "taskapi.naming"
-local check = require "taskapi.check"
+local http = require "taskapi.api.http"
+local files = require "taskapi.util.files"
+local naming = require "taskapi.ops.naming"
+local check = require "taskapi.api.check"
 
 local exists, is_dir = files.exists, files.is_dir
 
@@ -27,7 +27,7 @@ local M = {}
 M.MIN_SPEED = 1024
 M.MIN_SPEED_TIME = 30
 
--- The options of a download and their rules (taskapi.check; `true`: checked below).
+-- The options of a download and their rules (taskapi.api.check; `true`: checked below).
 local RULES = {
   dir = true, outputs = true, format = true, uhd = check.BOOLEAN, overwrite = check.BOOLEAN,
   max_bytes = check.POSITIVE, on_progress = check.FUNCTION, timeout = check.SECONDS,

@@ -1,13 +1,13 @@
--- taskapi.wait: the polling policy, in one place. `next_delay` decides when to look again
+-- taskapi.ops.wait: the polling policy, in one place. `next_delay` decides when to look again
 -- from what the provider said (ETA, queue position) or, lacking that, by exponential backoff
 -- with jitter; `wait` runs the loop for one task: first poll at once, never faster than the
 -- provider's minimum interval, never past the deadline, transient failures survived until
 -- the deadline, permanent ones returned at once.
-local backend = require "taskapi.backend"
+local backend = require "taskapi.run.backend"
 local errors = require "taskapi.errors"
-local provider = require "taskapi.provider"
-local heap = require "taskapi.heap"
-local check = require "taskapi.check"
+local provider = require "taskapi.api.provider"
+local heap = require "taskapi.util.heap"
+local check = require "taskapi.api.check"
 local webhook = require "taskapi.webhook" -- [webhook] deliveries end sleeps early (webhook.hook)
 
 local M = {}
@@ -61,7 +61,7 @@ function M.next_delay(task, state, p, rnd)
   return d
 end
 
--- The options of a wait and their rules (taskapi.check).
+-- The options of a wait and their rules (taskapi.api.check).
 local RULES = {
   timeout = check.SECONDS, interval = check.NON_NEGATIVE_SECONDS, max_interval = check.NON_NEGATIVE_SECONDS,
   min_interval = check.NON_NEGATIVE_SECONDS, on_progress = check.FUNCTION,

@@ -1,18 +1,18 @@
--- taskapi.backend: where a transfer runs and how time passes, chosen once per call:
+-- taskapi.run.backend: where a transfer runs and how time passes, chosen once per call:
 --   1. a client's own transport (the in-process fake), when it has one;
 --   2. a registered backend running the current call: the coroutine scheduler inside
 --      taskapi.run (all transfers on one multi handle), nginx's event loop inside OpenResty
---      (taskapi.ngx);
+--      (taskapi.run.ngx);
 --   3. otherwise blocking, on the client's own multi handle.
--- Every coroutine.yield of the library lives in the scheduler or in taskapi.ngx, not here.
+-- Every coroutine.yield of the library lives in the scheduler or in taskapi.run.ngx, not here.
 local M = {}
 
 local core = require "taskapi.core"
 local errors = require "taskapi.errors"
-local drive_step = require("taskapi.drive").step
+local drive_step = require("taskapi.run.drive").step
 
 -- The backends, in the order they are asked: each registers itself when it loads
--- (taskapi.scheduler as "plain", taskapi.ngx as "ngx") with a function that returns the
+-- (taskapi.run.scheduler as "plain", taskapi.run.ngx as "ngx") with a function that returns the
 -- backend running the current call, or nil. A backend has transfer(req, on_progress) and
 -- sleep(seconds) methods, and may have now().
 local names, currents = {}, {}

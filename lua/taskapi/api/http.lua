@@ -1,13 +1,13 @@
--- taskapi.http: one call of a provider's API: the request (URL, the client's prebuilt headers,
--- a JSON body), the transfer through taskapi.backend, the response turned into data or an
+-- taskapi.api.http: one call of a provider's API: the request (URL, the client's prebuilt headers,
+-- a JSON body), the transfer through taskapi.run.backend, the response turned into data or an
 -- error, and the retries of transient failures (transport, timeout, 5xx, 429) with backoff
 -- that honours Retry-After. Permanent failures (400, 401, 403, 404) return at once. A request that
 -- may create a paid task is retried only when the server cannot have acted on it.
-local backend = require "taskapi.backend"
+local backend = require "taskapi.run.backend"
 local errors = require "taskapi.errors"
-local provider = require "taskapi.provider"
+local provider = require "taskapi.api.provider"
 local json = require "taskapi.json"
-local secret = require "taskapi.secret"
+local secret = require "taskapi.api.secret"
 
 local M = {}
 

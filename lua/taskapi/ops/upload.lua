@@ -1,4 +1,4 @@
--- taskapi.upload: the checks of client:upload before any request, the multipart parts they
+-- taskapi.ops.upload: the checks of client:upload before any request, the multipart parts they
 -- turn into, and the presigned path for files over the multipart limit. The file itself is
 -- never read into Lua: only its first bytes (to know its type) and its size; the C module
 -- streams it (req.mime, or req.body_file for the presigned PUT). What differs per provider is
@@ -7,7 +7,7 @@
 -- there instead: POST {"format"} answers {upload_url, <upload_result>}, then a PUT of the raw
 -- bytes to upload_url, a storage host, without the API key).
 local errors = require "taskapi.errors"
-local http = require "taskapi.http"
+local http = require "taskapi.api.http"
 
 local M = {}
 
@@ -171,7 +171,7 @@ local function put_answer(def, res, host)
     (snippet ~= "" and ": " .. snippet or ""), { status = st, retryable = retryable, retry_after = res.retry_after })
 end
 
--- PUTs the file to upload_url through taskapi.backend with the client's TLS settings and stall
+-- PUTs the file to upload_url through taskapi.run.backend with the client's TLS settings and stall
 -- limit (no total limit, like a download), no API headers, retried like an API call.
 -- Returns true, or nil, err (err.expired when the storage host answered 403).
 local function put_file(client, url, info)

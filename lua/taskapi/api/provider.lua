@@ -1,4 +1,4 @@
--- taskapi.provider: what every provider shares. A provider definition (providers/*.lua) is
+-- taskapi.api.provider: what every provider shares. A provider definition (providers/*.lua) is
 -- data: URLs, the status map, output names, the envelope's field names, plus one small
 -- function that reads its task payload. This module turns those into checked ids, errors
 -- from responses, and the normalized task table of the public contract.
