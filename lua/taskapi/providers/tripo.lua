@@ -178,16 +178,35 @@ local REQUIRED = {
   ["/generation/multiview-to-model"] = { { "model_version", "model" }, "v3.1-20260211" },
 }
 
-return {
-  name = "tripo",
-  api = "v3",
-  base_url = "https://openapi.tripo3d.ai/v3",
-  regions = { global = "https://openapi.tripo3d.ai/v3", cn = "https://openapi.tripo3d.com/v3" },
+-- What both versions' definitions share; `family(own)` is a definition of the family: these
+-- fields, then its own.
+local FAMILY = {
   key_env = "TRIPO_API_KEY",
   trace_header = "X-Tripo-Trace-ID", -- its value is a response's trace_id
   id_syntax = "token",
   -- No minimum interval is documented; the official SDKs poll every 2 s.
   min_interval = 2,
+  create_result = "task_id",
+  upload_field = "file",
+  -- An expired output link is renewed by reading the task again.
+  envelope = { code = "code", message = "message", suggestion = "suggestion", data = "data" },
+  codes = CODES,
+  states = STATES,
+  read_task = read_task,
+}
+
+local function family(own)
+  local def = {}
+  for k, v in pairs(FAMILY) do def[k] = v end
+  for k, v in pairs(own) do def[k] = v end
+  return def
+end
+
+return family {
+  name = "tripo",
+  api = "v3",
+  base_url = "https://openapi.tripo3d.ai/v3",
+  regions = { global = "https://openapi.tripo3d.ai/v3", cn = "https://openapi.tripo3d.com/v3" },
   status_path = "/tasks/{id}",
   -- Up to 100 tasks read in one request (POST {"task_ids": [...]}).
   batch = { path = "/tasks/list", max = 100, field = "task_ids", read = read_batch },
@@ -195,22 +214,14 @@ return {
   create_types = CREATE_TYPES,
   create_names = CREATE_NAMES,
   create_required = REQUIRED,
-  create_result = "task_id",
   balance_path = "/account/balance",
   usage_path = "/account/usage?limit={limit}&offset={offset}", usage_max = 200,
   -- Upload: images and models as multipart field "file", up to 200 MB.
   upload_path = "/files",
-  upload_field = "file",
   upload_max_bytes = 200 * 1024 * 1024,
   upload_result = "file_token",
   upload_types = { "png", "jpg", "webp", "bmp", "tiff", "glb", "obj", "fbx", "stl", "3mf", "usdz" },
   presign_path = "/files/presign", -- above upload_max_bytes: presign, then PUT to the storage host
-  -- An expired output link is renewed by reading the task again.
-  envelope = { code = "code", message = "message", suggestion = "suggestion", data = "data" },
-  codes = CODES,
-  states = STATES,
-  read_task = read_task,
   -- shared with tripo-v2
-  _shared = { codes = CODES, states = STATES, read_task = read_task, read_batch = read_batch,
-    create_names = CREATE_NAMES, create_known = ENDPOINTS },
+  _shared = { family = family, read_batch = read_batch, create_names = CREATE_NAMES, create_known = ENDPOINTS },
 }
