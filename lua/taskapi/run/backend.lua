@@ -45,6 +45,13 @@ local function backend()
   return nil
 end
 
+--- The scheduler of the first backend running the current call (a backend that is a
+--- scheduler itself, or one that carries it as `sched`), or nil.
+function M.scheduler()
+  local b = backend()
+  return b and (b.sched or b) or nil
+end
+
 function M.now(client)
   local t = client and client.transport
   if t and t.now then return t:now() end

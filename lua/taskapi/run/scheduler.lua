@@ -30,14 +30,9 @@ local function plain()
 end
 backend.register("plain", plain)
 
---- The scheduler calls should use here: the plain one running this coroutine, else inside
---- OpenResty its light-thread scheduler (taskapi.run.ngx), else nil (outside taskapi.run).
-function M.current()
-  local s = plain()
-  if s then return s end
-  local n = backend.active("ngx")
-  return n and n.sched or nil
-end
+--- The scheduler calls should use here, in the backends' order: the plain one running this
+--- coroutine, else inside OpenResty its light-thread scheduler (taskapi.run.ngx), else nil.
+M.current = backend.scheduler
 
 local Handle = {}
 Handle.__index = Handle
