@@ -189,7 +189,9 @@ function P.of_spec(spec)
 end
 
 --- The faults task t has that act at hook `at`, in table order: for entry, value in each(at, t).
+local function none() return nil end
 function P.each(at, t)
+  if next(t.faults) == nil then return none end -- most tasks: no fault at all
   local list, i = AT[at] or {}, 0
   return function()
     while true do
