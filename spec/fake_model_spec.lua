@@ -448,6 +448,24 @@ describe("fake model", function()
       assert.matches("unknown request fault 'explode'", err)
     end)
 
+    it("FAULT_TABLE: a task fault's hook is one the model plays; a host missing an answer field fails at load", function()
+      local hooks = { status = true, data = true, reply = true, link = true, file = true, get = true }
+      local fields = {}
+      for _, f in ipairs(model.FAULT_TABLE) do
+        if f.at then
+          assert.is_true(hooks[f.at], f[1] .. ": unknown hook " .. tostring(f.at))
+          assert.is_function(f.play, f[1])
+        end
+        if f[4] then fields[f[4]] = true end
+      end
+      assert.is_true(model.check_host("all", fields))
+      local field = next(fields)
+      fields[field] = nil
+      local ok, err = pcall(model.check_host, "a host", fields)
+      assert.is_false(ok)
+      assert.matches("a host does not play resp%." .. field, err)
+    end)
+
     it("server_errors: the next N requests answer 500 code 1000", function()
       local id = m:add_task({ provider = "tripo", faults = { server_errors = 2 } })
       for _ = 1, 2 do

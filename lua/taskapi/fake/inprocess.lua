@@ -22,6 +22,9 @@ local M = {}
 local floor, min = math.floor, math.min
 local CHUNK = 65536
 
+-- The answer fields of the model's FAULT_TABLE this host plays (Fake:request).
+model.check_host("taskapi.fake.inprocess", { delay = true, reset = true, drop_after = true, lie_length = true, stall = true })
+
 local function default_clock_and_sleep()
   local ok, socket = pcall(require, "socket")
   if ok and type(socket) == "table" and socket.gettime then

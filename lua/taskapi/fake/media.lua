@@ -80,11 +80,15 @@ local function crc32(s)
 end
 M.crc32 = crc32
 
+-- Adler-32 of s (zlib's checksum; also the fake's record of uploaded bytes), 4 KiB at a time.
 local function adler32(s)
   local a, b = 1, 0
-  for i = 1, #s do
-    a = (a + byte(s, i)) % 65521
-    b = (b + a) % 65521
+  for i = 1, #s, 4096 do
+    local chunk = { byte(s, i, math.min(i + 4095, #s)) }
+    for j = 1, #chunk do
+      a = (a + chunk[j]) % 65521
+      b = (b + a) % 65521
+    end
   end
   return b * 65536 + a
 end
@@ -272,10 +276,15 @@ end
 
 local function le24(n) return le32(n):sub(1, 3) end
 
+-- A WebP file: the RIFF header around its chunks.
+local function riff_webp(body)
+  return "RIFF" .. le32(4 + #body) .. "WEBP" .. body
+end
+
 -- A still image: a checkerboard of 4 x 4 squares.
 local function make_webp()
   local chunk = riff_chunk("VP8L", vp8l(16, 16, function(x, y) return (floor(x / 4) + floor(y / 4)) % 2 == 0 end))
-  return "RIFF" .. le32(4 + #chunk) .. "WEBP" .. chunk
+  return riff_webp(chunk)
 end
 
 -- An animation (for video results asked as WebP): VP8X + ANIM + one ANMF per frame, the
@@ -291,11 +300,21 @@ local function make_webp_animated()
   end
   local body = riff_chunk("VP8X", char(0x02, 0, 0, 0) .. le24(w - 1) .. le24(h - 1)) .. -- flags: animation
     riff_chunk("ANIM", char(255, 255, 255, 255) .. le16(0)) .. concat(parts)          -- loop for ever
-  return "RIFF" .. le32(4 + #body) .. "WEBP" .. body
+  return riff_webp(body)
 end
 
 ----------------------------------------------------------------------------------------------
 -- GIF (GIF89a, LZW)
+
+-- GIF's data sub-blocks of s: each at most 255 bytes after its length byte (no terminator).
+local function gif_blocks(s)
+  local out = {}
+  for i = 1, #s, 255 do
+    local piece = s:sub(i, i + 254)
+    out[#out + 1] = char(#piece) .. piece
+  end
+  return concat(out)
+end
 
 -- LZW codes of GIF for `pixels` (a table of colour indices), min code size `mcs`.
 local function gif_lzw(pixels, mcs)
@@ -329,14 +348,7 @@ local function gif_lzw(pixels, mcs)
   end
   bw.put(w, size)
   bw.put(eoi, size)
-  local data = bw.finish(0)
-  local out = { char(mcs) }
-  for i = 1, #data, 255 do
-    local piece = data:sub(i, i + 254)
-    out[#out + 1] = char(#piece) .. piece
-  end
-  out[#out + 1] = "\0"
-  return concat(out)
+  return char(mcs) .. gif_blocks(bw.finish(0)) .. "\0"
 end
 M.gif_lzw = gif_lzw
 
@@ -620,25 +632,17 @@ local TAGGERS = {
   -- a COM segment right after SOI and the JFIF APP0 segment (2 + 18 bytes)
   jpg = function(base, tag) return base:sub(1, 20) .. jpeg_segment(0xFE, tag) .. base:sub(21) end,
   -- a comment extension before the trailer
-  gif = function(base, tag)
-    local out = { base:sub(1, -2), "\33\254" }
-    for i = 1, #tag, 255 do
-      local piece = tag:sub(i, i + 254)
-      out[#out + 1] = char(#piece) .. piece
-    end
-    out[#out + 1] = "\0;"
-    return concat(out)
-  end,
+  gif = function(base, tag) return base:sub(1, -2) .. "\33\254" .. gif_blocks(tag) .. "\0;" end,
   -- the extended format: VP8X (EXIF flag), the VP8L chunk, an EXIF chunk
   webp = function(base, tag)
     local body = riff_chunk("VP8X", char(0x08, 0, 0, 0) .. le24(15) .. le24(15)) .. base:sub(13) ..
       riff_chunk("EXIF", exif(tag))
-    return "RIFF" .. le32(4 + #body) .. "WEBP" .. body
+    return riff_webp(body)
   end,
   -- the VP8X flags gain EXIF; an EXIF chunk after the frames
   webp_animated = function(base, tag)
     local body = base:sub(13, 20) .. char(byte(base, 21) + 0x08) .. base:sub(22) .. riff_chunk("EXIF", exif(tag))
-    return "RIFF" .. le32(4 + #body) .. "WEBP" .. body
+    return riff_webp(body)
   end,
   glb = function(_, tag) return make_glb(tag) end,
   gltf = function(_, tag) return make_gltf(tag) end,

@@ -19,6 +19,10 @@ local M = {}
 
 local CHUNK = 65536
 
+-- The answer fields of the model's FAULT_TABLE this host plays (M.handle, serve_stream).
+require("taskapi.fake.model").check_host("taskapi.fake.server",
+  { delay = true, reset = true, drop_after = true, lie_length = true, stall = true })
+
 local STATIC_TRIPO_STATUS = '{"code":0,"data":{"consumed_credit":20,"create_time":1700000000,"input":{},' ..
   '"output":{"model":"http://127.0.0.1/files/static/model.glb","rendered_image":"http://127.0.0.1/files/static/rendered_image.webp"},' ..
   '"progress":100,"queuing_num":-1,"running_left_time":-1,"status":"success",' ..
