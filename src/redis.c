@@ -182,15 +182,8 @@ static int l_connect(lua_State *L)
   lua_setmetatable(L, -2);
   r->ctx = redisConnectWithTimeout(host, (int)port, to_timeval((double)timeout));
   if (!r->ctx) return fail_transport(L, where, "out of memory");
-  if (r->ctx->err) {
-    int n;
-    mark_broken(r);
-    n = fail_transport(L, where, r->why);
-    redisFree(r->ctx);
-    r->ctx = NULL;
-    return n;
-  }
-  if (redisSetTimeout(r->ctx, to_timeval((double)timeout)) != REDIS_OK) {
+  /* the same timeout for every command's reads and writes */
+  if (r->ctx->err || redisSetTimeout(r->ctx, to_timeval((double)timeout)) != REDIS_OK) {
     int n;
     mark_broken(r);
     n = fail_transport(L, where, r->why);

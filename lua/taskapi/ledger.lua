@@ -34,8 +34,10 @@
 --   S:_task_row(id, provider_or_nil) -> row, file rows | nil | nil, err
 --   S:_intent_rows() -> rows (oldest first: at, then insertion) | nil, err
 --   S:_reconciled(rid, provider, id, type, at) -> true | false (the task is there) | nil, err
---   S:files(id, provider), S:ids(provider), S:events(filter), S:close()
--- and S.db (nil once closed) and S.path (what it was opened with).
+--   S:_event_rows() -> every event, in order | nil, err
+--   S:files(id, provider), S:ids(provider)
+-- and S.db (the connection, with a close method; nil once closed) and S.path (what it was
+-- opened with).
 local core = require "taskapi.core"
 local errors = require "taskapi.errors"
 local json = require "taskapi.json"
@@ -59,6 +61,13 @@ function M.class()
   cls.__index = cls
   cls.__tostring = Ledger.__tostring
   return cls
+end
+
+--- Closes the store (idempotent).
+function Ledger:close()
+  if self.db then self.db:close() end
+  self.db = nil
+  return true
 end
 
 local classes = {}

@@ -13,21 +13,11 @@
 --   srv.stop()           -- in teardown(): the server, the watchdog and the folder
 --   srv.port, srv.dir, srv.pid
 local files = require "taskapi.util.files"
+local process = require "taskapi.fake.process"
 
 local sh, read, write, q = files.sh, files.read, files.write, files.quote
 
 local M = {}
-
-local seeded = false
-local function random_port()
-  if not seeded then
-    local pid = tonumber((read("/proc/self/stat") or ""):match("^(%d+)")) or 0
-    local up = tonumber(((read("/proc/uptime") or ""):match("^([%d%.]+)") or "0"):gsub("%.", ""), 10) or 0
-    math.randomseed((os.time() + pid * 7919 + up) % 2147483647)
-    seeded = true
-  end
-  return math.random(20000, 60999)
-end
 
 local function alive(pid)
   return pid and files.exists("/proc/" .. pid .. "/stat") and
@@ -81,7 +71,7 @@ function M.start(opts)
   end
   local ok, why
   for _ = 1, 25 do
-    h.port = opts.port or random_port()
+    h.port = opts.port or process.random_port()
     conf(h.port)
     ok, why = launch()
     if ok or opts.port or not tostring(why):find("in use", 1, true) then break end

@@ -91,12 +91,6 @@ function Store:_write(what, script, keys, args)
   return true
 end
 
-function Store:close()
-  if self.db then self.db:close() end
-  self.db = nil
-  return true
-end
-
 ----------------------------------------------------------------------------------------------
 -- writes: one script each
 

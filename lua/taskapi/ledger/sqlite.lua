@@ -153,12 +153,6 @@ function M.open(path, opts)
   return L
 end
 
-function Store:close()
-  if self.db then self.db:close() end
-  self.db = nil
-  return true
-end
-
 ----------------------------------------------------------------------------------------------
 -- writes
 
