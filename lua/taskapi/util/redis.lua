@@ -176,10 +176,18 @@ local function resty()
   return resty_mod
 end
 
+-- The process that owns a C connection: inside nginx, a connection made before the fork
+-- (init_by_lua) would be shared by every worker; each worker makes its own.
+local function owner()
+  local n = rawget(_G, "ngx")
+  return n and n.worker and n.worker.pid and n.worker.pid() or 0
+end
+
 -- The C connection, opened (and its db selected) when there is none.
 function Conn:_c()
   if self.closed then return nil, errors.new("transport", self.where .. ": the connection is closed", { retryable = false }) end
-  if self.conn then return self.conn end
+  if self.conn and self.owner == owner() then return self.conn end
+  if self.conn then self.conn:close() end -- (only this process's copy of the socket)
   local conn, err = core.redis_connect(self.host, self.port, self.timeout)
   if not conn then return nil, errors.adopt(err) end
   if self.db ~= 0 then
@@ -189,7 +197,7 @@ function Conn:_c()
       return nil, errors.adopt(serr)
     end
   end
-  self.conn = conn
+  self.conn, self.owner = conn, owner()
   return conn
 end
 
