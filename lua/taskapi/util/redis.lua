@@ -183,9 +183,13 @@ local function owner()
   return n and n.worker and n.worker.pid and n.worker.pid() or 0
 end
 
+local function closed(c)
+  return nil, errors.new("transport", c.where .. ": the connection is closed", { retryable = false })
+end
+
 -- The C connection, opened (and its db selected) when there is none.
 function Conn:_c()
-  if self.closed then return nil, errors.new("transport", self.where .. ": the connection is closed", { retryable = false }) end
+  if self.closed then return closed(self) end
   if self.conn and self.owner == owner() then return self.conn end
   if self.conn then self.conn:close() end -- (only this process's copy of the socket)
   local conn, err = core.redis_connect(self.host, self.port, self.timeout)
@@ -201,40 +205,39 @@ function Conn:_c()
   return conn
 end
 
--- A cosocket connection from the pool (its db selected when new), or nil, err.
-function Conn:_ngx()
-  if self.closed then return nil, errors.new("transport", self.where .. ": the connection is closed", { retryable = false }) end
+-- One command on a cosocket: reply | nil, err [, true when the connection broke].
+local function resty_call(c, red, argv)
+  -- (upper case: resty.redis makes a method of any name, but its own methods are lower case)
+  local res, err = red[argv[1]:upper()](red, unpack(argv, 2, #argv))
+  if res == nil then return nil, transport(c, err), true end
+  if res == false then return nil, server_error(tostring(err)) end
+  return from_resty(res)
+end
+
+-- Runs fn(red) on a cosocket from the pool (its db selected when new): back to the pool
+-- after a complete exchange, closed after a transport error. fn returns value, err, broken.
+function Conn:_with_ngx(fn)
+  if self.closed then return closed(self) end
   local mod = resty()
   if not mod then return nil, errors.new("transport", self.where .. ": resty.redis is missing (apt-get install lua-nginx-redis)") end
   local red = mod:new()
   red:set_timeout(self.timeout * 1000)
   local ok, err = red:connect(self.host, self.port, { pool = self.pool })
   if not ok then return nil, transport(self, err) end
-  if self.db ~= 0 and (red:get_reused_times() or 0) == 0 then
-    local r, serr = red:select(self.db)
+  if self.db ~= 0 and (red:get_reused_times() or 0) == 0 then -- a new socket: selected first
+    local r, serr = resty_call(self, red, { "select", tostring(self.db) })
     if not r then
       red:close()
-      return nil, serr == nil and transport(self, "select failed") or server_error(tostring(serr))
+      return nil, serr
     end
   end
-  return red
-end
-
--- Runs fn(red) on a pooled cosocket: back to the pool after a complete exchange, closed
--- after a transport error. fn returns value, err, broken.
-function Conn:_with_ngx(fn)
-  local red, err = self:_ngx()
-  if not red then return nil, err end
   local v, e, broken = fn(red)
-  if broken then red:close() else red:set_keepalive(M.POOL_IDLE * 1000, M.POOL_SIZE) end
+  if broken then
+    red:close()
+  else -- a reply or an error reply: the exchange is complete
+    red:set_keepalive(M.POOL_IDLE * 1000, M.POOL_SIZE)
+  end
   return v, e
-end
-
-local function resty_call(c, red, argv)
-  local res, err = red[argv[1]:lower()](red, unpack(argv, 2, #argv))
-  if res == nil then return nil, transport(c, err), true end
-  if res == false then return nil, server_error(tostring(err)) end
-  return from_resty(res)
 end
 
 -- The C connection's answer; a transport error drops the connection (the next call reconnects).
@@ -294,7 +297,7 @@ function Conn:pipeline(cmds)
     if #all == 0 then return {} end
     return self:_with_ngx(function(red)
       red:init_pipeline(#all)
-      for _, a in ipairs(all) do red[a[1]:lower()](red, unpack(a, 2, #a)) end
+      for _, a in ipairs(all) do red[a[1]:upper()](red, unpack(a, 2, #a)) end
       local res, err = red:commit_pipeline()
       if not res then return nil, transport(self, err), true end
       return from_resty(res)
