@@ -150,8 +150,9 @@ static int push_reply_p(lua_State *L)
   return 1;
 }
 
-/* Pushes the converted reply (1 value) and frees it; on a Lua error frees it and raises. */
-static void protected_push(lua_State *L, redisReply *rep)
+/* Pushes the converted reply (1 value) and frees it; on a Lua error (out of memory) frees it,
+ * marks the connection broken (replies after it in a pipeline are left unread) and raises. */
+static void protected_push(lua_State *L, tk_redis *r, redisReply *rep)
 {
   int rc;
   luaL_checkstack(L, 3, "redis reply");
@@ -159,7 +160,11 @@ static void protected_push(lua_State *L, redisReply *rep)
   lua_pushlightuserdata(L, rep);
   rc = lua_pcall(L, 1, 1, 0);
   freeReplyObject(rep);
-  if (rc != 0) lua_error(L);
+  if (rc != 0) {
+    snprintf(r->why, sizeof r->why, "a reply could not be converted (out of memory)");
+    r->broken = 1;
+    lua_error(L);
+  }
 }
 
 static int l_connect(lua_State *L)
@@ -275,7 +280,7 @@ static int l_call(lua_State *L)
     freeReplyObject(rep);
     return 2;
   }
-  protected_push(L, rep);
+  protected_push(L, r, rep);
   return 1;
 }
 
@@ -355,7 +360,7 @@ static int l_pipeline(lua_State *L)
       mark_broken(r);
       return fail_broken(L, r);
     }
-    protected_push(L, (redisReply *)rep);
+    protected_push(L, r, (redisReply *)rep);
     lua_rawseti(L, -2, i);
   }
   return 1;
