@@ -1,8 +1,9 @@
 -- taskapi.util.redis, the Lua layer's Redis client outside nginx (the C binding): URL
 -- parsing and its errors, SELECT of the URL's database, eval by EVALSHA (the script loaded
 -- on NOSCRIPT, also after a restart), pipeline, transparent reconnect on the call after a
--- transport error, and the same error shapes as the binding. Its OpenResty backend
--- (resty.redis) is driven by spec/openresty/ledger_spec.lua.
+-- transport error, and the same error shapes as the binding; and spec/support/redis.lua's
+-- server stops by itself (its watchdog). Its OpenResty backend (resty.redis) is driven by
+-- spec/openresty/redis_spec.lua and spec/openresty/ledger_spec.lua.
 local core = require "taskapi.core"
 local redis = require "taskapi.util.redis"
 local rs = require "support.redis"
@@ -117,5 +118,24 @@ describe("taskapi.util.redis", function()
     assert.is_nil(r)
     assert.equal("transport", err.kind)
     assert.matches("connection refused", err.message)
+  end)
+
+  it("spec/support/redis: a server nobody stops is stopped by its watchdog, its folder removed", function()
+    local other = assert(rs.start { ttl = 1 })
+    local r = assert(redis.connect(other.url()))
+    assert.equal("PONG", r:call("PING"))
+    local gone = false
+    for _ = 1, 100 do -- up to 5 s
+      if not io.open("/proc/" .. other.pid .. "/stat") and not io.open(other.dir .. "/redis.conf") then
+        gone = true
+        break
+      end
+      os.execute("sleep 0.05")
+    end
+    assert.is_true(gone)
+    local v, err = r:call("PING")
+    assert.is_nil(v)
+    assert.equal("transport", err.kind)
+    r:close()
   end)
 end)

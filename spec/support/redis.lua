@@ -19,9 +19,12 @@ local sh, read, write, q = files.sh, files.read, files.write, files.quote
 
 local M = {}
 
+-- Is the process there? A zombie counts as gone once its last thread has exited (redis-server
+-- has threads: the main one can be a zombie while another still holds the listening socket).
 local function alive(pid)
-  return pid and files.exists("/proc/" .. pid .. "/stat") and
-    not (read("/proc/" .. pid .. "/stat") or ""):match("^%d+ %b() Z")
+  if not pid or not files.exists("/proc/" .. pid .. "/stat") then return false end
+  if not (read("/proc/" .. pid .. "/stat") or ""):match("^%d+ %b() Z") then return true end
+  return sh("ls /proc/" .. pid .. "/task 2>/dev/null | wc -l") ~= "1" and sh("ls /proc/" .. pid .. "/task 2>/dev/null") ~= ""
 end
 
 local function wait_gone(pid)
