@@ -58,9 +58,7 @@ describe("the ledger inside nginx (two workers, one file) #openresty", function(
   -- Four requests at once on the two workers with ledger `target`; then the ledger, read from
   -- this process, has every intent, task and file. via: the client the ledger used in nginx.
   local function run(target, via)
-    local url = app.url .. "/work?n=5&base=" .. env.base.tripo .. "&ledger=" .. target:gsub("[^%w%-%./_]", function(ch)
-      return string.format("%%%02X", ch:byte())
-    end) .. "&dir=" .. dir .. "/" .. via
+    local url = app.url .. "/work?n=5&base=" .. env.base.tripo .. "&ledger=" .. fe.escape(target) .. "&dir=" .. dir .. "/" .. via
     os.execute("mkdir -p " .. fe.q(dir .. "/" .. via) .. " && chmod 0777 " .. fe.q(dir .. "/" .. via))
     local cmds = {}
     for i = 1, 4 do cmds[i] = "curl -s -m 60 " .. fe.q(url) .. " >" .. fe.q(dir .. "/r" .. i) end
