@@ -17,6 +17,7 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wwri
 PKGS    := lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson lua-busted luajit2 \
            libluajit2-5.1-dev nginx libnginx-mod-http-lua lua-resty-core valgrind \
            openssl libssl-dev coreutils util-linux libsqlite3-dev \
+           libhiredis-dev redis-server lua-nginx-redis \
            luarocks lua5.1 liblua5.1-0-dev \
            file pngcheck gifsicle webp libjpeg-turbo-progs python3-pil \
            chromium lua-check
@@ -44,7 +45,7 @@ build: $(MODULE)
 $(MODULE): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -std=c99 -D_GNU_SOURCE -fPIC -shared -I$(LUA_INC) \
-	    -o $@ $(SRCS) -lcurl -lcrypto -lsqlite3
+	    -o $@ $(SRCS) -lcurl -lcrypto -lsqlite3 -lhiredis
 
 build-all:
 	$(MAKE) build LUA=lua5.4

@@ -20,8 +20,8 @@ dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1.0",
 }
--- libcurl, libcrypto and libsqlite3 come from the system (Debian: libcurl4-openssl-dev, libssl-dev,
--- libsqlite3-dev); their headers live in a
+-- libcurl, libcrypto, libsqlite3 and libhiredis come from the system (Debian: libcurl4-openssl-dev,
+-- libssl-dev, libsqlite3-dev, libhiredis-dev); their headers live in a
 -- multiarch folder the compiler finds by itself, so no external_dependencies probe is made.
 build = {
   type = "builtin",
@@ -30,10 +30,10 @@ build = {
       sources = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
         "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c",
-        "src/crypto.c", "src/sqlite.c", "src/buf.c", "src/request.c", "src/result.c",
+        "src/crypto.c", "src/sqlite.c", "src/redis.c", "src/buf.c", "src/request.c", "src/result.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "curl", "crypto", "sqlite3" },
+      libraries = { "curl", "crypto", "sqlite3", "hiredis" },
     },
     ["taskapi"] = "lua/taskapi/init.lua",
     ["taskapi.api.check"] = "lua/taskapi/api/check.lua",
@@ -45,9 +45,12 @@ build = {
     ["taskapi.util.files"] = "lua/taskapi/util/files.lua",
     ["taskapi.run.handle"] = "lua/taskapi/run/handle.lua",
     ["taskapi.util.heap"] = "lua/taskapi/util/heap.lua",
+    ["taskapi.util.redis"] = "lua/taskapi/util/redis.lua",
     ["taskapi.api.http"] = "lua/taskapi/api/http.lua",
     ["taskapi.json"] = "lua/taskapi/json.lua",
     ["taskapi.ledger"] = "lua/taskapi/ledger.lua",
+    ["taskapi.ledger.sqlite"] = "lua/taskapi/ledger/sqlite.lua",
+    ["taskapi.ledger.redis"] = "lua/taskapi/ledger/redis.lua",
     ["taskapi.ops.naming"] = "lua/taskapi/ops/naming.lua",
     ["taskapi.run.ngx"] = "lua/taskapi/run/ngx.lua",
     ["taskapi.run.cosocket"] = "lua/taskapi/run/cosocket.lua",

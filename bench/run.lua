@@ -1,9 +1,9 @@
 -- The benchmark runner: starts the nginx fake once, runs each case (one file per case, each
 -- returning rows), prints the Markdown table and writes it to bench/results.md with the
--- machine's description. Arguments pick cases by name (B1 ... B7, many).
+-- machine's description. Arguments pick cases by name (B1 ... B8, many).
 local L = require "bench.lib"
 
-local CASES = { "b1_sequential", "b2_concurrent", "b3_download", "b4_tasks", "many_tasks", "policy", "b6_callgrind", "b7_openresty" }
+local CASES = { "b1_sequential", "b2_concurrent", "b3_download", "b4_tasks", "many_tasks", "policy", "b6_callgrind", "b7_openresty", "b8_ledger" }
 
 local want = {}
 for _, a in ipairs(arg) do want[a:upper()] = true end

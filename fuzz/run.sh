@@ -16,7 +16,7 @@ mkdir -p "$OUT/obj"
 TARGETS=${*:-"json_decode json_bigint retry_after content_type content_disposition content_range headers"}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CF="-O1 -g -fno-omit-frame-pointer -std=c99 -D_GNU_SOURCE -Isrc -I/usr/include/lua5.4"
-LIBS="-llua5.4 -lcurl -lcrypto -lsqlite3 -ldl -lm"
+LIBS="-llua5.4 -lcurl -lcrypto -lsqlite3 -lhiredis -ldl -lm"
 
 # the module's sources, instrumented for coverage but without libFuzzer's main
 objs=""

@@ -11,7 +11,7 @@ OUT=build/asan
 mkdir -p "$OUT/taskapi"
 $CC -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
   -Wall -Wextra -std=c99 -D_GNU_SOURCE -fPIC -shared -I/usr/include/lua5.4 \
-  -o "$OUT/taskapi/core.so" src/*.c -lcurl -lcrypto -lsqlite3 || exit 1
+  -o "$OUT/taskapi/core.so" src/*.c -lcurl -lcrypto -lsqlite3 -lhiredis || exit 1
 # Child processes of the specs (nginx, curl, mktemp, sh) must not inherit the sanitizer
 # runtime (their own leaks at exit are not ours): a tiny preloaded library takes LD_PRELOAD
 # out of the environment once the interpreter has started with it.

@@ -28,7 +28,7 @@ describe("taskapi-scm-1.rockspec", function()
     assert.are.equal("bin/taskapi", spec.build.install.bin.taskapi)
   end)
 
-  it("links the system libraries the Makefile links (libcurl, libsqlite3)", function()
+  it("links the system libraries the Makefile links (libcurl, libsqlite3, libhiredis)", function()
     local mk = files.read("Makefile")
     local linked = {}
     for lib in mk:match("%-o %$@ %$%(SRCS%)([^\n]*)"):gmatch("%-l([%w_]+)") do linked[#linked + 1] = lib end
@@ -37,6 +37,8 @@ describe("taskapi-scm-1.rockspec", function()
     for _, lib in ipairs(spec.build.modules["taskapi.core"].libraries) do listed[#listed + 1] = lib end
     table.sort(listed)
     assert.same(linked, listed)
-    assert.is_truthy(mk:find("libsqlite3-dev", 1, true), "libsqlite3-dev is not in the Makefile's PKGS")
+    for _, pkg in ipairs({ "libsqlite3-dev", "libhiredis-dev", "redis-server", "lua-nginx-redis" }) do
+      assert.is_truthy(mk:find(pkg, 1, true), pkg .. " is not in the Makefile's PKGS")
+    end
   end)
 end)

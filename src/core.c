@@ -1,7 +1,7 @@
 /* core.c: luaopen_taskapi_core, the module table of taskapi.core: version, curl_version,
  * null, set_error_metatable, json_decode, the parse_* helpers, the multi constructor, and
  * now/sleep (clock.c); each other file adds its own functions through its *_open
- * (transport, crypto, download, sqlite, json).
+ * (transport, crypto, download, sqlite, redis, json).
  * curl_global_init runs once per process; its static flag is the only C global.
  * The module pins itself in memory (RTLD_NODELETE): lua_close would otherwise dlclose it
  * and, with it, libcurl and OpenSSL while their global state (and atexit handlers) live. */
@@ -17,6 +17,7 @@
 #include "errors.h"
 #include "json.h"
 #include "parse.h"
+#include "redis.h"
 #include "sqlite.h"
 #include "download.h"
 #include "transport.h"
@@ -92,6 +93,7 @@ int luaopen_taskapi_core(lua_State *L)
   lua_pushstring(L, curl_version());
   lua_setfield(L, -2, "curl_version");
   tk_sqlite_open(L); /* sqlite_open, sqlite_version (sqlite.c) */
+  tk_redis_open(L); /* redis_connect, redis_null (redis.c) */
   tk_json_open(L);
   lua_setfield(L, -2, "null");
   return 1;

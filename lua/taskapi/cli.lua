@@ -333,7 +333,7 @@ local GLOBAL = {
   ["api-key"] = { arg = "KEY", help = "the key (lands in your shell history: prefer the environment)" },
   json = { help = "one JSON object per task or file per line" },
   help = { help = "this text" },
-  ledger = { arg = "PATH", help = "record creates, states and files in this SQLite ledger (or TASKAPI_LEDGER)" },
+  ledger = { arg = "PATH", help = "record creates, states and files in this ledger: a SQLite file or a redis:// URL (or TASKAPI_LEDGER)" },
 }
 
 local WAIT_OPTS = {

@@ -1,7 +1,12 @@
--- taskapi.ledger: every task the user paid for, on disk. A SQLite database (Debian's
--- libsqlite3 through taskapi.core's sqlite.c) in WAL mode with a busy timeout, so several
--- processes (and nginx workers) share one file. A client made with `ledger = L` (or a path)
--- calls four observer methods, each one committed transaction:
+-- taskapi.ledger: every task the user paid for, in a store several processes share.
+--
+--   taskapi.ledger.open(path_or_url [, opts]) -> ledger | nil, err
+--     "redis://HOST:PORT/DB?prefix=NAME"  the Redis store (taskapi.ledger.redis)
+--     anything else                      a SQLite file (taskapi.ledger.sqlite)
+--
+-- Both stores keep the same records and answer the same queries in the same order. A
+-- client made with `ledger = L` (or a path or URL) calls four observer methods, each one
+-- atomic write (a SQLite transaction, a Redis script):
 --
 --   L:before_create(provider, type, endpoint, params) -> rid   the intent, before the POST
 --   L:after_create(rid, provider, type, id, err)               its outcome: created (and the
@@ -12,73 +17,35 @@
 --   L:files_saved(task, files)                                 each file saved
 --
 -- Reading: L:tasks{pending=, provider=, state=}, L:get(id [, provider]), L:intents{...},
--- L:files(id [, provider]). M.resume(client, opts) and M.reconcile(client, opts) are
--- client:resume and client:reconcile. The schema's version is PRAGMA user_version.
+-- L:files(id [, provider]), L:ids(provider), L:events{provider=, task_id=}. M.resume(client,
+-- opts) and M.reconcile(client, opts) are client:resume and client:reconcile.
+--
+-- This module holds what the stores share: the observer and the reading methods (M.Ledger,
+-- the class each store's class inherits), digests and request ids, the compact task, the
+-- file checks, resume and reconcile. A store gives these primitives (rows are tables keyed
+-- by the SQLite ledger's column names; a missing value is an absent field):
+--   S:_intent(rid, provider, type, endpoint, digest, at)        -> true | nil, err
+--   S:_outcome(rid, provider, type, id, outcome, message, at)   -> true | nil, err
+--   S:_task(task, compact_json, at) -> true | nil, err  (writes and adds an event only when
+--                                      the state, done or the compact record changed)
+--   S:_file(task, name, path, bytes, sha256, mtime, adopted, at) -> true | nil, err
+--   S:_task_rows(provider_or_nil) -> rows (oldest first: first_at, then insertion), file rows
+--                                    of each (an array of arrays) | nil, err
+--   S:_task_row(id, provider_or_nil) -> row, file rows | nil | nil, err
+--   S:_intent_rows() -> rows (oldest first: at, then insertion) | nil, err
+--   S:_reconciled(rid, provider, id, type, at) -> true | false (the task is there) | nil, err
+--   S:_event_rows() -> every event, in order | nil, err
+--   S:files(id, provider), S:ids(provider)
+-- and S.db (the connection, with a close method; nil once closed) and S.path (what it was
+-- opened with).
 local core = require "taskapi.core"
 local errors = require "taskapi.errors"
 local json = require "taskapi.json"
 
-local unpack = table.unpack or unpack
-
 local M = {}
 
 M.SCHEMA = 1
-M.BUSY_TIMEOUT = 5 -- seconds a writer waits for another process's transaction
-
-local SCHEMA_SQL = [[
-CREATE TABLE IF NOT EXISTS intents (
-  rid TEXT PRIMARY KEY,            -- request id, made by the ledger
-  provider TEXT NOT NULL,
-  type TEXT NOT NULL,              -- the task type as given to create
-  endpoint TEXT,                   -- the provider's create path
-  digest TEXT NOT NULL,            -- of the parameters: sha256:<hex> or fnv1a:<hex>
-  at INTEGER NOT NULL,             -- Unix seconds, before the request
-  outcome TEXT,                    -- NULL (open: no answer recorded), created, refused,
-                                   -- indeterminate, reconciled
-  task_id TEXT,
-  error TEXT,
-  settled_at INTEGER,
-  seq INTEGER,                     -- the intent's event (the ledger's order of things)
-  settled_seq INTEGER              -- its outcome's event
-);
-CREATE INDEX IF NOT EXISTS intents_by_outcome ON intents (provider, outcome);
-CREATE TABLE IF NOT EXISTS tasks (
-  provider TEXT NOT NULL,
-  id TEXT NOT NULL,
-  type TEXT,
-  state TEXT NOT NULL,
-  done INTEGER NOT NULL DEFAULT 0,
-  ok INTEGER NOT NULL DEFAULT 0,
-  progress INTEGER,
-  rid TEXT,                        -- the intent that made it (NULL: only waited on)
-  task TEXT,                       -- compact JSON: outputs (names, urls), error, times, credits
-  first_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL,
-  PRIMARY KEY (provider, id)
-);
-CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  provider TEXT NOT NULL,
-  task_id TEXT NOT NULL,           -- for an intent's own events (intent, refused,
-                                   -- indeterminate): its request id
-  state TEXT NOT NULL,
-  progress INTEGER,
-  at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS files (
-  provider TEXT NOT NULL,
-  task_id TEXT NOT NULL,
-  name TEXT NOT NULL,              -- the output's name
-  path TEXT NOT NULL,
-  bytes INTEGER NOT NULL,
-  sha256 TEXT,                     -- when taskapi.core has sha256_file
-  mtime REAL,                      -- the file's mtime when saved
-  saves INTEGER NOT NULL DEFAULT 1,-- times a download saved it (resume skips a complete one)
-  adopted INTEGER NOT NULL DEFAULT 0, -- found complete on disk by resume, unrecorded
-  at INTEGER NOT NULL,
-  PRIMARY KEY (provider, task_id, name)
-);
-]]
+M.BUSY_TIMEOUT = 5 -- seconds a SQLite writer waits for another process's transaction
 
 local Ledger = {}
 Ledger.__index = Ledger
@@ -88,9 +55,37 @@ function Ledger.__tostring(L)
   return "taskapi ledger (" .. L.path .. ")"
 end
 
-local function now() return os.time() end
+--- A store's class: inherits Ledger's methods, prints like it.
+function M.class()
+  local cls = setmetatable({}, { __index = Ledger })
+  cls.__index = cls
+  cls.__tostring = Ledger.__tostring
+  return cls
+end
 
-local function db_err(err, what)
+--- Closes the store (idempotent).
+function Ledger:close()
+  if self.db then self.db:close() end
+  self.db = nil
+  return true
+end
+
+local classes = {}
+
+--- Is v a ledger of one of the stores?
+function M.is_ledger(v)
+  local mt = getmetatable(v)
+  return mt ~= nil and classes[mt] == true
+end
+
+function M.register(cls) classes[cls] = true end
+
+local function now() return os.time() end
+M.now = now
+
+--- An error of the store while doing `what`: "ledger: what: ..." (a store's error table keeps
+--- its kind: transport for a Redis that is not there; anything else is io).
+function M.db_err(err, what)
   if type(err) == "table" then
     err = errors.adopt(err)
     err.message = "ledger: " .. what .. ": " .. tostring(err.message)
@@ -98,112 +93,46 @@ local function db_err(err, what)
   end
   return errors.new("io", "ledger: " .. what .. ": " .. tostring(err))
 end
+local db_err = M.db_err
 
---- Runs fn(db) inside BEGIN IMMEDIATE ... COMMIT; fn returns a value or nil, err.
-function Ledger:_tx(what, fn)
-  local db = self.db
-  if not db then return nil, errors.new("io", "ledger: " .. what .. ": the ledger is closed") end
-  local ok, err = db:exec("BEGIN IMMEDIATE")
-  if not ok then return nil, db_err(err, what) end
-  local pok, r, e = pcall(fn, db)
-  if not pok or r == nil then
-    db:exec("ROLLBACK")
-    if not pok then return nil, db_err(r, what) end
-    return nil, db_err(e, what)
-  end
-  ok, err = db:exec("COMMIT")
-  if not ok then
-    db:exec("ROLLBACK")
-    return nil, db_err(err, what)
-  end
-  return r
+local function closed(what)
+  return nil, errors.new("io", "ledger: " .. what .. ": the ledger is closed")
 end
+M.closed = closed
 
-local function q(db, sql, ...)
-  local rows, err = db:query(sql, ...)
-  if not rows then error(err, 0) end
-  return rows
-end
-
---- taskapi.ledger.open(path [, opts]) -> ledger | nil, err. opts: busy_timeout (seconds;
---- 5), synchronous ("full", the default: a commit survives a power cut; "normal": a process
---- crash only).
+--- taskapi.ledger.open(path_or_url [, opts]) -> ledger | nil, err. A redis:// URL opens the
+--- Redis store (opts: see taskapi.ledger.redis), anything else a SQLite file (opts:
+--- busy_timeout, synchronous; see taskapi.ledger.sqlite).
 function M.open(path, opts)
   if type(path) ~= "string" or path == "" or path:find("%z") then
     return errors.invalid("ledger: the path must be a non-empty string without NUL bytes")
   end
   if opts ~= nil and type(opts) ~= "table" then return errors.invalid("ledger: options must be a table") end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "busy_timeout" and k ~= "synchronous" then
-      return errors.invalid("ledger: unknown option '" .. tostring(k):sub(1, 40) .. "' (known: busy_timeout, synchronous)")
-    end
-  end
-  local busy = opts.busy_timeout or M.BUSY_TIMEOUT
-  if type(busy) ~= "number" or busy ~= busy or busy < 0 or busy > 3600 then
-    return errors.invalid("ledger: 'busy_timeout' must be 0 to 3600 seconds")
-  end
-  local sync = opts.synchronous or "full"
-  if sync ~= "full" and sync ~= "normal" then return errors.invalid("ledger: 'synchronous' must be \"full\" or \"normal\"") end
-  local db, err = core.sqlite_open(path, busy * 1000)
-  if not db then return nil, db_err(err, "cannot open '" .. path:sub(1, 200) .. "'") end
-  local L = setmetatable({ db = db, path = path, seen = {} }, Ledger)
-  local function fail(e, what)
-    db:close()
-    L.db = nil
-    return nil, db_err(e, what)
-  end
-  -- Switching a new file to WAL needs the file to itself: while another process (or nginx
-  -- worker) opens it at the same moment, SQLite answers busy or returns the old mode without
-  -- waiting, so the switch is tried again until the busy timeout.
-  local rows
-  local deadline = core.now() + busy
-  while true do
-    rows, err = db:query("PRAGMA journal_mode = WAL")
-    if rows and rows[1] and rows[1].journal_mode == "wal" then break end
-    if core.now() >= deadline or (not rows and not err.retryable) then
-      if not rows then return fail(err, "journal_mode") end
-      return fail("the database refused WAL mode (journal_mode " .. tostring(rows[1] and rows[1].journal_mode) .. ")",
-        "journal_mode")
-    end
-    core.sleep(0.01)
-  end
-  local ok
-  ok, err = db:exec("PRAGMA synchronous = " .. (sync == "full" and "FULL" or "NORMAL"))
-  if not ok then return fail(err, "synchronous") end
-  rows, err = db:query("PRAGMA user_version")
-  if not rows then return fail(err, "user_version") end
-  local v = rows[1] and rows[1].user_version or 0
-  if v > M.SCHEMA then
-    return fail("schema version " .. v .. " is newer than this taskapi's (" .. M.SCHEMA .. ")", "'" .. path:sub(1, 200) .. "'")
-  end
-  if v < M.SCHEMA then
-    local _, serr = L:_tx("schema", function(d)
-      local r = q(d, "PRAGMA user_version")
-      if (r[1] and r[1].user_version or 0) < M.SCHEMA then -- another process may have won
-        local okx, xerr = d:exec(SCHEMA_SQL .. "PRAGMA user_version = " .. M.SCHEMA .. ";")
-        if not okx then error(xerr, 0) end
-      end
-      return true
-    end)
-    if serr then return fail(serr, "schema") end
-  end
-  return L
+  local store = path:match("^redis://") and "taskapi.ledger.redis" or "taskapi.ledger.sqlite"
+  return require(store).open(path, opts or {})
 end
 
---- A ledger from taskapi.new's `ledger` option: a ledger (kept as is) or a path (opened).
+--- A ledger from taskapi.new's `ledger` option: a ledger (kept as is) or a path or URL (opened).
 function M.attach(v)
   if type(v) == "string" then return M.open(v) end
-  if getmetatable(v) == Ledger then
+  if M.is_ledger(v) then
     if not v.db then return errors.invalid("option 'ledger': the ledger is closed") end
     return v
   end
-  return errors.invalid("option 'ledger' must be a ledger (taskapi.ledger.open) or a path, got " .. type(v))
+  return errors.invalid("option 'ledger' must be a ledger (taskapi.ledger.open), a path or a redis:// URL, got " .. type(v))
 end
 
-function Ledger:close()
-  if self.db then self.db:close() end
-  self.db = nil
+--- Checks an options table against the names a store knows.
+function M.check_keys(what, t, known)
+  for k in pairs(t) do
+    if not known[k] then
+      local names = {}
+      for n in pairs(known) do names[#names + 1] = n end
+      table.sort(names)
+      return errors.invalid(what .. ": unknown option '" .. tostring(k):sub(1, 40) .. "' (known: " ..
+        table.concat(names, ", ") .. ")")
+    end
+  end
   return true
 end
 
@@ -271,14 +200,9 @@ end
 function Ledger:before_create(provider, typ, endpoint, params)
   local digest, derr = M.digest(params)
   if not digest then return nil, db_err(derr, "digest of the parameters") end
+  if not self.db then return closed("intent") end
   local rid = request_id()
-  local t = now()
-  local ok, err = self:_tx("intent", function(db)
-    q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'intent', ?3)", provider, rid, t)
-    q(db, "INSERT INTO intents (rid, provider, type, endpoint, digest, at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, " ..
-      "last_insert_rowid())", rid, provider, typ, endpoint, digest, t)
-    return true
-  end)
+  local ok, err = self:_intent(rid, provider, typ, endpoint, digest, now())
   if not ok then return nil, err end
   return rid
 end
@@ -286,22 +210,10 @@ end
 --- Records a create's outcome: the task id (and the task, pending), or err: indeterminate
 --- (err.indeterminate) or refused (anything else: the provider made no task).
 function Ledger:after_create(rid, provider, typ, id, err)
-  local t = now()
-  return self:_tx("outcome", function(db)
-    if id then
-      q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'created', ?3)", provider, id, t)
-      q(db, "UPDATE intents SET outcome = 'created', task_id = ?2, settled_at = ?3, settled_seq = last_insert_rowid() " ..
-        "WHERE rid = ?1", rid, id, t)
-      q(db, "INSERT INTO tasks (provider, id, type, state, rid, first_at, updated_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5) " ..
-        "ON CONFLICT (provider, id) DO UPDATE SET rid = excluded.rid", provider, id, typ, rid, t)
-    else
-      local outcome = err and err.indeterminate and "indeterminate" or "refused"
-      q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, ?3, ?4)", provider, rid, outcome, t)
-      q(db, "UPDATE intents SET outcome = ?2, error = ?3, settled_at = ?4, settled_seq = last_insert_rowid() " ..
-        "WHERE rid = ?1", rid, outcome, tostring(err and err.message or "unknown error"):sub(1, 1000), t)
-    end
-    return true
-  end)
+  if not self.db then return closed("outcome") end
+  if id then return self:_outcome(rid, provider, typ, id, "created", nil, now()) end
+  local outcome = err and err.indeterminate and "indeterminate" or "refused"
+  return self:_outcome(rid, provider, typ, nil, outcome, tostring(err and err.message or "unknown error"):sub(1, 1000), now())
 end
 
 -- The compact record of a task: no raw payload.
@@ -318,27 +230,13 @@ local function compact(task)
   })
 end
 
---- Records a task's state when it changed (one transaction: the task's row, an event).
+--- Records a task's state when it changed (one atomic write: the task's record, an event).
 function Ledger:task_seen(task)
   if not self.db then return nil end
   local key = task.provider .. " " .. task.id
   local mark = task.state .. (task.done and "+" or "")
   if self.seen[key] == mark then return true end
-  local t = now()
-  local text = compact(task)
-  local ok, err = self:_tx("task state", function(db)
-    q(db, "INSERT INTO tasks (provider, id, type, state, done, ok, progress, task, first_at, updated_at) " ..
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT (provider, id) DO UPDATE SET " ..
-      "type = coalesce(excluded.type, tasks.type), state = excluded.state, done = excluded.done, ok = excluded.ok, " ..
-      "progress = excluded.progress, task = excluded.task, updated_at = excluded.updated_at " ..
-      "WHERE tasks.state IS NOT excluded.state OR tasks.done IS NOT excluded.done OR tasks.task IS NULL",
-      task.provider, task.id, task.type, task.state, task.done and 1 or 0, task.ok and 1 or 0, task.progress, text, t)
-    if db:changes() > 0 then
-      q(db, "INSERT INTO events (provider, task_id, state, progress, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        task.provider, task.id, task.state, task.progress, t)
-    end
-    return true
-  end)
+  local ok, err = self:_task(task, compact(task), now())
   if ok then self.seen[key] = mark else self.last_error = err end
   return ok, err
 end
@@ -360,15 +258,7 @@ function Ledger:files_saved(task, files, adopted)
   for _, f in ipairs(files) do
     if f.path and f.name then
       local size, sha, mtime, abs = fingerprint(f.path)
-      local ok, err = self:_tx("file", function(db)
-        q(db, "INSERT INTO files (provider, task_id, name, path, bytes, sha256, mtime, adopted, at) " ..
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (provider, task_id, name) DO UPDATE SET " ..
-          "path = excluded.path, bytes = excluded.bytes, sha256 = excluded.sha256, mtime = excluded.mtime, " ..
-          "saves = files.saves + (1 - excluded.adopted), at = excluded.at",
-          task.provider, task.id, f.name, abs or f.path, size or f.bytes or 0, sha, mtime,
-          adopted and 1 or 0, now())
-        return true
-      end)
+      local ok, err = self:_file(task, f.name, abs or f.path, size or f.bytes or 0, sha, mtime, adopted and 1 or 0, now())
       if not ok and not first_err then first_err = err end
     end
   end
@@ -400,25 +290,9 @@ function M.file_intact(row, path)
   return false
 end
 
-local function closed(what)
-  return nil, errors.new("io", "ledger: " .. what .. ": the ledger is closed")
-end
-
-function Ledger:files(id, provider)
-  if not self.db then return closed("files") end
-  local rows, err
-  if provider then
-    rows, err = self.db:query("SELECT * FROM files WHERE task_id = ?1 AND provider = ?2 ORDER BY name", id, provider)
-  else
-    rows, err = self.db:query("SELECT * FROM files WHERE task_id = ?1 ORDER BY provider, name", id)
-  end
-  if not rows then return nil, db_err(err, "files") end
-  return rows
-end
-
--- A task record from its row: the columns, the compact task's fields, its files (by output
--- name) and `unsaved`, the names of outputs without an intact saved file.
-function Ledger:_record(row, check_files)
+-- A task record from its row and its file rows: the columns, the compact task's fields, its
+-- files (by output name) and `unsaved`, the names of outputs without an intact saved file.
+local function record(row, file_rows, check_files)
   local c = decode(row.task) or {}
   local r = {
     id = row.id, provider = row.provider, type = row.type or c.type, state = row.state, done = row.done == 1,
@@ -426,8 +300,7 @@ function Ledger:_record(row, check_files)
     outputs = c.outputs or {}, error = c.error, created_at = c.created_at, completed_at = c.completed_at,
     credits = c.credits, files = {}, unsaved = {},
   }
-  local rows = self:files(row.id, row.provider) or {}
-  for _, f in ipairs(rows) do
+  for _, f in ipairs(file_rows or {}) do
     if check_files then f.intact = M.file_intact(f) end
     r.files[f.name] = f
   end
@@ -441,28 +314,32 @@ function Ledger:_record(row, check_files)
   return r
 end
 
+-- filter: nil or a table whose keys are all in known; returns the table or nil, err
+local function check_filter(what, filter, known)
+  if filter ~= nil and type(filter) ~= "table" then return errors.invalid("ledger:" .. what .. " expects a filter table") end
+  filter = filter or {}
+  for k in pairs(filter) do
+    if not known[k] then return errors.invalid("ledger:" .. what .. ": unknown filter '" .. tostring(k):sub(1, 40) .. "'") end
+  end
+  return filter
+end
+
 --- Task records, oldest first. filter: provider, state, pending (true: not finalized, or
 --- succeeded with an output not saved (intact on disk); false: the others), check_files
 --- (default true: a saved file counts only when still intact on disk).
 function Ledger:tasks(filter)
-  if filter ~= nil and type(filter) ~= "table" then return errors.invalid("ledger:tasks expects a filter table") end
-  filter = filter or {}
-  for k in pairs(filter) do
-    if k ~= "provider" and k ~= "state" and k ~= "pending" and k ~= "check_files" then
-      return errors.invalid("ledger:tasks: unknown filter '" .. tostring(k):sub(1, 40) .. "'")
-    end
-  end
+  local err
+  filter, err = check_filter("tasks", filter, { provider = true, state = true, pending = true, check_files = true })
+  if not filter then return nil, err end
   if not self.db then return closed("tasks") end
-  local sql, args = { "SELECT * FROM tasks WHERE 1 = 1" }, {}
-  if filter.provider then sql[#sql + 1] = "AND provider = ?" .. (#args + 1); args[#args + 1] = filter.provider end
-  if filter.state then sql[#sql + 1] = "AND state = ?" .. (#args + 1); args[#args + 1] = filter.state end
-  sql[#sql + 1] = "ORDER BY first_at, rowid"
-  local rows, err = self.db:query(table.concat(sql, " "), unpack(args, 1, #args))
-  if not rows then return nil, db_err(err, "tasks") end
+  local rows, files = self:_task_rows(filter.provider)
+  if not rows then return nil, files end
   local out = {}
-  for _, row in ipairs(rows) do
-    local r = self:_record(row, filter.check_files ~= false)
-    if filter.pending == nil or r.pending == filter.pending then out[#out + 1] = r end
+  for i, row in ipairs(rows) do
+    if not filter.state or row.state == filter.state then
+      local r = record(row, files[i], filter.check_files ~= false)
+      if filter.pending == nil or r.pending == filter.pending then out[#out + 1] = r end
+    end
   end
   return out
 end
@@ -471,31 +348,22 @@ end
 function Ledger:get(id, provider)
   if type(id) ~= "string" then return errors.invalid("ledger:get expects a task id (a string)") end
   if not self.db then return closed("get") end
-  local rows, err
-  if provider then
-    rows, err = self.db:query("SELECT * FROM tasks WHERE id = ?1 AND provider = ?2", id, provider)
-  else
-    rows, err = self.db:query("SELECT * FROM tasks WHERE id = ?1 ORDER BY first_at LIMIT 1", id)
-  end
-  if not rows then return nil, db_err(err, "get") end
-  if not rows[1] then return nil end
-  return self:_record(rows[1], true)
+  local row, files = self:_task_row(id, provider)
+  if not row then return nil, files end
+  return record(row, files, true)
 end
 
 --- Intents, oldest first. filter: provider, indeterminate (true: those whose task may exist
 --- without an id: outcome 'indeterminate', or open (no outcome recorded: the process died
 --- during the create, or is still in it), outcome ("open" or a recorded one).
 function Ledger:intents(filter)
-  if filter ~= nil and type(filter) ~= "table" then return errors.invalid("ledger:intents expects a filter table") end
-  filter = filter or {}
-  for k in pairs(filter) do
-    if k ~= "provider" and k ~= "indeterminate" and k ~= "outcome" then
-      return errors.invalid("ledger:intents: unknown filter '" .. tostring(k):sub(1, 40) .. "'")
-    end
-  end
+  local err
+  filter, err = check_filter("intents", filter, { provider = true, indeterminate = true, outcome = true })
+  if not filter then return nil, err end
   if not self.db then return closed("intents") end
-  local rows, err = self.db:query("SELECT * FROM intents ORDER BY at, rowid")
-  if not rows then return nil, db_err(err, "intents") end
+  local rows
+  rows, err = self:_intent_rows()
+  if not rows then return nil, err end
   local out = {}
   for _, r in ipairs(rows) do
     r.outcome = r.outcome or "open"
@@ -511,26 +379,29 @@ end
 
 --- Marks an indeterminate (or open) intent as found: its task id, the task pending.
 function Ledger:reconciled(rid, provider, id, typ)
-  local t = now()
-  return self:_tx("reconcile", function(db)
-    local have = q(db, "SELECT id FROM tasks WHERE provider = ?1 AND id = ?2", provider, id)
-    if have[1] then error("task " .. id .. " is already in the ledger", 0) end
-    q(db, "UPDATE intents SET outcome = 'reconciled', task_id = ?2, settled_at = ?3 WHERE rid = ?1", rid, id, t)
-    q(db, "INSERT INTO tasks (provider, id, type, state, rid, first_at, updated_at) VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?5)",
-      provider, id, typ, rid, t)
-    q(db, "INSERT INTO events (provider, task_id, state, at) VALUES (?1, ?2, 'reconciled', ?3)", provider, id, t)
-    return true
-  end)
+  if not self.db then return closed("reconcile") end
+  local ok, err = self:_reconciled(rid, provider, id, typ, now())
+  if ok == false then return nil, db_err("task " .. id .. " is already in the ledger", "reconcile") end
+  return ok, err
 end
 
---- The ids of provider's tasks in the ledger, as a set.
-function Ledger:ids(provider)
-  if not self.db then return closed("ids") end
-  local rows, err = self.db:query("SELECT id FROM tasks WHERE provider = ?1", provider)
-  if not rows then return nil, db_err(err, "ids") end
-  local set = {}
-  for _, r in ipairs(rows) do set[r.id] = true end
-  return set
+--- Events, in the ledger's order (seq). filter: provider, task_id (a task's id, or an
+--- intent's request id for its own events: intent, refused, indeterminate).
+function Ledger:events(filter)
+  local err
+  filter, err = check_filter("events", filter, { provider = true, task_id = true })
+  if not filter then return nil, err end
+  if not self.db then return closed("events") end
+  local rows
+  rows, err = self:_event_rows()
+  if not rows then return nil, err end
+  local out = {}
+  for _, e in ipairs(rows) do
+    if (not filter.provider or e.provider == filter.provider) and (not filter.task_id or e.task_id == filter.task_id) then
+      out[#out + 1] = e
+    end
+  end
+  return out
 end
 
 ----------------------------------------------------------------------------------------------
@@ -560,6 +431,14 @@ local function positive_int(v, name, max)
   return v
 end
 
+-- The client's ledger for call `what`, and opts checked to be a table (named `expects`).
+local function with_ledger(client, what, opts, expects)
+  local L = client.ledger
+  if not L then return errors.invalid(what .. ": this client has no ledger (taskapi.new{ ledger = path or URL })") end
+  if type(opts) ~= "table" then return errors.invalid(what .. " expects " .. expects) end
+  return L
+end
+
 --- client:resume(opts): waits for every unfinished task of the client's provider in its
 --- ledger and downloads every result not yet saved (a file already on disk as recorded, or
 --- complete under its final name, is skipped), concurrently. opts: dir (required), the
@@ -569,9 +448,8 @@ end
 --- 4). Returns tasks, errs (keyed by task id, like wait_all) and files (task id -> the
 --- files saved, adopted or skipped).
 function M.resume(client, opts)
-  local L = client.ledger
-  if not L then return errors.invalid("resume: this client has no ledger (taskapi.new{ ledger = path })") end
-  if type(opts) ~= "table" then return errors.invalid("resume expects an options table with 'dir'") end
+  local L, err = with_ledger(client, "resume", opts, "an options table with 'dir'")
+  if not L then return nil, err end
   if opts.dir == nil then return errors.invalid("resume: option 'dir' (the folder for the results) is required") end
   local download = require "taskapi.ops.download"
   local waiting = require "taskapi.ops.wait"
@@ -589,7 +467,8 @@ function M.resume(client, opts)
     end
   end
   local scheduler = require "taskapi.run.scheduler"
-  local o, err = download.check_opts(client.def, dopts)
+  local o
+  o, err = download.check_opts(client.def, dopts)
   if not o then return nil, err end
   local p
   p, err = waiting.check_opts(client, wopts)
@@ -730,9 +609,8 @@ end
 --- timeout times its attempts, plus 5), max_rows (usage rows read at most; 2000).
 --- Returns { found = {{rid=, task_id=, type=, at=, created_at=}...}, left = {intents...} }.
 function M.reconcile(client, opts)
-  local L = client.ledger
-  if not L then return errors.invalid("reconcile: this client has no ledger (taskapi.new{ ledger = path })") end
-  if opts ~= nil and type(opts) ~= "table" then return errors.invalid("reconcile expects an options table") end
+  local L, lerr = with_ledger(client, "reconcile", opts or {}, "an options table")
+  if not L then return nil, lerr end
   opts = opts or {}
   for k, v in pairs(opts) do
     if k ~= "window" and k ~= "min_age" and k ~= "max_rows" then

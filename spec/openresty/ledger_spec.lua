@@ -1,11 +1,13 @@
 -- OpenResty: the ledger inside nginx. Two workers run requests that each create tasks on the
 -- nginx fake, wait for them and download their results with a client whose ledger is one
--- SQLite file, four requests at once (so both workers write to it together); the spec then
--- reads the file from its own process: every intent created, every task finalized, every
+-- SQLite file, or one Redis (a private redis-server, reached through resty.redis on
+-- cosockets), four requests at once (so both workers write to it together); the spec then
+-- reads the ledger from its own process: every intent created, every task finalized, every
 -- result saved once with the fake's bytes.
 local nginx = require "taskapi.fake.process"
 local fe = require "support.fake_env"
 local ledger = require "taskapi.ledger"
+local rs = require "support.redis"
 
 describe("the ledger inside nginx (two workers, one file) #openresty", function()
   local env, app, dir
@@ -35,8 +37,12 @@ describe("the ledger inside nginx (two workers, one file) #openresty", function(
           assert(task.ok, tostring(err))
           saved = saved + #assert(c:download(task, { dir = a.dir }))
         end
+        -- which client the ledger used: the Redis store's connection holds a hiredis one
+        -- only when it did not run on cosockets
+        local L = c.ledger
+        local via = L.prefix and (L.db.conn and "hiredis" or "cosockets") or "sqlite"
         c:close()
-        ngx.say(ngx.worker.pid(), " ", saved)
+        ngx.say(ngx.worker.pid(), " ", saved, " ", via)
       }
     }
 ]],
@@ -49,21 +55,24 @@ describe("the ledger inside nginx (two workers, one file) #openresty", function(
     if dir then fe.rmdir(dir) end
   end)
 
-  it("records every create, state and file of concurrent requests on both workers", function()
-    local db = dir .. "/ledger.db"
-    local url = app.url .. "/work?n=5&base=" .. env.base.tripo .. "&ledger=" .. db .. "&dir=" .. dir
+  -- Four requests at once on the two workers with ledger `target`; then the ledger, read from
+  -- this process, has every intent, task and file. via: the client the ledger used in nginx.
+  local function run(target, via)
+    local url = app.url .. "/work?n=5&base=" .. env.base.tripo .. "&ledger=" .. fe.escape(target) .. "&dir=" .. dir .. "/" .. via
+    os.execute("mkdir -p " .. fe.q(dir .. "/" .. via) .. " && chmod 0777 " .. fe.q(dir .. "/" .. via))
     local cmds = {}
     for i = 1, 4 do cmds[i] = "curl -s -m 60 " .. fe.q(url) .. " >" .. fe.q(dir .. "/r" .. i) end
     os.execute("(" .. table.concat(cmds, " & ") .. " & wait)")
     local pids = {}
     for i = 1, 4 do
       local body = fe.read(dir .. "/r" .. i) or ""
-      local pid, saved = body:match("^(%d+) (%d+)")
+      local pid, saved, used = body:match("^(%d+) (%d+) (%a+)")
       assert(pid, "request " .. i .. " answered: " .. body .. "\n" .. app.log())
       assert.equal("10", saved)
+      assert.equal(via, used)
       pids[pid] = true
     end
-    local L = assert(ledger.open(db))
+    local L = assert(ledger.open(target))
     local intents = L:intents { provider = "tripo" }
     assert.equal(20, #intents)
     for _, it in ipairs(intents) do assert.equal("created", it.outcome) end
@@ -81,7 +90,18 @@ describe("the ledger inside nginx (two workers, one file) #openresty", function(
     L:close()
     local n = 0
     for _ in pairs(pids) do n = n + 1 end
-    print("\nworkers that answered: " .. n)
+    print("\n" .. via .. ": workers that answered: " .. n)
     assert.equal("", (app.log():match("%[error%][^\n]*") or ""))
+  end
+
+  it("records every create, state and file of concurrent requests on both workers (SQLite)", function()
+    run(dir .. "/ledger.db", "sqlite")
+  end)
+
+  it("the same with a Redis ledger, through resty.redis on cosockets", function()
+    local srv = assert(rs.start { ttl = 300 })
+    local ok, err = pcall(run, srv.url("nginx"), "cosockets")
+    srv.stop()
+    assert(ok, err)
   end)
 end)

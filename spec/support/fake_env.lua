@@ -44,6 +44,11 @@ local function curl(method, url, body)
   return tonumber(code), text
 end
 
+--- s escaped for a URL's query (every byte but letters, digits and "-._" as %XX).
+function M.escape(s)
+  return (s:gsub("[^%w%-%._]", function(ch) return string.format("%%%02X", ch:byte()) end))
+end
+
 local Env = {}
 Env.__index = Env
 

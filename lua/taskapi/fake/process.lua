@@ -34,7 +34,8 @@ local function abs(path)
 end
 
 local seeded = false
-local function random_port()
+--- A port to try (20000 to 60999), from a generator seeded once per process.
+function M.random_port()
   if not seeded then
     local stat = read("/proc/self/stat") or ""
     local pid = tonumber(stat:match("^(%d+)")) or 0
@@ -101,7 +102,7 @@ function M.start(opts)
   o.is_root = sh("id -u") == "0"
   local last_err
   for _ = 1, 25 do
-    o.port = opts.port or random_port()
+    o.port = opts.port or M.random_port()
     write(dir .. "/nginx.conf", opts.config and opts.config(o) or conf(o))
     write(dir .. "/error.log", "")
     local envs = ""
