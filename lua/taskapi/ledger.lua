@@ -353,28 +353,39 @@ function Ledger:get(id, provider)
   return record(row, files, true)
 end
 
+-- The store's rows (its method `fetch`) that `keep(row, filter)` keeps, filter checked
+-- against `known` first; nil, err.
+local function select_rows(self, what, filter, known, fetch, keep)
+  local err
+  filter, err = check_filter(what, filter, known)
+  if not filter then return nil, err end
+  if not self.db then return closed(what) end
+  local rows
+  rows, err = self[fetch](self)
+  if not rows then return nil, err end
+  local out = {}
+  for _, r in ipairs(rows) do
+    if keep(r, filter) then out[#out + 1] = r end
+  end
+  return out
+end
+
+local INTENT_FILTERS = { provider = true, indeterminate = true, outcome = true }
+local function keep_intent(r, filter)
+  r.outcome = r.outcome or "open"
+  local keep = (not filter.provider or r.provider == filter.provider) and (not filter.outcome or r.outcome == filter.outcome)
+  if filter.indeterminate ~= nil then
+    local ind = r.outcome == "indeterminate" or r.outcome == "open"
+    keep = keep and ind == filter.indeterminate
+  end
+  return keep
+end
+
 --- Intents, oldest first. filter: provider, indeterminate (true: those whose task may exist
 --- without an id: outcome 'indeterminate', or open (no outcome recorded: the process died
 --- during the create, or is still in it), outcome ("open" or a recorded one).
 function Ledger:intents(filter)
-  local err
-  filter, err = check_filter("intents", filter, { provider = true, indeterminate = true, outcome = true })
-  if not filter then return nil, err end
-  if not self.db then return closed("intents") end
-  local rows
-  rows, err = self:_intent_rows()
-  if not rows then return nil, err end
-  local out = {}
-  for _, r in ipairs(rows) do
-    r.outcome = r.outcome or "open"
-    local keep = (not filter.provider or r.provider == filter.provider) and (not filter.outcome or r.outcome == filter.outcome)
-    if filter.indeterminate ~= nil then
-      local ind = r.outcome == "indeterminate" or r.outcome == "open"
-      keep = keep and ind == filter.indeterminate
-    end
-    if keep then out[#out + 1] = r end
-  end
-  return out
+  return select_rows(self, "intents", filter, INTENT_FILTERS, "_intent_rows", keep_intent)
 end
 
 --- Marks an indeterminate (or open) intent as found: its task id, the task pending.
@@ -385,23 +396,15 @@ function Ledger:reconciled(rid, provider, id, typ)
   return ok, err
 end
 
+local EVENT_FILTERS = { provider = true, task_id = true }
+local function keep_event(e, filter)
+  return (not filter.provider or e.provider == filter.provider) and (not filter.task_id or e.task_id == filter.task_id)
+end
+
 --- Events, in the ledger's order (seq). filter: provider, task_id (a task's id, or an
 --- intent's request id for its own events: intent, refused, indeterminate).
 function Ledger:events(filter)
-  local err
-  filter, err = check_filter("events", filter, { provider = true, task_id = true })
-  if not filter then return nil, err end
-  if not self.db then return closed("events") end
-  local rows
-  rows, err = self:_event_rows()
-  if not rows then return nil, err end
-  local out = {}
-  for _, e in ipairs(rows) do
-    if (not filter.provider or e.provider == filter.provider) and (not filter.task_id or e.task_id == filter.task_id) then
-      out[#out + 1] = e
-    end
-  end
-  return out
+  return select_rows(self, "events", filter, EVENT_FILTERS, "_event_rows", keep_event)
 end
 
 ----------------------------------------------------------------------------------------------
