@@ -211,7 +211,7 @@ function M.serve(client, L, opts)
       else
         b.ok()
         local id = ids[1]
-        local task, gerr = finals[id], nil
+        local task, gerr = finals[id]
         finals[id] = nil
         -- the task as this worker read it (its final state recorded first: idempotent), or
         -- as the ledger has it
