@@ -189,6 +189,33 @@ describe("a fleet of workers on one Redis #fleet", function()
     assert.is_true(killed.unseen < 10 and one.unseen < 10)
   end)
 
+  it("taskapi serve: exit 3 without Redis (the key never shown); one worker saves every result", function()
+    local cli = "TASKAPI_API_KEY=" .. fe.KEY .. " lua5.4 bin/taskapi serve --provider tripo "
+    local out = sh(cli .. "--ledger 'redis://127.0.0.1:1/0?prefix=none' --dir " .. fe.q(root .. "/none") ..
+      " 2>&1; echo \"exit $?\"")
+    assert.truthy(out:find("redis 127.0.0.1:1: connection refused", 1, true), out)
+    assert.truthy(out:find("exit 3$"), out)
+    assert.is_nil(out:find(fe.KEY, 1, true))
+    local url = srv.url()
+    local L = assert(ledger.open(url))
+    local c = assert(taskapi.new { provider = "tripo", api_key = fe.KEY, base_url = env.base.tripo, ledger = L })
+    for i = 1, 10 do
+      assert(c:create { type = "text_to_model", model_version = "v3.1-20260211", prompt = "cli " .. i,
+        fake = { queue = 0, run = 0.5, file_size = SIZE } })
+    end
+    c:close()
+    out = sh(cli .. "--json --ledger " .. fe.q(url) .. " --base-url " .. fe.q(env.base.tripo) .. " --dir " ..
+      fe.q(root .. "/cli") .. " --min-interval " .. MIN .. " --lease " .. LEASE .. " --idle-exit " .. IDLE .. " 2>&1; echo \"exit $?\"")
+    assert.truthy(out:find("exit 0$"), out)
+    assert.is_nil(out:find(fe.KEY, 1, true))
+    local counts = require("cjson").decode(out:match("^[^\n]*"))
+    assert.equal("worker", counts.object)
+    assert.equal(10, counts.finalized)
+    assert.equal(20, counts.files)
+    assert.same({}, assert(L:tasks { pending = true }))
+    L:close()
+  end)
+
   it("Redis stopped for 2 s in the middle: nothing lost", function()
     local numbers = run("redis", 100, 2, { at = 0.3, fire = function()
       srv.halt()
