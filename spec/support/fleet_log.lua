@@ -15,7 +15,31 @@
 --   fl.longest_unseen(r.polls, finals [, from]) -- the longest time from a task's end
 --                             (finals[id], or `from` when later: the fleet's start) to its
 --                             first read at or after it, and its id
+--
+-- And what the fleet specs (spec/fleet_spec.lua, spec/openresty/fleet_spec.lua) share:
+--   fl.create(env, url, n) -> tasks {id=, provider=, size=, run=}, results: n tasks of Tripo
+--                             V3 and n of SellerPic made through clients with the ledger at url
+--                             (every 25th with a large file that stalls halfway)
+--   fl.count_files(dir)    -> whole files, hidden (part) files
+--   fl.watch(dir, results, fire, at, running) -> the time (fe.now()) the dir held every result,
+--                             or nil after 90 s or once running() is false; fire(part files)
+--                             once a share `at` of them is there
+--   fl.check(env, mark, url, tasks, results, dir, min, numbers): every task finalized, every
+--                             result saved once (saves = 1) with the served bytes (SHA-256),
+--                             no part file left, no task read twice within min seconds (the
+--                             fake's log after mark); adds the log's numbers to `numbers`
+local fe = require "support.fake_env"
+local assert = require "luassert"
+
 local M = {}
+
+M.MIN = 0.5                 -- seconds: the minimum interval the fleet specs lower the providers' to
+M.SIZE, M.BIG = 8000, 400000 -- bytes of a result; of the stalled ones (every 25th task)
+M.TOLERANCE = 0.02          -- seconds: the fake's clock is nginx's cached time
+local PARAMS = {
+  tripo = { type = "text_to_model", model_version = "v3.1-20260211", prompt = "a chair" },
+  sellerpic = { type = "instructEdit", prompt = "white background" },
+}
 
 local function status_id(e)
   if e.method ~= "GET" then return nil end
@@ -81,6 +105,98 @@ function M.longest_unseen(polls, finals, from)
     if d > worst then worst, who = d, id end
   end
   return worst, who
+end
+
+function M.create(env, url, n)
+  local ledger = require "taskapi.ledger"
+  local taskapi = require "taskapi"
+  local L = assert(ledger.open(url))
+  local tasks, results = {}, 0
+  for _, p in ipairs({ "tripo", "sellerpic" }) do
+    local c = assert(taskapi.new { provider = p, api_key = fe.KEY, base_url = env.base[p], ledger = L, min_interval = 0 })
+    for i = 1, n do
+      local params = {}
+      for k, v in pairs(PARAMS[p]) do params[k] = v end
+      params.prompt = params.prompt .. " " .. i
+      local big = i % 25 == 0
+      local size = big and M.BIG or M.SIZE
+      local run = 1.5 + (i % 6) * 0.5
+      params.fake = { queue = 0, run = run, file_size = size, faults = big and { stall = 1.5 } or nil }
+      tasks[#tasks + 1] = { id = assert(c:create(params)), provider = p, size = size, run = run }
+      results = results + (p == "tripo" and 2 or 1)
+    end
+    c:close()
+  end
+  L:close()
+  return tasks, results
+end
+
+function M.count_files(dir)
+  local whole, parts = 0, 0
+  for _, name in ipairs(fe.ls(dir)) do
+    if name:sub(1, 1) == "." then parts = parts + 1 else whole = whole + 1 end
+  end
+  return whole, parts
+end
+
+function M.watch(dir, results, fire, at, running)
+  local t0, fired = fe.now(), false
+  while fe.now() - t0 < 90 do
+    local whole, parts = M.count_files(dir)
+    if whole >= results then return fe.now() end
+    if fire and not fired and whole >= at * results then
+      fired = true
+      fire(parts)
+    end
+    if not running() then return nil end
+    os.execute("sleep 0.05")
+  end
+  return nil
+end
+
+function M.check(env, mark, url, tasks, results, dir, min, numbers)
+  local core = require "taskapi.core"
+  local name = numbers.name
+  local L = assert(require("taskapi.ledger").open(url))
+  local by_id = {}
+  for _, t in ipairs(tasks) do by_id[t.provider .. " " .. t.id] = t end
+  local recs = assert(L:tasks {})
+  assert.equal(#tasks, #recs)
+  local files = 0
+  for _, r in ipairs(recs) do
+    local t = assert(by_id[r.provider .. " " .. r.id], "a task the spec did not make: " .. r.id)
+    assert.is_true(r.done and r.ok, name .. ": " .. r.id .. " not finished: " .. tostring(r.state))
+    assert.same({}, r.unsaved, name .. ": " .. r.id .. " has unsaved results")
+    for _, o in ipairs(r.outputs) do
+      local f = r.files[o.name]
+      assert.equal(1, f.saves, name .. ": " .. r.id .. " " .. o.name .. " saved " .. f.saves .. " times")
+      local key = r.provider == "sellerpic" and o.name .. ".png" or o.name
+      local want = core.sha256(fe.expected_bytes(r.id, key, t.size))
+      assert.equal(want, f.sha256, name .. ": the ledger's SHA-256 of " .. f.path)
+      assert.equal(want, core.sha256_file(f.path), name .. ": SHA-256 of " .. f.path)
+      files = files + 1
+    end
+  end
+  L:close()
+  assert.equal(results, files)
+  local whole, parts = M.count_files(dir)
+  assert.equal(results, whole, name .. ": files on disk")
+  assert.equal(0, parts, name .. ": part files left")
+  -- the fake's log: never two reads of a task within the minimum interval
+  local r = M.parse(env:log(mark))
+  local closest, who = M.closest(r.polls)
+  assert.is_true(closest >= min - M.TOLERANCE,
+    string.format("%s: task %s read twice %.3f s apart (minimum %.1f s)", name, tostring(who), closest, min))
+  local finals = {}
+  for _, t in ipairs(tasks) do finals[t.id] = assert(r.created[t.id], "no create logged for " .. t.id) + t.run end
+  numbers.closest, numbers.unseen = closest, M.longest_unseen(r.polls, finals, r.first)
+  numbers.requests, numbers.reads = r.status_requests / #tasks, r.reads / #tasks
+  numbers.batch_reads, numbers.ranged = r.batch_reads, r.ranged
+  print(string.format("\nfleet %s: %d tasks, %s: %.1f s (creates %.1f s before); %.2f status requests " ..
+    "and %.2f reads per task, %d batch reads; closest two reads of a task %.3f s; longest end -> seen %.2f s; " ..
+    "file GETs with Range %d%s", name, #tasks, numbers.workers, numbers.wall, numbers.created, numbers.requests,
+    numbers.reads, numbers.batch_reads, closest, numbers.unseen, r.ranged, numbers.note or ""))
+  return numbers
 end
 
 return M

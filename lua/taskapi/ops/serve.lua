@@ -45,7 +45,7 @@ M.RETRY = 2            -- seconds before a failed download is tried again (doubl
 local RULES = {
   dir = true, lease = check.SECONDS, sweep = check.SECONDS, pollers = { "number", integer = true, min = 1, max = 64 },
   concurrency = { "number", integer = true, min = 1, max = 64 }, batch = { "number", integer = true, min = 1, max = 1000 },
-  idle_exit = check.SECONDS, stop = check.FUNCTION, log = check.FUNCTION, worker = true,
+  idle_exit = check.SECONDS, stop = check.FUNCTION, log = check.FUNCTION, worker = true, stats = { "table" },
 }
 local RENAMED = { download_timeout = "timeout", on_download_progress = "on_progress" }
 
@@ -64,7 +64,7 @@ local function check_opts(client, opts)
   local s = { pollers = M.POLLERS, concurrency = M.CONCURRENCY, sweep = M.SWEEP }
   local ok, err = check.options(own, RULES, "serve ", s)
   if not ok then return nil, err end
-  s.dir, s.stop, s.log, s.worker = opts.dir, opts.stop, opts.log, opts.worker
+  s.dir, s.stop, s.log, s.worker, s.stats = opts.dir, opts.stop, opts.log, opts.worker, opts.stats
   if s.worker ~= nil and (type(s.worker) ~= "string" or not s.worker:match("^[%w%.%-_]+$") or #s.worker > 100) then
     return errors.invalid("serve: option 'worker' must be a name of letters, digits, '.', '-' and '_'")
   end
@@ -113,8 +113,13 @@ function M.serve(client, L, opts)
   local C = claims.new(L.db, L.prefix, name)
   C.worker = s.worker or worker_name()
   local p, min, lease = s.p, s.p.min_interval, s.lease
-  local stats = { polls = 0, status_requests = 0, batch_reads = 0, finalized = 0, downloads = 0, files = 0,
-    resumed = 0, redis_errors = 0, lost_leases = 0, failed = 0, swept = 0, given_up = 0 }
+  -- the worker's counts: opts.stats when given (filled as it goes: a page can show them)
+  local stats = s.stats or {}
+  for _, k in ipairs({ "polls", "status_requests", "batch_reads", "finalized", "downloads", "files", "resumed",
+    "redis_errors", "lost_leases", "swept", "given_up" }) do
+    stats[k] = 0
+  end
+  stats.worker = C.worker
   local saved_ledger = client.ledger
   client.ledger = L -- what the client sees and saves is recorded in the fleet's ledger
   local stopped = false
@@ -322,7 +327,6 @@ function M.serve(client, L, opts)
   end)
   client.ledger = saved_ledger
   if not ok then error(perr, 0) end
-  stats.worker = C.worker
   return stats
 end
 
