@@ -449,8 +449,8 @@ end
 --- (taskapi.ops.serve) save results through it.
 function M.save_results(client, task, o, dopts, want)
   local L = client.ledger
-  local err
-  local rec = L:get(task.id, client.def.name)
+  local rec, err = L:get(task.id, client.def.name)
+  if not rec and err then return {}, err end -- (what is saved cannot be known: nothing is done)
   local names, adopt, list = {}, {}, {}
   for _, out in ipairs(task.outputs) do
     if not want or want[out.name] then

@@ -169,7 +169,8 @@ function M.check(env, mark, url, tasks, results, dir, min, numbers)
     assert.same({}, r.unsaved, name .. ": " .. r.id .. " has unsaved results")
     for _, o in ipairs(r.outputs) do
       local f = r.files[o.name]
-      assert.equal(1, f.saves, name .. ": " .. r.id .. " " .. o.name .. " saved " .. f.saves .. " times")
+      assert.equal(1, f.saves, name .. ": " .. r.id .. " " .. o.name .. " saved " .. f.saves .. " times (adopted " ..
+        tostring(f.adopted) .. ")")
       local key = r.provider == "sellerpic" and o.name .. ".png" or o.name
       local want = core.sha256(fe.expected_bytes(r.id, key, t.size))
       assert.equal(want, f.sha256, name .. ": the ledger's SHA-256 of " .. f.path)

@@ -40,6 +40,9 @@ M.BACKOFF, M.MAX_BACKOFF = 0.1, 5 -- seconds: after a Redis failure, doubling up
 M.POLLERS = 4          -- coroutines claiming polls
 M.CONCURRENCY = 4      -- coroutines claiming downloads
 M.RETRY = 2            -- seconds before a failed download is tried again (doubling up to 60)
+M.LEASE_GUARD = 0.5    -- seconds: a download stops this long before its lease ends unrenewed
+
+local LEASE_LOST = {} -- raised by a download's on_progress: the transfer is cancelled
 
 -- serve's own options (the others are wait's and download's, as in client:resume)
 local RULES = {
@@ -120,8 +123,23 @@ function M.serve(client, L, opts)
     stats[k] = 0
   end
   stats.worker = C.worker
+  -- What the client sees and saves is recorded in the fleet's ledger, through a view of it
+  -- whose files_saved records a download's files only while this worker holds its lease
+  -- (renewed at that moment, so no other worker can have claimed it): a worker whose lease
+  -- ended while it was still downloading leaves its files unrecorded, for the worker that
+  -- claimed the task next to find (and adopt) or to skip, so each result counts one save.
+  local holding = {} -- task id -> function() -> true while this worker holds its download
+  local view = setmetatable({}, { __index = L })
+  function view.files_saved(_, task, files, adopted)
+    local held = holding[task.id]
+    if held and not held() then
+      return nil, errors.new("download", "fleet: the download's lease is lost: its files are not recorded",
+        { task_id = task.id })
+    end
+    return L:files_saved(task, files, adopted)
+  end
   local saved_ledger = client.ledger
-  client.ledger = L -- what the client sees and saves is recorded in the fleet's ledger
+  client.ledger = view
   local stopped = false
   local function stopping()
     if not stopped and s.stop and s.stop() then stopped = true end
@@ -229,19 +247,33 @@ function M.serve(client, L, opts)
         end
         local files, derr
         if task and task.ok then
-          local renewed = now()
+          -- the lease's end as this worker knows it (its clock started after Redis's claim):
+          -- renewed every third of the lease as bytes come; the download stops before it ends
+          -- unrenewed (Redis down, or the lease lost), so that no other worker that claims
+          -- it then finds this one still at work
+          local renewed, held = now(), now() + lease
           local d = {}
           for k, v in pairs(s.dopts) do d[k] = v end
           local user = d.on_progress
           d.on_progress = function(done, total, out)
-            if now() - renewed >= lease / 3 then
-              renewed = now()
-              lost(C:renew("download", id, token, lease))
+            local t = now()
+            if t - renewed >= lease / 3 then
+              renewed = t
+              local ok = C:renew("download", id, token, lease)
+              if ok then held = t + lease end
+              if ok == false then error(LEASE_LOST, 0) end
             end
+            if t > held - M.LEASE_GUARD then error(LEASE_LOST, 0) end
             if user then user(done, total, out) end
           end
           stats.downloads = stats.downloads + 1
-          files, derr = ledger.save_results(client, task, s.o, d, nil)
+          holding[id] = function() return C:renew("download", id, token, lease) == true end
+          local ok, a, e = pcall(ledger.save_results, client, task, s.o, d, nil)
+          holding[id] = nil
+          if ok then files, derr = a, e
+          elseif a == LEASE_LOST then
+            files, derr = {}, errors.new("download", "fleet: the download's lease ended before it did (stopped)", { task_id = id })
+          else error(a, 0) end
         elseif task then
           files = {} -- finalized without results (the record says so)
         else
