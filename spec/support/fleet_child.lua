@@ -30,7 +30,7 @@ taskapi.run(function()
     local c = assert(taskapi.new { provider = p, api_key = "test-key", base_url = base .. sub, ledger = L,
       min_interval = min, backoff = 0.01, max_backoff = 0.05, timeout = 5, retries = 2 })
     hs[p] = taskapi.spawn(function()
-      out[p] = assert(c:serve(L, { dir = dir, lease = lease, idle_exit = idle, interval = 2 * min, max_interval = 4 * min, sweep = 1,
+      out[p] = assert(c:serve(L, { dir = dir, lease = lease, idle_exit = idle, interval = 2 * min, max_interval = 4 * min, sweep = 1, concurrency = 8,
         log = function(msg) io.stderr:write(msg, "\n") end }))
     end)
   end

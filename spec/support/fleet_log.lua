@@ -19,7 +19,7 @@
 -- And what the fleet specs (spec/fleet_spec.lua, spec/openresty/fleet_spec.lua) share:
 --   fl.create(env, url, n) -> tasks {id=, provider=, size=, run=}, results: n tasks of Tripo
 --                             V3 and n of SellerPic made through clients with the ledger at url
---                             (every 25th with a large file that stalls halfway)
+--                             (every 50th with a large file that stalls halfway)
 --   fl.count_files(dir)    -> whole files, hidden (part) files
 --   fl.watch(dir, results, fire, at, running) -> the time (fe.now()) the dir held every result,
 --                             or nil after 90 s or once running() is false; fire(part files)
@@ -34,7 +34,7 @@ local assert = require "luassert"
 local M = {}
 
 M.MIN = 0.5                 -- seconds: the minimum interval the fleet specs lower the providers' to
-M.SIZE, M.BIG = 8000, 400000 -- bytes of a result; of the stalled ones (every 25th task)
+M.SIZE, M.BIG = 8000, 400000 -- bytes of a result; of the stalled ones (every 50th task)
 M.TOLERANCE = 0.02          -- seconds: the fake's clock is nginx's cached time
 local PARAMS = {
   tripo = { type = "text_to_model", model_version = "v3.1-20260211", prompt = "a chair" },
@@ -118,7 +118,7 @@ function M.create(env, url, n)
       local params = {}
       for k, v in pairs(PARAMS[p]) do params[k] = v end
       params.prompt = params.prompt .. " " .. i
-      local big = i % 25 == 0
+      local big = i % 50 == 0
       local size = big and M.BIG or M.SIZE
       local run = 1.5 + (i % 6) * 0.5
       params.fake = { queue = 0, run = run, file_size = size, faults = big and { stall = 1.5 } or nil }
