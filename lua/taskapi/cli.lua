@@ -350,7 +350,7 @@ local function with(base, extra)
 end
 
 local COMMANDS = {}
-local ORDER = { "status", "wait", "download", "create", "upload", "balance", "tasks", "resume", "fake" }
+local ORDER = { "status", "wait", "download", "create", "upload", "balance", "tasks", "resume", "serve", "fake" }
 
 COMMANDS.status = {
   usage = "status ID...",
@@ -500,6 +500,33 @@ COMMANDS.tasks = {
           it.rid, it.provider, it.type, it.outcome, os.date("!%Y-%m-%d %H:%M:%SZ", it.at)))
     end
     L:close()
+  end,
+}
+
+COMMANDS.serve = {
+  usage = "serve --ledger redis://HOST:PORT/DB?prefix=NAME --dir DIR [--lease S]",
+  about = "one worker of a fleet sharing a ledger on Redis: poll, download and sweep the provider's tasks with the others",
+  max_args = 0,
+  opts = {
+    dir = { arg = "DIR", required = true, help = "the folder of the results (the same for every worker)" },
+    lease = { arg = "S", number = true, help = "seconds a claimed poll or download is this worker's (30, at least 2 x the minimum interval)" },
+    ["idle-exit"] = { arg = "S", number = true, help = "stop once the fleet has had nothing to do for S seconds (default: run until stopped)" },
+    pollers = { arg = "N", number = true, help = "coroutines claiming polls (4)" },
+    concurrency = { arg = "N", number = true, help = "downloads at once (4)" },
+    interval = WAIT_OPTS.interval, ["min-interval"] = WAIT_OPTS["min-interval"],
+  },
+  run = function(ctx, _, o)
+    local c = ctx.client
+    if not c.ledger or not c.ledger.prefix then
+      return ctx:usage("serve needs a ledger on Redis: pass --ledger redis://HOST:PORT/DB?prefix=NAME (or set TASKAPI_LEDGER)")
+    end
+    local stats, err = c:serve(c.ledger, { dir = o.dir, lease = o.lease, idle_exit = o["idle-exit"], pollers = o.pollers,
+      concurrency = o.concurrency, interval = o.interval,
+      log = function(msg) io.stderr:write("taskapi: ", msg, "\n") end })
+    if not stats then return ctx:fail(err) end
+    stats.object = "worker"
+    ctx:emit(stats, string.format("worker %s: %d polls (%d status requests, %d batch reads), %d finalized, %d files saved (%d resumed), %d Redis errors",
+      stats.worker, stats.polls, stats.status_requests, stats.batch_reads, stats.finalized, stats.files, stats.resumed, stats.redis_errors))
   end,
 }
 

@@ -517,6 +517,13 @@ function Client:reconcile(opts)
   return require("taskapi.ledger").reconcile(self, opts)
 end
 
+--- One worker of a fleet sharing a ledger on Redis: polls, downloads and sweeps the tasks of
+--- the client's provider with the other workers (see taskapi.ops.serve for the options);
+--- returns the worker's counts once it stops.
+function Client:serve(ledger, opts)
+  return require("taskapi.ops.serve").serve(self, ledger, opts)
+end
+
 function Client:close()
   if self.multi then self.multi:close() end
   if self.own_ledger and self.ledger then self.ledger:close() end

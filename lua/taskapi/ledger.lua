@@ -84,14 +84,16 @@ local function now() return os.time() end
 M.now = now
 
 --- An error of the store while doing `what`: "ledger: what: ..." (a store's error table keeps
---- its kind: transport for a Redis that is not there; anything else is io).
-function M.db_err(err, what)
+--- its kind: transport for a Redis that is not there; anything else is io). who: the word
+--- before `what` ("ledger"; the fleet's queues say "fleet").
+function M.db_err(err, what, who)
+  who = who or "ledger"
   if type(err) == "table" then
     err = errors.adopt(err)
-    err.message = "ledger: " .. what .. ": " .. tostring(err.message)
+    err.message = who .. ": " .. what .. ": " .. tostring(err.message)
     return err
   end
-  return errors.new("io", "ledger: " .. what .. ": " .. tostring(err))
+  return errors.new("io", who .. ": " .. what .. ": " .. tostring(err))
 end
 local db_err = M.db_err
 
@@ -442,6 +444,60 @@ local function with_ledger(client, what, opts, expects)
   return L
 end
 
+--- The results of a finalized, succeeded task (fresh from the provider) that the client's
+--- ledger has not saved, saved: a file recorded and intact on disk is skipped, one complete
+--- under its final name in o.dir is adopted, the others downloaded (dopts: download's
+--- options; want: a set of output names, or nil for all). Returns the files (saved, adopted
+--- or skipped) and the first error, if any. client:resume and the fleet's workers
+--- (taskapi.ops.serve) save results through it.
+function M.save_results(client, task, o, dopts, want)
+  local L = client.ledger
+  local rec, err = L:get(task.id, client.def.name)
+  if not rec and err then return {}, err end -- (what is saved cannot be known: nothing is done)
+  local names, adopt, list = {}, {}, {}
+  for _, out in ipairs(task.outputs) do
+    if not want or want[out.name] then
+      local f = rec and rec.files[out.name]
+      if f and f.intact then
+        list[#list + 1] = { name = out.name, path = f.path, bytes = f.bytes, skipped = true }
+      else
+        -- under its final name in dir: unrecorded (whole: renamed only once complete), or
+        -- the recorded file itself, moved there
+        local path = not o.overwrite and on_disk(client, task, out, o)
+        if path and f and not M.file_intact(f, path) then path = nil end
+        if path then
+          adopt[#adopt + 1] = { name = out.name, path = path, bytes = core.file_stat(path), adopted = true }
+        else
+          names[#names + 1] = out.name
+        end
+      end
+    end
+  end
+  if #adopt > 0 then L:files_saved(task, adopt, true) end
+  for _, f in ipairs(adopt) do list[#list + 1] = f end
+  if #names > 0 then
+    local d = {}
+    for k, v in pairs(dopts) do d[k] = v end
+    d.outputs = names
+    local files, derr = client:download(task, d)
+    if not files then
+      err = derr
+      files = derr.files or {}
+    end
+    for _, f in ipairs(files) do
+      if f.skipped then
+        -- files branch: download skips a file already there; here it is not the recorded one
+        -- (an intact or unrecorded one was found above)
+        err = err or errors.new("io", "file '" .. tostring(f.path) ..
+          "' exists and is not the file the ledger recorded (pass overwrite = true to replace it)", { task_id = task.id })
+      else
+        list[#list + 1] = f
+      end
+    end
+  end
+  return list, err
+end
+
 --- client:resume(opts): waits for every unfinished task of the client's provider in its
 --- ledger and downloads every result not yet saved (a file already on disk as recorded, or
 --- complete under its final name, is skipped), concurrently. opts: dir (required), the
@@ -491,48 +547,8 @@ function M.resume(client, opts)
   local function fetch(task)
     tasks[task.id] = task
     if not task.ok then return end
-    local rec = L:get(task.id, name)
-    local names, adopt, list = {}, {}, {}
-    for _, out in ipairs(task.outputs) do
-      if not want or want[out.name] then
-        local f = rec and rec.files[out.name]
-        if f and f.intact then
-          list[#list + 1] = { name = out.name, path = f.path, bytes = f.bytes, skipped = true }
-        else
-          -- under its final name in dir: unrecorded (whole: renamed only once complete), or
-          -- the recorded file itself, moved there
-          local path = not o.overwrite and on_disk(client, task, out, o)
-          if path and f and not M.file_intact(f, path) then path = nil end
-          if path then
-            adopt[#adopt + 1] = { name = out.name, path = path, bytes = core.file_stat(path), adopted = true }
-          else
-            names[#names + 1] = out.name
-          end
-        end
-      end
-    end
-    if #adopt > 0 then L:files_saved(task, adopt, true) end
-    for _, f in ipairs(adopt) do list[#list + 1] = f end
-    if #names > 0 then
-      local d = {}
-      for k, v in pairs(dopts) do d[k] = v end
-      d.outputs = names
-      local files, derr = client:download(task, d)
-      if not files then
-        errs[task.id] = derr
-        files = derr.files or {}
-      end
-      for _, f in ipairs(files) do
-        if f.skipped then
-          -- files branch: download skips a file already there; here it is not the recorded one
-          -- (an intact or unrecorded one was found above)
-          errs[task.id] = errs[task.id] or errors.new("io", "file '" .. tostring(f.path) ..
-            "' exists and is not the file the ledger recorded (pass overwrite = true to replace it)", { task_id = task.id })
-        else
-          list[#list + 1] = f
-        end
-      end
-    end
+    local list, ferr = M.save_results(client, task, o, dopts, want)
+    if ferr then errs[task.id] = ferr end
     saved[task.id] = list
   end
 

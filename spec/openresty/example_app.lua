@@ -8,9 +8,10 @@ local M = {}
 
 -- opts.as_nobody: keep nginx's own worker user (nobody, when started as root) and load the
 -- example's Lua files from opts.app_dir (to show what a checkout that user cannot read does).
+-- opts.conf: another config of the example ("fleet.conf"; nginx.conf by default).
 function M.start(fake, out, env, opts)
   opts = opts or {}
-  local example = assert(io.open(nginx.root() .. "/examples/openresty/nginx.conf", "rb")):read("*a")
+  local example = assert(io.open(nginx.root() .. "/examples/openresty/" .. (opts.conf or "nginx.conf"), "rb")):read("*a")
   local vars = {
     TASKAPI_API_KEY = fe.KEY, TASKAPI_BASE_URL_TRIPO = fake.base.tripo,
     TASKAPI_BASE_URL_SELLERPIC = fake.base.sellerpic, TASKAPI_MIN_INTERVAL = 0,
@@ -28,7 +29,7 @@ function M.start(fake, out, env, opts)
         example = example:gsub("%$prefix/examples/openresty/", (opts.app_dir:gsub("%%", "%%%%")) .. "/")
       end
       return user .. (example
-        :gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. o.port .. ";")
+        :gsub("listen 127%.0%.0%.1:%d+;", "listen 127.0.0.1:" .. o.port .. ";")
         :gsub("pid [^;]+;", "pid " .. o.dir .. "/nginx.pid;")
         :gsub("error_log [^;]+;", "error_log " .. o.dir .. "/error.log warn;")
         :gsub("client_body_temp_path [^;]+;", "client_body_temp_path " .. o.dir .. "/body;")

@@ -130,10 +130,11 @@ function M.request_time(w, now)
 end
 
 --- Polls once. Returns "done", task | "failed", err | "again", seconds until the next poll.
-function M.step(w)
+--- cap: the time the request may take (nil: what is left before the wait's deadline).
+function M.step(w, cap)
   if w.expired then return "failed", w.expired end
   local t0 = backend.now(w.client)
-  local cap = M.request_time(w, t0)
+  cap = cap or M.request_time(w, t0)
   if not cap then
     w.expired = expired(w)
     return "failed", w.expired
@@ -213,6 +214,38 @@ local function share_of(err, sid)
   return e
 end
 
+--- The polls of waits ws[1..n] (all due, none expired) in one request where the client reads
+--- many at once (client:_batch()), else one request each (M.step); each answer is settled as
+--- its own poll would be (M.settle) and handed to settled(w, what, v). cap: the time a request
+--- may take (nil: never past the earliest deadline of the waits). Returns true, or false when
+--- the batch endpoint proved missing (then nothing was settled: the polls are still due).
+--- wait_many and the fleet's workers (taskapi.ops.serve) poll through it.
+function M.poll_many(client, ws, n, settled, cap)
+  if n <= 1 or not client:_batch() then
+    for i = 1, n do settled(ws[i], M.step(ws[i], cap)) end
+    return true
+  end
+  local sids = {}
+  -- retried on each task's own schedule; never past the earliest deadline of the group
+  local t0 = backend.now(client)
+  if not cap then
+    cap = math.huge
+    for i = 1, n do cap = math.min(cap, M.request_time(ws[i], t0) or M.MIN_REQUEST) end
+  end
+  for i = 1, n do sids[i] = ws[i].sid end
+  local tasks, errs = client:_status_many(sids, 0, cap)
+  local rtt = backend.now(client) - t0
+  if not tasks and not client:_batch() then return false end
+  for i = 1, n do
+    local w = ws[i]
+    if tasks then
+      if tasks[w.sid] then w.rtt = rtt end
+      settled(w, M.settle(w, tasks[w.sid], errs[w.sid]))
+    else settled(w, M.settle(w, nil, share_of(errs, w.sid))) end
+  end
+  return true
+end
+
 --- Waits for many checked ids inside a running scheduler `s`: a heap of wait states (each
 --- its own heap entry, ordered by `at`, its next poll) served by at most M.WORKERS coroutines
 --- (a waiting task costs its state, not a coroutine). One worker sleeps until the earliest
@@ -251,43 +284,19 @@ function M.wait_many(client, s, list, p, on_done)
   end
   -- The polls of group[1..n] (all due) in one request.
   local function poll_group(group, n)
-    local sids, m = {}, 0
+    local live, m = {}, 0
     for i = 1, n do
       local w = group[i]
-      if w.expired then
-        group[i] = false
-        settled(w, "failed", w.expired)
+      if w.expired then settled(w, "failed", w.expired)
       else
         m = m + 1
-        sids[m] = w.sid
+        live[m] = w
       end
     end
-    if m <= 1 then
-      for i = 1, n do if group[i] then settled(group[i], M.step(group[i])) end end
-      return
-    end
-    -- retried on each task's own schedule; never past the earliest deadline of the group
-    local t0, cap = backend.now(client), math.huge
-    for i = 1, n do
-      local w = group[i]
-      if w then cap = math.min(cap, M.request_time(w, t0) or M.MIN_REQUEST) end
-    end
-    local tasks, errs = client:_status_many(sids, 0, cap)
-    local rtt = backend.now(client) - t0
-    if not tasks and not client:_batch() then
+    if not M.poll_many(client, live, m, settled) then
       -- the batch endpoint is missing after all (the client now knows it): these polls,
       -- still due, go back to the heap and out one request each
-      for i = 1, n do if group[i] then heap.push(queue, group[i]) end end
-      return
-    end
-    for i = 1, n do
-      local w = group[i]
-      if w then
-        if tasks then
-          if tasks[w.sid] then w.rtt = rtt end
-          settled(w, M.settle(w, tasks[w.sid], errs[w.sid]))
-        else settled(w, M.settle(w, nil, share_of(errs, w.sid))) end
-      end
+      for i = 1, m do heap.push(queue, live[i]) end
     end
   end
   local broken = false -- a worker raised (an on_progress or on_done of the caller's): all end

@@ -214,7 +214,7 @@ end
 
 -- The log entry of a request (m.log, GET /_fake/log): method, path, query, headers (no
 -- authorization), time, authorization (bool), key, connection; the parts that answer it add
--- upload, create and fault.
+-- upload, create, fault and ids (the tasks a list read answered).
 function Model:log_request(ctx, has_auth, connection)
   local logged = {}
   for k, v in pairs(ctx.headers) do if k ~= "authorization" then logged[k] = v end end
@@ -231,7 +231,7 @@ function Model:log_json()
   for i, e in ipairs(self.log) do
     out[i] = { method = e.method, path = e.path, query = e.query, headers = e.headers, time = e.time,
       authorization = e.authorization, key = e.key, upload = e.upload, create = e.create,
-      connection = e.connection, fault = e.fault }
+      connection = e.connection, fault = e.fault, ids = e.ids }
   end
   return out
 end

@@ -231,8 +231,10 @@ function Model:tripo_list(ctx, api)
     elseif fault then return fault end
   end
   local tasks = self.list_shape == "array" and json.array({}) or {}
+  if ctx.log then ctx.log.ids = json.array({}) end -- the log names the tasks a list read
   for _, t in ipairs(found) do
     t.polls = t.polls + 1
+    if ctx.log then ctx.log.ids[#ctx.log.ids + 1] = t.id end
     local data = api.data(self, t, ctx)
     if self.list_shape == "array" then tasks[#tasks + 1] = data else tasks[t.id] = data end
   end
