@@ -45,7 +45,7 @@ local M = { name = "B2" }
 
 function M.run(env)
   local url = env.url
-  local target = url .. "/static/task/" .. L.ID
+  local target = url .. L.STATUS_PATH
   local list = os.tmpname()
   local f = assert(io.open(list, "w"))
   for _ = 1, CALLS do f:write('url = "', target, '"\noutput = "/dev/null"\n') end
