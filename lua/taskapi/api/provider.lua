@@ -267,41 +267,33 @@ end
 
 --- Builds the normalized task from a provider payload. def.read_task(data) returns
 --- {status=raw status, progress=, queue_position=, eta=, outputs=, error=, state=?, type=,
---- created_at=, completed_at= (numbers or ISO strings), credits=, values= (non-URL outputs)}.
+--- created_at=, completed_at= (numbers or ISO strings), credits=, values= (non-URL outputs)}:
+--- a new table each call, which becomes the task (its fields normalized in place, the task's
+--- others added), so a status call makes one task table, not a reader's table and a copy.
 function M.task(def, data, id, trace_id, null)
-  local r = def.read_task(data, null)
-  local state = r.state
-  if state == nil and r.status == nil then
+  local task = def.read_task(data, null)
+  local state = task.state
+  if state == nil and task.status == nil then
     -- No status at all is a malformed answer, not an unknown (finalized) status.
     return nil, errors.new("bad_response", def.name .. ": task payload has no status",
       { task_id = id, trace_id = trace_id })
   end
   if not state then
-    state = def.states[r.status]
+    state = def.states[task.status]
     if not state then state = "unknown" end
   end
-  local task = {
-    id = id,
-    provider = def.name,
-    state = state,
-    status = r.status,
-    done = FINAL[state] == true,
-    ok = state == "succeeded",
-    progress = int_or_nil(r.progress),
-    queue_position = int_or_nil(r.queue_position),
-    eta = int_or_nil(r.eta),
-    outputs = r.outputs or {},
-    error = r.error,
-    results = r.results,
-    trace_id = trace_id,
-    type = type(r.type) == "string" and r.type or nil,
-    created_at = M.time_of(r.created_at),
-    completed_at = M.time_of(r.completed_at),
-    credits = M.number_of(r.credits),
-    values = r.values,
-    raw = data,
-  }
-  if task.progress and task.progress > 100 then task.progress = 100 end
+  task.id, task.provider, task.state = id, def.name, state
+  task.done, task.ok = FINAL[state] == true, state == "succeeded"
+  local progress = int_or_nil(task.progress)
+  if progress and progress > 100 then progress = 100 end
+  task.progress = progress
+  task.queue_position, task.eta = int_or_nil(task.queue_position), int_or_nil(task.eta)
+  if not task.outputs then task.outputs = {} end
+  task.trace_id = trace_id
+  if type(task.type) ~= "string" then task.type = nil end
+  task.created_at, task.completed_at = M.time_of(task.created_at), M.time_of(task.completed_at)
+  task.credits = M.number_of(task.credits)
+  task.raw = data
   return task
 end
 
