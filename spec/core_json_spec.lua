@@ -118,6 +118,15 @@ describe("core.json_decode", function()
     assert.are.equal(9007199254740993e10, core.json_decode("9007199254740993e10"))
   end)
 
+  it("reads long exponents and long runs of leading zeros exactly (the text, not a capped count)", function()
+    local zeros = string.rep("0", 100000)
+    assert.are.equal(1e9, core.json_decode("0." .. zeros .. "1e100010"))
+    assert.are.equal(math.huge, core.json_decode("0." .. zeros .. "1e1000010"))
+    assert.are.equal(5e9, core.json_decode("0." .. string.rep("0", 1500) .. "5e1510"))
+    assert.are.equal(1000, core.json_decode("1e0000000000000000000000003"))
+    assert.are.equal(0, core.json_decode("1e-99999999999"))
+  end)
+
   it("keeps duplicate keys' last value and decodes big containers at their size", function()
     assert.are.equal(2, core.json_decode('{"a":1,"a":2}').a)
     local parts, keys = {}, {}

@@ -98,6 +98,7 @@ static int number(tk_json *j)
   const unsigned char *s = j->p, *q = s;
   unsigned long long m = 0; /* the first 19 significant digits */
   int nd = 0, neg = 0, integral = 1, frac_digits = 0;
+  int slow = 0; /* counts that left their exact range (a long exponent, many leading zeros) */
   long ex = 0;
   if (q < j->end && *q == '-') { neg = 1; q++; }
   if (q >= j->end) return fail(j, "number without digits");
@@ -120,8 +121,10 @@ static int number(tk_json *j)
       if (m != 0 || *q != '0') { /* significant digits only */
         if (nd < 19) { m = m * 10 + (unsigned)(*q - '0'); frac_digits++; }
         nd++;
-      } else {
+      } else if (frac_digits < 1000) {
         frac_digits++;
+      } else {
+        slow = 1;
       }
       q++;
     }
@@ -134,6 +137,7 @@ static int number(tk_json *j)
     if (q >= j->end || *q < '0' || *q > '9') return fail(j, "no digit in the exponent");
     while (q < j->end && *q >= '0' && *q <= '9') {
       if (ex < 100000) ex = ex * 10 + (*q - '0');
+      else slow = 1;
       q++;
     }
     if (eneg) ex = -ex;
@@ -155,7 +159,7 @@ static int number(tk_json *j)
   {
     double d;
     long e10 = ex - frac_digits;
-    if (nd <= 15 && e10 >= -22 && e10 <= 22) {
+    if (!slow && nd <= 15 && e10 >= -22 && e10 <= 22) {
       /* exact: a mantissa below 2^53 and one correctly rounded multiply or divide */
       d = (double)m;
       d = e10 < 0 ? d / POW10[-e10] : d * POW10[e10];
