@@ -16,7 +16,7 @@ end
 
 function modes.core(url, n, warm)
   local m = require("taskapi.core").multi()
-  local req = { url = url .. "/static/task/" .. L.ID, json = true,
+  local req = { url = url .. L.STATUS_PATH, json = true,
     headers = { "Authorization: Bearer " .. L.KEY, "Accept: application/json" } }
   return L.rate(function() assert(m:request(req).json) end, n, warm)
 end
@@ -29,7 +29,7 @@ function modes.luasocket(url, n, warm)
   local s = assert(socket.tcp())
   assert(s:connect(host, tonumber(port)))
   s:setoption("tcp-nodelay", true)
-  local req = "GET /static/task/" .. L.ID .. " HTTP/1.1\r\nHost: " .. host .. ":" .. port ..
+  local req = "GET " .. L.STATUS_PATH .. " HTTP/1.1\r\nHost: " .. host .. ":" .. port ..
     "\r\nAuthorization: Bearer " .. L.KEY .. "\r\nAccept: application/json\r\nUser-Agent: bench\r\n\r\n"
   local function call()
     assert(s:send(req))
@@ -55,7 +55,7 @@ function modes.luacurl(url, n, warm)
   local cjson = require "cjson"
   local parts, headers, status = {}, {}, nil
   local e = curl.easy_init()
-  e:setopt(curl.OPT_URL, url .. "/static/task/" .. L.ID)
+  e:setopt(curl.OPT_URL, url .. L.STATUS_PATH)
   e:setopt(curl.OPT_HTTPHEADER, { "Authorization: Bearer " .. L.KEY, "Accept: application/json" })
   e:setopt(curl.OPT_WRITEFUNCTION, function(s, len) parts[#parts + 1] = s return len end)
   e:setopt(curl.OPT_HEADERFUNCTION, function(line, len)
@@ -89,7 +89,7 @@ function M.run(env)
     return function() return L.child(runtime, "b1_sequential", { which, url, CALLS }) end
   end
   local med = L.alternate(ROUNDS, {
-    { "wrk", function() return { rate = L.wrk(url .. "/static/task/" .. L.ID, 1, 3) } end },
+    { "wrk", function() return { rate = L.wrk(url .. L.STATUS_PATH, 1, 3) } end },
     { "taskapi", kid("lua5.4", "taskapi") },
     { "core", kid("lua5.4", "core") },
     { "luasocket", kid("lua5.4", "luasocket") },

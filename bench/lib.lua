@@ -9,6 +9,9 @@ local L = {}
 L.now = core.now
 L.ID = "7f3a9c1e-0000-4000-a000-000000000000" -- the id in the fake's constant status body
 L.KEY = "test-key"
+-- The path every peer reads: the V3 status document client:status reads (L.static_client's
+-- base_url .. "/tasks/<id>"), so taskapi and its peers decode and normalize the same body.
+L.STATUS_PATH = "/static/tasks/" .. L.ID
 
 --- Calls per second of call(): `warm` calls first (200), then n timed ones.
 function L.rate(call, n, warm)

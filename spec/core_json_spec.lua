@@ -1,8 +1,18 @@
--- taskapi.core: JSON decoding (private cjson instance, exact big integers, integer
--- normalization on 5.3+, limits) and the pure header parsers.
+-- taskapi.core: JSON decoding (src/json.c: strict RFC 8259, exact big integers, integers on
+-- 5.3+, limits; core_json_diff_spec.lua compares it with lua-cjson) and the pure header parsers.
 local core = require "taskapi.core"
 
 local is54 = math.type ~= nil
+
+-- Each text of list gives nil, err (kind bad_response, a message).
+local function refuses(list)
+  for _, s in ipairs(list) do
+    local v, err = core.json_decode(s)
+    assert.is_nil(v, s)
+    assert.are.equal("bad_response", err.kind, s)
+    assert.is_string(err.message)
+  end
+end
 
 describe("core.json_decode", function()
   it("keeps integer literals beyond 2^53 exact, as strings", function()
@@ -67,12 +77,70 @@ describe("core.json_decode", function()
   end)
 
   it("refuses malformed JSON with kind bad_response", function()
-    for _, s in ipairs({ "{bad", "", "[1,2", '{"a":}', "NaN", "0x10", "<html>502</html>" }) do
-      local v, err = core.json_decode(s)
-      assert.is_nil(v, s)
-      assert.are.equal("bad_response", err.kind, s)
-      assert.is_string(err.message)
+    refuses({ "{bad", "", "[1,2", '{"a":}', "NaN", "0x10", "<html>502</html>" })
+  end)
+
+  it("is strict RFC 8259: no '1.', '.5', leading zeros, NaN, trailing commas or bytes", function()
+    refuses({ "1.", ".5", "01", "-01", "+1", "1e", "1e+", "-", "1.e5", "0x1", "Infinity", "-Infinity",
+      "nan", "[1,]", '{"a":1,}', "[1 2]", "'a'", '{"a" 1}', '{a:1}', "tru", "nul", "1 2", "{} x", "[", "]",
+      '"abc', '"\\x"', '"\\u12"', '"\\u12G4"', "\239\187\191{}" })
+  end)
+
+  it("refuses raw control characters and lone surrogates in strings", function()
+    refuses({ '"a\nb"', '"a\0b"', '"\t"', '"\\ud800"', '"\\udc00"', '"\\ud800\\u0041"', '"\\ude00\\ud83d"',
+      '"\\ud83d"' })
+  end)
+
+  it("decodes every escape, \\u as UTF-8 and surrogate pairs as one code point", function()
+    local v = assert(core.json_decode('["\\"\\\\\\/\\b\\f\\n\\r\\t", "\\u0041\\u00e9\\u20ac\\ud83d\\ude00", "\\u0000", "caf\195\169"]'))
+    assert.are.equal('"\\/\b\f\n\r\t', v[1])
+    assert.are.equal("A\195\169\226\130\172\240\159\152\128", v[2])
+    assert.are.equal("\0", v[3])
+    assert.are.equal("caf\195\169", v[4]) -- other bytes as they are
+  end)
+
+  it("gives +0 for every zero on every runtime (LuaJIT never sees -0)", function()
+    for _, s in ipairs({ "-0", "-0.0", "-0e5", "0", "-1e-400" }) do
+      local v = core.json_decode(s)
+      assert.are.equal(0, v, s)
+      assert.are.equal(math.huge, 1 / v, s)
     end
+  end)
+
+  it("gives +-inf past the double range, floats correctly rounded", function()
+    assert.are.equal(math.huge, core.json_decode("1e400"))
+    assert.are.equal(-math.huge, core.json_decode("-1.5e999"))
+    assert.are.equal(0.1, core.json_decode("0.1"))
+    assert.are.equal(1.7976931348623157e308, core.json_decode("1.7976931348623157e308"))
+    assert.are.equal(5e-324, core.json_decode("4.9406564584124654e-324"))
+    assert.are.equal(123456.789, core.json_decode(" \t\r\n123456.789 \n"))
+    assert.are.equal(0.30000000000000004, core.json_decode("0.30000000000000004"))
+    assert.are.equal(9007199254740993e10, core.json_decode("9007199254740993e10"))
+  end)
+
+  it("reads long exponents and long runs of leading zeros exactly (the text, not a capped count)", function()
+    local zeros = string.rep("0", 100000)
+    assert.are.equal(1e9, core.json_decode("0." .. zeros .. "1e100010"))
+    assert.are.equal(math.huge, core.json_decode("0." .. zeros .. "1e1000010"))
+    assert.are.equal(5e9, core.json_decode("0." .. string.rep("0", 1500) .. "5e1510"))
+    assert.are.equal(1000, core.json_decode("1e0000000000000000000000003"))
+    assert.are.equal(0, core.json_decode("1e-99999999999"))
+  end)
+
+  it("keeps duplicate keys' last value and decodes big containers at their size", function()
+    assert.are.equal(2, core.json_decode('{"a":1,"a":2}').a)
+    local parts, keys = {}, {}
+    for i = 1, 1000 do
+      parts[i] = tostring(i)
+      keys[i] = '"k' .. i .. '":' .. i
+    end
+    local a = assert(core.json_decode("[" .. table.concat(parts, ",") .. "]"))
+    assert.are.equal(1000, #a)
+    assert.are.equal(1000, a[1000])
+    local o = assert(core.json_decode("{" .. table.concat(keys, ",") .. "}"))
+    assert.are.equal(1000, o.k1000)
+    assert.are.equal(16, o.k16)
+    assert.are.equal(17, o.k17)
   end)
 
   it("refuses 10,000-deep nesting without crashing", function()
@@ -84,6 +152,13 @@ describe("core.json_decode", function()
     v, err = core.json_decode(obj)
     assert.is_nil(v)
     assert.are.equal("bad_response", err.kind)
+  end)
+
+  it("accepts 1,000 levels of nesting and refuses 1,001", function()
+    assert.is_table(core.json_decode(string.rep("[", 1000) .. string.rep("]", 1000)))
+    local v, err = core.json_decode(string.rep("[", 1001) .. string.rep("]", 1001))
+    assert.is_nil(v)
+    assert.truthy(err.message:find("deep", 1, true))
   end)
 
   it("accepts nesting of 900 levels", function()

@@ -10,7 +10,7 @@ command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y v
 # MEMCHECK_PART=1 or 2 runs one half (make test runs both halves side by side, so valgrind,
 # the slowest suite, takes half the time); unset: everything.
 # (split so that the two take about the same valgrind time)
-part1="spec/core_transport_spec.lua spec/core_download_spec.lua spec/core_mime_spec.lua spec/core_crypto_spec.lua
+part1="spec/core_json_spec.lua spec/core_json_diff_spec.lua spec/core_transport_spec.lua spec/core_download_spec.lua spec/core_mime_spec.lua spec/core_crypto_spec.lua
   spec/core_body_file_spec.lua spec/core_redis_spec.lua spec/util_redis_spec.lua spec/ledger_spec.lua spec/download_safety_spec.lua"
 part2="spec/integration_status_spec.lua spec/integration_create_upload_spec.lua spec/integration_download_spec.lua
   spec/integration_errors_spec.lua"

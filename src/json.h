@@ -1,4 +1,4 @@
-/* json.h: JSON decoding through a private lua-cjson instance. */
+/* json.h: the JSON decoder of taskapi.core (json.c: strict RFC 8259, exact integers). */
 #ifndef TK_JSON_H
 #define TK_JSON_H
 
@@ -9,9 +9,7 @@
 #define TK_JSON_MAX_BYTES (8u * 1024u * 1024u)
 #define TK_JSON_MAX_DEPTH 1000
 
-/* At module open: require "cjson", make a private instance with cjson.new(), configure it
- * and keep its decode in the registry. Pushes its null sentinel. Raises a Lua error when
- * lua-cjson is missing. */
+/* At module open: pushes the null sentinel (core.null: the light userdata NULL). */
 void tk_json_open(lua_State *L);
 /* Decodes s; pushes the value and returns 1, or pushes nil, err (kind "bad_response")
  * and returns 2 (a body over max_bytes is such an error too). */

@@ -1,4 +1,4 @@
-/* parse.c: pure C parsers of header values and the JSON big-integer pre-scan. No Lua
+/* parse.c: pure C parsers of header values. No Lua
  * here: these functions get libFuzzer harnesses. Bounded by the given length throughout.
  * Only libcurl's curl_getdate is used (for HTTP-dates). */
 #include <string.h>
@@ -265,77 +265,4 @@ int tk_parse_content_range(const char *v, size_t len, long long *first, long lon
   *last = b;
   *total = t;
   return 0;
-}
-
-/* Scans one number token at s[i..]; sets *end past it and returns 1 when it is an integer
- * literal whose magnitude exceeds 2^53 = 9007199254740992. */
-static int big_int_at(const char *s, size_t len, size_t i, size_t *end)
-{
-  static const char limit[] = "9007199254740992";
-  size_t j = i, ds, nd;
-  int integral = 1;
-  while (j < len && ((s[j] >= '0' && s[j] <= '9') || s[j] == '-' || s[j] == '+' ||
-                     s[j] == '.' || s[j] == 'e' || s[j] == 'E')) {
-    if (s[j] == '.' || s[j] == 'e' || s[j] == 'E' || (s[j] == '-' && j > i) || s[j] == '+')
-      integral = 0;
-    j++;
-  }
-  *end = j;
-  if (!integral) return 0;
-  ds = i;
-  if (ds < j && s[ds] == '-') ds++;
-  while (ds < j && s[ds] == '0') ds++;
-  nd = j - ds;
-  if (nd < 16) return 0;
-  if (nd > 16) return 1;
-  return memcmp(s + ds, limit, 16) > 0;
-}
-
-size_t tk_json_bigint_count(const char *s, size_t len)
-{
-  size_t i = 0, n = 0, end;
-  while (i < len) {
-    char c = s[i];
-    if (c == '"') {
-      i++;
-      while (i < len && s[i] != '"') i += (s[i] == '\\') ? 2 : 1;
-      i++;
-    } else if (c == '-' || (c >= '0' && c <= '9')) {
-      if (big_int_at(s, len, i, &end)) n++;
-      i = end;
-    } else {
-      i++;
-    }
-  }
-  return n;
-}
-
-size_t tk_json_bigint_rewrite(const char *s, size_t len, char *out, size_t cap)
-{
-  size_t i = 0, o = 0, end, k;
-#define TK_PUT(ch) do { if (o < cap) out[o++] = (ch); } while (0)
-  while (i < len) {
-    char c = s[i];
-    if (c == '"') {
-      TK_PUT(c);
-      i++;
-      while (i < len && s[i] != '"') {
-        if (s[i] == '\\' && i + 1 < len) { TK_PUT(s[i]); i++; }
-        TK_PUT(s[i]);
-        i++;
-      }
-      if (i < len) { TK_PUT(s[i]); i++; }
-    } else if (c == '-' || (c >= '0' && c <= '9')) {
-      int big = big_int_at(s, len, i, &end);
-      if (big) TK_PUT('"');
-      for (k = i; k < end; k++) TK_PUT(s[k]);
-      if (big) TK_PUT('"');
-      i = end;
-    } else {
-      TK_PUT(c);
-      i++;
-    }
-  }
-#undef TK_PUT
-  return o;
 }

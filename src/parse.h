@@ -1,5 +1,5 @@
 /* parse.h: pure C parsers of untrusted response data (no Lua): Retry-After, Content-Type,
- * Content-Disposition filename, Content-Range, and the JSON big-integer pre-scan. Every
+ * Content-Disposition filename, Content-Range. Every
  * function takes a pointer and a length, never reads past it, and needs no terminator. */
 #ifndef TK_PARSE_H
 #define TK_PARSE_H
@@ -26,12 +26,5 @@ int tk_parse_content_disposition(const char *v, size_t len, char *out, size_t ca
  * success, -1 when malformed. */
 int tk_parse_content_range(const char *v, size_t len, long long *first, long long *last,
                            long long *total);
-
-/* JSON big integers: counts the integer literals (outside strings, no '.', 'e' or 'E')
- * whose magnitude exceeds 2^53, i.e. those a double may not hold exactly. */
-size_t tk_json_bigint_count(const char *s, size_t len);
-/* Copies s into out (capacity at least len + 2 * count), turning each such literal into a
- * JSON string of the same digits. Returns the number of bytes written. */
-size_t tk_json_bigint_rewrite(const char *s, size_t len, char *out, size_t cap);
 
 #endif

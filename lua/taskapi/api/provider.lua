@@ -48,9 +48,9 @@ end
 
 local MAX_SAFE = 9007199254740992 -- 2^53
 
---- Checks a task id before any request and returns it as a string.
---- def.id_syntax: "digits" (int64 as a string or a Lua integer) or "token" (URL-safe string).
-function M.check_id(def, id)
+-- Why id is not a valid task id of def (the error of M.check_id), or the id as a string
+-- when it is one (a number of a "digits" provider).
+local function check_id_slow(def, id)
   local what = def.name .. " task id"
   if def.id_syntax == "digits" then
     if type(id) == "number" then
@@ -80,6 +80,24 @@ function M.check_id(def, id)
     return errors.invalid(what .. " contains " .. shown .. " (only letters, digits and - _ . ~ are URL-safe)")
   end
   return id
+end
+
+local find = string.find
+
+--- Checks a task id before any request and returns it as a string.
+--- def.id_syntax: "digits" (int64 as a string or a Lua integer) or "token" (URL-safe string).
+--- A valid string id costs one pattern scan (and a plain search for ".."); anything else
+--- goes through check_id_slow, which says what is wrong.
+function M.check_id(def, id)
+  if type(id) == "string" then
+    local n = #id
+    if def.id_syntax == "digits" then
+      if n <= 20 and find(id, "^%d+$") then return id end
+    elseif n <= 256 and find(id, "^[%w%-_%.~]+$") and not find(id, "..", 1, true) then
+      return id
+    end
+  end
+  return check_id_slow(def, id)
 end
 
 local function kind_of_status(status)
@@ -162,17 +180,19 @@ function M.unwrap(def, res, task_id)
   return data, trace_of(def, res, body)
 end
 
-local function int_or_nil(v, none)
-  if type(v) ~= "number" or v ~= v or v == none then return nil end
-  if v < 0 then return nil end
-  if math.tointeger then return math.tointeger(math.floor(v)) end
-  return math.floor(v)
+local floor, tointeger = math.floor, math.tointeger -- (tointeger: nil on LuaJIT)
+
+-- A count the API gives (progress, queue position, ETA) as a whole number >= 0, or nil.
+local function int_or_nil(v)
+  if type(v) ~= "number" or v ~= v or v < 0 then return nil end
+  if tointeger then return tointeger(floor(v)) end
+  return floor(v)
 end
 
 -- Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil).
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
-  local floor = math.floor -- (no // operator: LuaJIT parses this file too)
+  -- (math.floor, no // operator: LuaJIT parses this file too)
   local era = floor((y >= 0 and y or y - 399) / 400)
   local yoe = y - era * 400
   local mp = (m + 9) % 12
@@ -182,24 +202,51 @@ local function days_from_civil(y, m, d)
 end
 M.days_from_civil = days_from_civil
 
+local byte = string.byte
+
+-- DIGIT[b]: the value of the ASCII digit b (1..127 in the array part; anything else nil).
+local DIGIT = {}
+for b = 1, 127 do DIGIT[b] = false end
+for b = 48, 57 do DIGIT[b] = b - 48 end
+
+-- Days from 1970-01-01 to the first of each month seen (a month's start computed once).
+local month_start = {}
+
 --- An ISO 8601 date-time ("2026-12-03T08:45:40Z", "...40.125+08:00", "... 08:45:40") as Unix
 --- seconds (a number, fractions kept), or nil when it is not one. No offset means UTC.
+--- The date and time are read as bytes (no pattern, no captures, no tonumber).
 function M.iso_time(s)
-  if type(s) ~= "string" or #s > 64 then return nil end
-  local y, mo, d, h, mi, sec, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$")
-  if not y then return nil end
-  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
-  local frac = 0
-  local f, after = rest:match("^([.,]%d+)(.*)$")
-  if f then frac, rest = tonumber("0." .. f:sub(2)), after end
-  local offset = 0
-  if rest ~= "Z" and rest ~= "z" and rest ~= "" then
-    local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
-    if not sign then return nil end
-    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
+  if type(s) ~= "string" or #s > 64 or #s < 19 then return nil end
+  local y1, y2, y3, y4, c1, m1, m2, c2, d1, d2, t, h1, h2, c3, i1, i2, c4, s1, s2 = byte(s, 1, 19)
+  if c1 ~= 45 or c2 ~= 45 or c3 ~= 58 or c4 ~= 58 or (t ~= 84 and t ~= 116 and t ~= 32) then return nil end
+  y1, y2, y3, y4 = DIGIT[y1], DIGIT[y2], DIGIT[y3], DIGIT[y4]
+  m1, m2, d1, d2, h1, h2 = DIGIT[m1], DIGIT[m2], DIGIT[d1], DIGIT[d2], DIGIT[h1], DIGIT[h2]
+  i1, i2, s1, s2 = DIGIT[i1], DIGIT[i2], DIGIT[s1], DIGIT[s2]
+  if not (y1 and y2 and y3 and y4 and m1 and m2 and d1 and d2 and h1 and h2 and i1 and i2 and s1 and s2) then
+    return nil
   end
-  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset + frac
+  local y, mo, d = y1 * 1000 + y2 * 100 + y3 * 10 + y4, m1 * 10 + m2, d1 * 10 + d2
+  local h, mi, sec = h1 * 10 + h2, i1 * 10 + i2, s1 * 10 + s2
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
+  local frac, offset = 0, 0
+  local n = #s
+  if n > 19 and not (n == 20 and (byte(s, 20) == 90 or byte(s, 20) == 122)) then -- not a lone Z
+    local rest = s:sub(20)
+    local f, after = rest:match("^([.,]%d+)(.*)$")
+    if f then frac, rest = tonumber("0." .. f:sub(2)), after end
+    if rest ~= "Z" and rest ~= "z" and rest ~= "" then
+      local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
+      if not sign then return nil end
+      offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
+    end
+  end
+  local key = y * 16 + mo
+  local first = month_start[key]
+  if not first then
+    first = days_from_civil(y, mo, 1)
+    month_start[key] = first
+  end
+  return (first + d - 1) * 86400 + h * 3600 + mi * 60 + sec - offset + frac
 end
 
 --- A time the API gives as Unix seconds (a number) or as an ISO 8601 string, as Unix seconds.
@@ -220,41 +267,33 @@ end
 
 --- Builds the normalized task from a provider payload. def.read_task(data) returns
 --- {status=raw status, progress=, queue_position=, eta=, outputs=, error=, state=?, type=,
---- created_at=, completed_at= (numbers or ISO strings), credits=, values= (non-URL outputs)}.
+--- created_at=, completed_at= (numbers or ISO strings), credits=, values= (non-URL outputs)}:
+--- a new table each call, which becomes the task (its fields normalized in place, the task's
+--- others added), so a status call makes one task table, not a reader's table and a copy.
 function M.task(def, data, id, trace_id, null)
-  local r = def.read_task(data, null)
-  local state = r.state
-  if state == nil and r.status == nil then
+  local task = def.read_task(data, null)
+  local state = task.state
+  if state == nil and task.status == nil then
     -- No status at all is a malformed answer, not an unknown (finalized) status.
     return nil, errors.new("bad_response", def.name .. ": task payload has no status",
       { task_id = id, trace_id = trace_id })
   end
   if not state then
-    state = def.states[r.status]
+    state = def.states[task.status]
     if not state then state = "unknown" end
   end
-  local task = {
-    id = id,
-    provider = def.name,
-    state = state,
-    status = r.status,
-    done = FINAL[state] == true,
-    ok = state == "succeeded",
-    progress = int_or_nil(r.progress),
-    queue_position = int_or_nil(r.queue_position),
-    eta = int_or_nil(r.eta),
-    outputs = r.outputs or {},
-    error = r.error,
-    results = r.results,
-    trace_id = trace_id,
-    type = type(r.type) == "string" and r.type or nil,
-    created_at = M.time_of(r.created_at),
-    completed_at = M.time_of(r.completed_at),
-    credits = M.number_of(r.credits),
-    values = r.values,
-    raw = data,
-  }
-  if task.progress and task.progress > 100 then task.progress = 100 end
+  task.id, task.provider, task.state = id, def.name, state
+  task.done, task.ok = FINAL[state] == true, state == "succeeded"
+  local progress = int_or_nil(task.progress)
+  if progress and progress > 100 then progress = 100 end
+  task.progress = progress
+  task.queue_position, task.eta = int_or_nil(task.queue_position), int_or_nil(task.eta)
+  if not task.outputs then task.outputs = {} end
+  task.trace_id = trace_id
+  if type(task.type) ~= "string" then task.type = nil end
+  task.created_at, task.completed_at = M.time_of(task.created_at), M.time_of(task.completed_at)
+  task.credits = M.number_of(task.credits)
+  task.raw = data
   return task
 end
 

@@ -18,46 +18,61 @@ local function kind_of(name)
   return "image"
 end
 
-local function is_url(v) return type(v) == "string" and v:match("^https?://") ~= nil end
+local find = string.find
 
+local function is_url(v) return type(v) == "string" and find(v, "^https?://") ~= nil end
+
+-- Each named output once, with what a read needs precomputed (no string built per call):
+-- {name, V3 key, kind, is a view (also read from generate_multiview_image)}.
+local NAMED = {}
 -- The keys read by name; any other key holding a URL is an extra output, any other value
 -- (riggable, rig_type, ...) goes to task.values.
 local KNOWN = { generate_multiview_image = true, model_urls = true }
-for _, name in ipairs(OUTPUTS) do KNOWN[name] = true; KNOWN[name .. "_url"] = true end
+for i, name in ipairs(OUTPUTS) do
+  NAMED[i] = { name, name .. "_url", kind_of(name), name:match("_view$") ~= nil }
+  KNOWN[name] = true
+  KNOWN[name .. "_url"] = true
+end
+
+-- Appends {name, url, kind} to list when url is a URL not in list yet (outputs are few: a
+-- scan is cheaper than a set keyed by long strings); true when it did.
+local function add(list, name, url, kind)
+  if not is_url(url) then return false end
+  local n = #list
+  for i = 1, n do
+    if list[i].url == url then return false end
+  end
+  list[n + 1] = { name = name, url = url, kind = kind or kind_of(name) }
+  return true
+end
 
 local function read_outputs(out, null)
   local list, values = {}, nil
   if type(out) ~= "table" then return list, nil end
-  local seen = {}
-  local function add(name, url)
-    if is_url(url) and not seen[url] then
-      seen[url] = true
-      list[#list + 1] = { name = name, url = url, kind = kind_of(name) }
-    end
-  end
-  local mv = null_of(out.generate_multiview_image, null)
-  for i = 1, #OUTPUTS do
-    local name = OUTPUTS[i]
-    local url = null_of(out[name .. "_url"], null)
-    if url == nil then url = null_of(out[name], null) end
-    if url == nil and type(mv) == "table" and name:match("_view$") then url = mv[name .. "_url"] end
-    if name == "model" and url == nil and type(out.model_urls) == "table" then url = out.model_urls[1] end
-    add(name, url)
+  local mv = out.generate_multiview_image
+  if type(mv) ~= "table" then mv = nil end
+  local urls = out.model_urls
+  if type(urls) ~= "table" then urls = nil end
+  for i = 1, #NAMED do
+    local o = NAMED[i]
+    local url = out[o[2]]
+    if url == nil or url == null then url = out[o[1]] end
+    if url == null then url = nil end
+    if url == nil and mv and o[4] then url = mv[o[2]] end
+    if url == nil and urls and i == 1 then url = urls[1] end -- OUTPUTS[1] is "model"
+    if url ~= nil then add(list, o[1], url, o[3]) end
   end
   -- More models than one (V3 `model_urls`): model_2, model_3, ... after the named outputs.
-  if type(out.model_urls) == "table" then
+  if urls then
     local n = 1
-    for _, url in ipairs(out.model_urls) do
-      if is_url(url) and not seen[url] then
-        n = n + 1
-        add("model_" .. n, url)
-      end
+    for _, url in ipairs(urls) do
+      if add(list, "model_" .. (n + 1), url) then n = n + 1 end
     end
   end
   -- Undocumented fields holding a URL come last, in name order ("x_url" is named "x").
   local extra
   for k, v in pairs(out) do
-    if type(k) == "string" and not KNOWN[k] then
+    if not KNOWN[k] and type(k) == "string" then
       if is_url(v) then
         extra = extra or {}
         extra[#extra + 1] = k
@@ -69,7 +84,7 @@ local function read_outputs(out, null)
   end
   if extra then
     table.sort(extra)
-    for _, k in ipairs(extra) do add((k:gsub("_url$", "")), out[k]) end
+    for _, k in ipairs(extra) do add(list, (k:gsub("_url$", "")), out[k]) end
   end
   return list, values
 end
@@ -107,6 +122,9 @@ local function read_task(d, null)
     created_at = null_of(d.created_at, null) or null_of(d.create_time, null),
     completed_at = null_of(d.completed_at, null),
     credits = null_of(d.credits_consumed, null) or null_of(d.consumed_credit, null),
+    -- this table becomes the task (provider.task adds the fields below): naming them here
+    -- makes it at the task's size at once, no rehash as they are added
+    id = nil, provider = nil, done = nil, ok = nil, trace_id = nil, results = nil, raw = nil,
   }
 end
 
