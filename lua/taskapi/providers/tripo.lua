@@ -122,9 +122,6 @@ local function read_task(d, null)
     created_at = null_of(d.created_at, null) or null_of(d.create_time, null),
     completed_at = null_of(d.completed_at, null),
     credits = null_of(d.credits_consumed, null) or null_of(d.consumed_credit, null),
-    -- this table becomes the task (provider.task adds the fields below): naming them here
-    -- makes it at the task's size at once, no rehash as they are added
-    id = nil, provider = nil, done = nil, ok = nil, trace_id = nil, results = nil, raw = nil,
   }
 end
 
