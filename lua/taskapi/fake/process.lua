@@ -37,8 +37,7 @@ local seeded = false
 --- A port to try (20000 to 60999), from a generator seeded once per process.
 function M.random_port()
   if not seeded then
-    local stat = read("/proc/self/stat") or ""
-    local pid = tonumber(stat:match("^(%d+)")) or 0
+    local pid = files.pid()
     local t = read("/proc/uptime") or ""
     local frac = tonumber((t:match("^([%d%.]+)") or "0"):gsub("%.", ""), 10) or 0
     math.randomseed((os.time() + pid * 7919 + frac) % 2147483647)

@@ -40,7 +40,7 @@ local Store = ledger.class()
 M.Store = Store
 ledger.register(Store)
 
-local function esc(s) return (tostring(s):gsub("%%", "%%25"):gsub(":", "%%3A")) end
+local esc = require("taskapi.util.redis").key_part
 local function num(v) return v == nil and "" or string.format(v % 1 == 0 and "%d" or "%.17g", v) end
 
 function Store:_tkey(provider, id) return esc(provider) .. ":" .. esc(id) end

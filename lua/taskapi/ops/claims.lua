@@ -40,7 +40,7 @@ local KINDS = { poll = true, download = true }
 local Claims = {}
 Claims.__index = Claims
 
-local function esc(s) return (tostring(s):gsub("%%", "%%25"):gsub(":", "%%3A")) end
+local esc = require("taskapi.util.redis").key_part
 local function ms(s) return string.format("%d", math.floor(s * 1000 + 0.5)) end
 
 --- claims.new(conn, prefix, provider) -> the queues of provider's tasks under prefix.

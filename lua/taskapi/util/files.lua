@@ -2,6 +2,11 @@
 -- specs share (plain io and os, the same on Lua 5.4 and LuaJIT).
 local M = {}
 
+--- This process's id (from /proc/self/stat: plain Lua has no getpid), or 0.
+function M.pid()
+  return tonumber((M.read("/proc/self/stat") or ""):match("^(%d+)")) or 0
+end
+
 --- A string quoted for sh.
 function M.quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"

@@ -35,6 +35,9 @@ local unpack = table.unpack or unpack
 local M = {}
 
 M.null = core.redis_null
+
+--- s as one part of a Redis key: "%" and ":" escaped (the ledger's and the fleet's keys).
+function M.key_part(s) return (tostring(s):gsub("%%", "%%25"):gsub(":", "%%3A")) end
 M.PORT = 6379
 M.TIMEOUT = 5
 M.POOL_IDLE = 60   -- seconds a pooled cosocket stays open (OpenResty)
