@@ -26,6 +26,7 @@ local waiting = require "taskapi.ops.wait"
 local download = require "taskapi.ops.download"
 local check = require "taskapi.api.check"
 local ledger = require "taskapi.ledger"
+local fs = require "taskapi.util.files"
 
 local M = {}
 
@@ -89,15 +90,32 @@ local function check_opts(client, opts)
   return s
 end
 
+--- What a worker keeps of the tasks it touches: one table per name in `names` (task id ->
+--- value), and keep(id) to say it touched a task; forget() drops every entry of a task not
+--- touched for `after` seconds (clock(): seconds). A task's next claim may be another
+--- worker's, and then so is the rest of the task: without forget() a long-running worker
+--- would keep a little of every task the fleet ever had. The sweeper calls it.
+function M.memory(names, after, clock)
+  local m, touched = {}, {}
+  for _, n in ipairs(names) do m[n] = {} end
+  function m.keep(id) touched[id] = clock() end
+  function m.forget()
+    local horizon = clock() - after
+    for id, t in pairs(touched) do
+      if t < horizon then
+        for _, n in ipairs(names) do m[n][id] = nil end
+        touched[id] = nil
+      end
+    end
+  end
+  return m
+end
+
 local function worker_name()
-  local f = io.open("/proc/sys/kernel/hostname", "r")
-  local host = f and f:read("*l") or "host"
-  if f then f:close() end
-  local stat = io.open("/proc/self/stat", "r")
-  local pid = stat and (stat:read("*l") or ""):match("^(%d+)") or "0"
-  if stat then stat:close() end
+  local host = (fs.read("/proc/sys/kernel/hostname") or "host"):match("^[^\n]*")
+  local pid = fs.pid()
   local n = rawget(_G, "ngx")
-  if n and n.worker and n.worker.pid then pid = tostring(n.worker.pid()) end
+  if n and n.worker and n.worker.pid then pid = n.worker.pid() end
   return (host:gsub("[^%w%.%-_]", "_")) .. "-" .. pid .. "-" .. math.random(1, 1e9)
 end
 
@@ -165,8 +183,10 @@ function M.serve(client, L, opts)
     if ok == false then stats.lost_leases = stats.lost_leases + 1 end
   end
 
-  local states = {}  -- task id -> its wait state here (the policy's memory of the task)
-  local finals = {}  -- task id -> the finalized task a poller of this worker read
+  -- what this worker keeps of a task: its wait state here (the policy's memory of it), the
+  -- finalized task a poller of this worker read, its failed downloads here
+  local mem = M.memory({ "states", "finals", "retries" }, 2 * (p.max_interval + lease), now)
+  local states, finals, retries, keep = mem.states, mem.finals, mem.retries, mem.keep
 
   local function poller()
     local b = failing()
@@ -183,6 +203,7 @@ function M.serve(client, L, opts)
           for i, id in ipairs(ids) do
             local w = states[id] or waiting.start(client, id, p)
             states[id], ws[i] = w, w
+            keep(id)
           end
           local function settled(w, what, v)
             stats.polls = stats.polls + 1
@@ -210,8 +231,9 @@ function M.serve(client, L, opts)
           local cap = t0 + lease - min - M.POLL_MARGIN - now()
           local sent = cap >= M.MIN_POLL
           if sent then
-            stats.status_requests = stats.status_requests + (client:_batch() and #ws > 1 and 1 or #ws)
-            if client:_batch() and #ws > 1 then stats.batch_reads = stats.batch_reads + 1 end
+            local batched = #ws > 1 and client:_batch()
+            stats.status_requests = stats.status_requests + (batched and 1 or #ws)
+            if batched then stats.batch_reads = stats.batch_reads + 1 end
             sent = waiting.poll_many(client, ws, #ws, settled, cap)
           end
           if not sent then -- not polled: due again after the minimum interval
@@ -222,7 +244,6 @@ function M.serve(client, L, opts)
     end
   end
 
-  local retries = {} -- task id -> failed downloads here
   local function downloader()
     local b = failing()
     while not stopping() do
@@ -285,6 +306,7 @@ function M.serve(client, L, opts)
         end
         if derr then
           retries[id] = (retries[id] or 0) + 1
+          keep(id)
           say("fleet: " .. name .. " " .. id .. ": " .. tostring(derr))
           lost(C:release("download", id, token, math.min(60, M.RETRY * 2 ^ (retries[id] - 1)), 0))
         else
@@ -299,6 +321,7 @@ function M.serve(client, L, opts)
   local function sweeper()
     local b = failing()
     while not stopping() do
+      mem.forget()
       local ok, lerr = C:lock("sweep", 2 * s.sweep, C.worker)
       local recs
       if ok then
