@@ -13,7 +13,7 @@ if [ -z "$CLANG" ] && [ "$(id -u)" = 0 ]; then apt-get install -y -qq clang >/de
 [ -n "$CLANG" ] || { echo "clang missing: apt-get install -y clang" >&2; exit 1; }
 OUT=build/fuzz
 mkdir -p "$OUT/obj"
-TARGETS=${*:-"json_decode retry_after content_type content_disposition content_range headers"}
+TARGETS=${*:-"json_decode retry_after content_type content_disposition content_range headers http1_head http1_chunked"}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CF="-O1 -g -fno-omit-frame-pointer -std=c99 -D_GNU_SOURCE -Isrc -I/usr/include/lua5.4"
 LIBS="-llua5.4 -lcurl -lcrypto -lsqlite3 -lhiredis -ldl -lm"
