@@ -31,6 +31,7 @@ build = {
         "src/core.c", "src/clock.c", "src/errors.c", "src/json.c", "src/parse.c",
         "src/pool.c", "src/sockets.c", "src/transport.c", "src/download.c", "src/mime.c",
         "src/crypto.c", "src/sqlite.c", "src/redis.c", "src/buf.c", "src/request.c", "src/result.c",
+        "src/http1.c", "src/lean.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "curl", "crypto", "sqlite3", "hiredis" },

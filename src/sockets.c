@@ -5,6 +5,8 @@
  * therefore costs in proportion to the transfers that have something to do, where
  * curl_multi_perform visits every transfer each time, idle or not (the README's design
  * notes have the measured cost).
+ * The plain-HTTP path (lean.c) watches its own sockets in the same set, each marked with its
+ * transfer (owner), so one poll() serves both and a ready one goes to tk_lean_io.
  * Ownership: the pollfd array belongs to the multi (tk_multi.socks), grown with realloc,
  * freed by tk_socks_free after curl_multi_cleanup (which may still report removals). */
 #include <poll.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "lean.h"
 #include "sockets.h"
 #include "transport.h"
 
@@ -23,39 +26,56 @@ static int find(const tk_socks *s, curl_socket_t fd)
   return -1;
 }
 
-/* CURLMOPT_SOCKETFUNCTION: watch fd for what curl asks, or stop watching it. */
-static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+int tk_socks_watch(tk_socks *s, int fd, int events, void *owner)
 {
-  tk_socks *s = (tk_socks *)userp;
   int i = find(s, fd);
-  short events = 0;
-  (void)easy;
-  (void)socketp;
-  if (what == CURL_POLL_REMOVE) {
-    if (i >= 0) s->fds[i] = s->fds[--s->n];
-    return 0;
-  }
-  if (what & CURL_POLL_IN) events |= POLLIN;
-  if (what & CURL_POLL_OUT) events |= POLLOUT;
   if (i < 0) { /* a new socket: no readiness known yet */
     if (s->n == s->cap) {
       int cap = s->cap ? s->cap * 2 : 16;
       struct pollfd *p = (struct pollfd *)realloc(s->fds, (size_t)cap * sizeof *p);
-      struct tk_ready *r = (struct tk_ready *)realloc(s->ready, (size_t)cap * sizeof *r);
+      struct tk_ready *r;
+      void **o;
+      if (p) s->fds = p;
+      r = (struct tk_ready *)realloc(s->ready, (size_t)cap * sizeof *r);
       if (r) s->ready = r;
-      if (!p || !r) {
-        if (p) s->fds = p;
-        return -1; /* libcurl fails the transfers of this socket: nothing hangs */
-      }
-      s->fds = p;
+      o = (void **)realloc(s->owner, (size_t)cap * sizeof *o);
+      if (o) s->owner = o;
+      if (!p || !r || !o) return -1;
       s->cap = cap;
     }
     i = s->n++;
     s->fds[i].fd = fd;
     s->fds[i].revents = 0;
   }
-  s->fds[i].events = events; /* a known revents stays: select_bits masks it with these */
+  s->fds[i].events = (short)events; /* a known revents stays: select_bits masks it */
+  s->owner[i] = owner;
   return 0;
+}
+
+void tk_socks_unwatch(tk_socks *s, int fd)
+{
+  int i = find(s, fd);
+  if (i < 0) return;
+  s->n--;
+  s->fds[i] = s->fds[s->n];
+  s->owner[i] = s->owner[s->n];
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch fd for what curl asks, or stop watching it. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+  tk_socks *s = (tk_socks *)userp;
+  int events = 0;
+  (void)easy;
+  (void)socketp;
+  if (what == CURL_POLL_REMOVE) {
+    tk_socks_unwatch(s, fd);
+    return 0;
+  }
+  if (what & CURL_POLL_IN) events |= POLLIN;
+  if (what & CURL_POLL_OUT) events |= POLLOUT;
+  /* on failure libcurl fails the transfers of this socket: nothing hangs */
+  return tk_socks_watch(s, fd, events, NULL);
 }
 
 /* CURLMOPT_TIMERFUNCTION: -1 removes the timer, 0 asks to run as soon as possible. */
@@ -81,6 +101,7 @@ void tk_socks_free(tk_multi *m)
 {
   free(m->socks.fds);
   free(m->socks.ready);
+  free(m->socks.owner);
   memset(&m->socks, 0, sizeof m->socks);
   m->socks.due = -1;
 }
@@ -111,12 +132,16 @@ void tk_socks_drive(tk_multi *m)
       if (ev) {
         s->ready[nready].fd = s->fds[i].fd;
         s->ready[nready].ev = ev;
+        s->ready[nready].owner = s->owner[i];
         nready++;
       }
     }
-    for (i = 0; i < nready && !m->closed; i++)
-      curl_multi_socket_action(m->cm, s->ready[i].fd, s->ready[i].ev, &running);
+    for (i = 0; i < nready && !m->closed; i++) {
+      if (s->ready[i].owner) tk_lean_io(m, (tk_transfer *)s->ready[i].owner, s->ready[i].ev);
+      else curl_multi_socket_action(m->cm, s->ready[i].fd, s->ready[i].ev, &running);
+    }
   }
+  if (m->lean_running > 0) tk_lean_timers(m);
   /* a due timer; a few rounds when libcurl asks to run again at once, then the next step */
   for (rounds = 0; rounds < 4 && !m->closed && s->due >= 0 && s->due <= tk_monotonic_ms(); rounds++) {
     s->due = -1; /* the action may set a new one */
@@ -129,8 +154,13 @@ int tk_socks_wait(tk_multi *m, long max_ms)
   tk_socks *s = &m->socks;
   long ms = max_ms;
   int r;
-  if (s->due >= 0) {
-    long long left = s->due - tk_monotonic_ms();
+  long long due = s->due;
+  if (m->lean_running > 0) {
+    long long ld = tk_lean_next_due(m);
+    if (ld >= 0 && (due < 0 || ld < due)) due = ld;
+  }
+  if (due >= 0) {
+    long long left = due - tk_monotonic_ms();
     if (left < 0) left = 0;
     if (left < ms) ms = (long)left;
   }

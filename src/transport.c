@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "errors.h"
 #include "json.h"
+#include "lean.h"
 #include "parse.h"
 #include "download.h"
 #include "mime.h"
@@ -63,6 +64,8 @@ static void transfer_finish(tk_multi *m, tk_transfer *t, CURLcode code)
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
   curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_COUNT, &t->redirects);
   curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &t->total_time);
+  t->redirects += t->lean.handed_hops; /* a redirect the plain-HTTP path handed over */
+  t->total_time += t->lean.handed_time;
   if (curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &t->request_size) != CURLE_OK)
     t->request_size = -1; /* unknown: taken as sent */
   {
@@ -80,13 +83,18 @@ static void transfer_finish(tk_multi *m, tk_transfer *t, CURLcode code)
   }
   t->done_at = time(NULL);
   curl_multi_remove_handle(m->cm, t->easy);
-  unlink_running(m, t);
   if (t->dl.active) tk_dl_finish(t);
   tk_pool_put(m, t->easy); /* reset: it no longer points at t's slist, mime or buffers */
   t->easy = NULL;
   tk_mime_free(t);
   curl_slist_free_all(t->slist);
   t->slist = NULL;
+  tk_transfer_done(m, t);
+}
+
+void tk_transfer_done(tk_multi *m, tk_transfer *t)
+{
+  unlink_running(m, t);
   t->state = TK_DONE;
   t->in_done = 1;
   t->done_next = NULL;
@@ -102,6 +110,7 @@ static void transfer_abort(tk_transfer *t)
   if (t->state != TK_RUNNING) return;
   if (m) {
     if (m->cm && t->easy) curl_multi_remove_handle(m->cm, t->easy);
+    tk_lean_abort(m, t);
     unlink_running(m, t);
   }
   tk_pool_put(m, t->easy); /* NULL m: cleaned up */
@@ -128,6 +137,7 @@ static void transfer_release(tk_transfer *t)
   free(t->err_msg);
   t->err_msg = NULL;
   tk_dl_free(&t->dl);
+  tk_lean_release(t);
 }
 
 /* multi's user value table: [lightuserdata t] = transfer userdata */
@@ -181,20 +191,22 @@ static tk_transfer *check_transfer(lua_State *L)
   return (tk_transfer *)luaL_checkudata(L, 1, TK_TRANSFER_MT);
 }
 
-/* m:add(req) with the multi at 1 and req at 2: pushes the transfer or nil, err. */
+/* m:add(req) with the multi at 1 and req at 2: pushes the transfer or nil, err. An API call
+ * the plain-HTTP path can serve runs there (lean.c), anything else on libcurl. */
 static int multi_add(lua_State *L)
 {
   tk_multi *m = check_multi(L);
   tk_transfer *t;
+  tk_req r;
   const char *err;
-  int tidx;
-  CURLMcode mc;
+  int tidx, lean = 0;
   if (m->closed) return tk_fail_arg(L, "multi handle is closed");
   if (!lua_istable(L, 2)) return tk_fail_arg(L, "req must be a table");
   lua_settop(L, 2);
   t = (tk_transfer *)tk_newuserdata(L, sizeof *t);
   memset(t, 0, sizeof *t);
   t->dl.fd = -1;
+  t->lean.fd = -1;
   t->state = TK_CLOSED; /* nothing to abort until it is added */
   tidx = lua_gettop(L);
   luaL_getmetatable(L, TK_TRANSFER_MT);
@@ -203,12 +215,19 @@ static int multi_add(lua_State *L)
   lua_pushvalue(L, 1);
   lua_setfield(L, -2, "multi");
   tk_setuservalue(L, tidx);
-  t->easy = tk_pool_get(m);
-  if (!t->easy) {
-    transfer_release(t);
-    return tk_fail(L, "transport", "curl_easy_init failed", -1, -1, 0);
+  err = tk_request_read(L, 2, t, &r);
+  if (!err) {
+    lean = tk_lean_setup(L, 2, m, t, &r);
+    if (lean < 0) err = "out of memory";
   }
-  err = tk_request_setup(L, 2, tidx, t);
+  if (!err && !lean) {
+    t->easy = tk_pool_get(m);
+    if (!t->easy) {
+      transfer_release(t);
+      return tk_fail(L, "transport", "curl_easy_init failed", -1, -1, 0);
+    }
+    err = tk_request_setup(L, 2, tidx, t, &r);
+  }
   if (err) {
     int n;
     lua_settop(L, tidx);
@@ -226,12 +245,14 @@ static int multi_add(lua_State *L)
   lua_getfield(L, 2, "url"); /* checked by setup: res.effective_url reuses it */
   lua_setfield(L, -2, "url");
   lua_pop(L, 1);
-  mc = curl_multi_add_handle(m->cm, t->easy);
-  if (mc != CURLM_OK) {
-    tk_pool_put(m, t->easy);
-    t->easy = NULL;
-    transfer_release(t);
-    return tk_fail(L, "transport", curl_multi_strerror(mc), -1, -1, 0);
+  if (!lean) {
+    CURLMcode mc = curl_multi_add_handle(m->cm, t->easy);
+    if (mc != CURLM_OK) {
+      tk_pool_put(m, t->easy);
+      t->easy = NULL;
+      transfer_release(t);
+      return tk_fail(L, "transport", curl_multi_strerror(mc), -1, -1, 0);
+    }
   }
   t->state = TK_RUNNING;
   t->m = m;
@@ -244,6 +265,12 @@ static int multi_add(lua_State *L)
   lua_pushvalue(L, tidx);
   lua_rawset(L, -3);
   lua_pop(L, 1);
+  if (lean) m->n_plain++;
+  else m->n_curl++;
+  if (lean) {
+    m->lean_running++;
+    tk_lean_start(m, t); /* may finish it already: it is in the done list then */
+  }
   return 1;
 }
 
@@ -334,6 +361,22 @@ static int multi_request(lua_State *L)
   return n;
 }
 
+/* m:stats(): which path the transfers took: {plain = n, curl = n, handed = n, idle = n}. */
+static int multi_stats(lua_State *L)
+{
+  tk_multi *m = check_multi(L);
+  lua_createtable(L, 0, 4);
+  tk_pushint(L, m->n_plain);
+  lua_setfield(L, -2, "plain");
+  tk_pushint(L, m->n_curl);
+  lua_setfield(L, -2, "curl");
+  tk_pushint(L, m->n_handed);
+  lua_setfield(L, -2, "handed");
+  tk_pushint(L, m->nidle);
+  lua_setfield(L, -2, "idle");
+  return 1;
+}
+
 static int multi_count(lua_State *L)
 {
   tk_multi *m = check_multi(L);
@@ -360,6 +403,7 @@ static int multi_close(lua_State *L)
   }
   m->done_tail = NULL;
   tk_pool_free(m);
+  tk_lean_free(m);
   if (m->cm) curl_multi_cleanup(m->cm);
   m->cm = NULL;
   tk_socks_free(m);
@@ -388,6 +432,9 @@ static int transfer_progress(lua_State *L)
   } else if (t->bf.active) { /* req.body_file: bytes of the file sent */
     done = t->bf.sent;
     total = t->bf.size;
+  } else if (t->lean.active && t->state == TK_RUNNING) {
+    done = (long long)t->body.len;
+    total = t->lean.clen > 0 ? t->lean.clen : 0;
   } else if (t->easy) {
     curl_off_t d = 0, c = -1;
     curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &d);
@@ -466,6 +513,7 @@ int tk_multi_new(lua_State *L)
   if (!m->cm) return tk_fail(L, "transport", "curl_multi_init failed", -1, -1, 0);
   m->closed = 0;
   tk_socks_init(m);
+  tk_lean_init(m, (long)hc, (long)mc);
   if (hc > 0) curl_multi_setopt(m->cm, CURLMOPT_MAX_HOST_CONNECTIONS, (long)hc);
   if (mc >= 0) curl_multi_setopt(m->cm, CURLMOPT_MAXCONNECTS, (long)mc);
   return 1;
@@ -474,6 +522,7 @@ int tk_multi_new(lua_State *L)
 static const luaL_Reg multi_methods[] = {
   {"add", multi_add},           {"perform", multi_perform}, {"poll", multi_poll},
   {"completed", multi_completed}, {"request", multi_request}, {"count", multi_count},
+  {"stats", multi_stats},
   {"close", multi_close},       {NULL, NULL}};
 
 static const luaL_Reg transfer_methods[] = {

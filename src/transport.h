@@ -11,10 +11,13 @@
 #include <stdio.h>
 #include <time.h>
 
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "buf.h"
 #include "compat.h"
+#include "http1.h"
 
 #define TK_VERSION "0.1.0"
 #define TK_MULTI_MT "taskapi.core.multi"
@@ -59,6 +62,33 @@ typedef struct tk_body_file {
 
 enum { TK_RUNNING = 1, TK_DONE, TK_CANCELLED, TK_CLOSED };
 
+/* A transfer on the plain-HTTP path (lean.c): an API call to an http:// URL with a numeric
+ * host, run by our own HTTP/1.1 client instead of libcurl. Owned by its transfer: the fd
+ * (until it goes back to the multi's idle list or is closed) and the request buffer. */
+typedef struct tk_lean {
+  int active;                      /* this transfer runs on the plain-HTTP path */
+  int state;                       /* lean.c's L_* */
+  int fd;                          /* -1 when none */
+  int reused;                      /* fd came from the idle list */
+  int fresh;                       /* req.fresh_connect: new connection, closed after */
+  int retried;                     /* a stale kept-alive connection was replaced once */
+  int got;                         /* a byte of the current response has arrived */
+  int head_only;                   /* HEAD: no body whatever the head says */
+  int body_mode;                   /* L_BODY_* */
+  int keep;                        /* the connection can be reused after this response */
+  long long clen;                  /* Content-Length of the body, -1 none */
+  struct sockaddr_storage addr;    /* the server */
+  socklen_t alen;
+  tk_buf req;                      /* the request's bytes */
+  size_t sent;                     /* bytes of req written on the current connection */
+  size_t hdrs_at, hdrs_len;        /* User-Agent and req.headers lines inside req */
+  size_t body_at;                  /* the body inside req (to req.len) */
+  long long start_ms, deadline_ms, connect_ms, stall_ms, last_ms;
+  tk_h1_chunked ch;
+  long handed_hops;                /* redirects followed here before libcurl took over */
+  double handed_time;              /* seconds spent here before that */
+} tk_lean;
+
 struct tk_multi;
 
 typedef struct tk_transfer {
@@ -95,16 +125,19 @@ typedef struct tk_transfer {
   char *effective_url;
   time_t done_at;
   tk_dl dl;
+  tk_lean lean;
 } tk_transfer;
 
 /* The sockets libcurl asked us to watch and its timer (sockets.c). */
 struct tk_ready {
   curl_socket_t fd;
   int ev;
+  void *owner;                     /* the plain-HTTP transfer of fd, NULL for libcurl's */
 };
 typedef struct tk_socks {
   struct pollfd *fds;              /* watched sockets, with the events curl wants */
   struct tk_ready *ready;          /* scratch: the ready ones of one step (same capacity) */
+  void **owner;                    /* per watched socket: its plain-HTTP transfer or NULL */
   int n, cap;
   int fresh;                       /* revents hold what the last wait's poll() saw */
   long long due;                   /* monotonic ms when curl wants to run; -1: no timer */
@@ -119,9 +152,20 @@ typedef struct tk_multi {
   int closed;
   CURL *pool[TK_POOL_MAX];         /* idle easy handles, reset (pool.c) */
   int npool;
+  /* the plain-HTTP path (lean.c) */
+  int lean_ok;                     /* no proxy in the environment, no per-host limit */
+  int lean_running;                /* running transfers on it */
+  int max_idle;                    /* idle connections kept */
+  struct tk_conn *idle;            /* kept-alive connections, oldest first */
+  int nidle;
+  char *scratch;                   /* the receive buffer of every plain-HTTP read */
+  char ua[128];                    /* the default User-Agent */
+  long long n_plain, n_curl, n_handed; /* transfers started on each path, handed over (m:stats) */
 } tk_multi;
 
 /* transport.c */
+/* Queues finished transfer t in m's done list, out of the running ones; its fields are set. */
+void tk_transfer_done(tk_multi *m, tk_transfer *t);
 /* core.multi(opts): a new multi handle. */
 int tk_multi_new(lua_State *L);
 /* At module open: registers the multi and transfer classes. */

@@ -1,0 +1,87 @@
+-- taskapi.core's plain-HTTP path (src/lean.c) and the requests it leaves to libcurl, observed
+-- through m:stats() ({plain, curl, handed, idle}): an API call to http:// with a numeric host
+-- runs on our own HTTP/1.1 client; a host name, a download, a proxy in the environment or a
+-- per-host connection limit leave it to libcurl; a redirect to a host name is handed over to
+-- libcurl and still followed. The wire behaviour itself is pinned by core_http1_spec.
+local core = require "taskapi.core"
+local nginx = require "taskapi.fake.process"
+
+local LUA = jit and "luajit" or "lua5.4"
+local CPATH = "./build/" .. LUA .. "/?.so"
+
+local srv
+
+describe("core.multi plain-HTTP path", function()
+  setup(function()
+    srv = assert(nginx.start { ttl = 120, locations = [[
+location = /json { content_by_lua_block { ngx.header["Content-Type"] = "application/json"; ngx.print('{"id": 1869254713398571010}') } }
+location = /conn { content_by_lua_block { ngx.print(ngx.var.connection) } }
+location = /to-localhost { content_by_lua_block { ngx.redirect("http://localhost:" .. ngx.var.server_port .. "/json", 302) } }
+location = /file { content_by_lua_block { ngx.print(string.rep("f", 1000)) } }
+]] })
+  end)
+  teardown(function() if srv then srv.stop() end end)
+
+  it("runs API calls to a numeric host on it, over one kept connection", function()
+    local m = core.multi()
+    local first
+    for i = 1, 10 do
+      local res = assert(m:request { url = srv.url .. "/conn" })
+      first = first or res.body
+      assert.are.equal(first, res.body, "request " .. i)
+    end
+    local res = assert(m:request { url = srv.url .. "/json", json = true })
+    assert.are.equal("1869254713398571010", (tostring(res.json.id)))
+    local st = m:stats()
+    assert.are.equal(11, st.plain)
+    assert.are.equal(0, st.curl)
+    assert.are.equal(1, st.idle)
+    m:close()
+  end)
+
+  it("leaves a host name, a download and a multi with max_host_connections to libcurl", function()
+    local m = core.multi()
+    local port = srv.url:match(":(%d+)$")
+    assert(m:request { url = "http://localhost:" .. port .. "/json" })
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(m:request { url = srv.url .. "/file", path = dir })
+    local f = assert(io.open(dir, "rb"))
+    assert.are.equal(1000, #f:read("a"))
+    f:close()
+    os.remove(dir)
+    local st = m:stats()
+    assert.are.equal(0, st.plain)
+    assert.are.equal(2, st.curl)
+    m:close()
+    local m2 = core.multi { max_host_connections = 2 }
+    assert(m2:request { url = srv.url .. "/json" })
+    assert.are.equal(1, m2:stats().curl)
+    m2:close()
+  end)
+
+  it("hands a redirect to a host name over to libcurl, which follows it", function()
+    local m = core.multi()
+    local res = assert(m:request { url = srv.url .. "/to-localhost", json = true })
+    assert.are.equal(200, res.status)
+    assert.are.equal(1, res.redirects)
+    assert.truthy(res.effective_url:find("^http://localhost:%d+/json$"), res.effective_url)
+    assert.is_not_nil(res.json)
+    local st = m:stats()
+    assert.are.equal(1, st.plain)
+    assert.are.equal(1, st.handed)
+    m:close()
+  end)
+
+  it("leaves everything to libcurl when a proxy is set in the environment", function()
+    -- a child process with http_proxy pointing at a closed port: libcurl's proxy, refused
+    local code = "package.cpath = " .. string.format("%q", CPATH) .. " .. ';' .. package.cpath " ..
+      "local core = require 'taskapi.core' local m = core.multi() " ..
+      "local res, err = m:request { url = " .. string.format("%q", srv.url .. "/json") .. " } " ..
+      "io.write(tostring(res and res.status), ' ', m:stats().curl, ' ', tostring(err and err.kind))"
+    local p = assert(io.popen("http_proxy=http://127.0.0.1:1 " .. LUA .. " -e " .. string.format("%q", code) .. " 2>&1"))
+    local out = p:read("a")
+    p:close()
+    assert.are.equal("nil 1 transport", out)
+  end)
+end)
