@@ -898,7 +898,10 @@ static void follow(tk_multi *m, tk_transfer *t, const char *loc, size_t loc_len)
       return;
     }
   /* the method: 303 (but HEAD), and 301 or 302 after a POST, become GET without a body */
-  mlen = strcspn(l->req.data, " ");
+  {
+    const char *sp = memchr(l->req.data, ' ', l->req.len); /* the request line's first word */
+    mlen = sp ? (size_t)(sp - l->req.data) : 0;
+  }
   if (mlen >= sizeof method) mlen = sizeof method - 1;
   memcpy(method, l->req.data, mlen);
   method[mlen] = '\0';
