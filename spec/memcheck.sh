@@ -13,7 +13,7 @@ command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install -y v
 part1="spec/core_json_spec.lua spec/core_json_diff_spec.lua spec/core_transport_spec.lua spec/core_download_spec.lua spec/core_mime_spec.lua spec/core_crypto_spec.lua
   spec/core_body_file_spec.lua spec/core_redis_spec.lua spec/util_redis_spec.lua spec/ledger_spec.lua spec/download_safety_spec.lua"
 part2="spec/integration_status_spec.lua spec/integration_create_upload_spec.lua spec/integration_download_spec.lua
-  spec/integration_errors_spec.lua"
+  spec/integration_errors_spec.lua spec/core_http1_spec.lua spec/core_plain_spec.lua"
 case "${MEMCHECK_PART:-}" in
   1) list=$part1 ;;
   2) list=$part2 ;;

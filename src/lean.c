@@ -37,6 +37,7 @@
 #define TK_LEAN_SCRATCH 16384     /* bytes of one read */
 #define TK_LEAN_MAX_AGE_MS 118000 /* an idle connection older than this is closed (libcurl's) */
 #define TK_LEAN_MAX_FIELDS 1000   /* header fields of one response */
+#define TK_LEAN_CHECK_MS 1000     /* an idle connection older than this is checked before use */
 
 struct tk_conn {
   int fd;
@@ -101,6 +102,9 @@ static int idle_take(tk_multi *m, const struct sockaddr_storage *addr, socklen_t
       close(fd);
       continue;
     }
+    /* idle under a second: taken as it is (a server that closed it since is answered by
+       one new connection, see ended()); older ones are checked first, as libcurl does */
+    if (now - since < TK_LEAN_CHECK_MS) return fd;
     n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return fd;
     close(fd);

@@ -347,10 +347,11 @@ static int multi_request(lua_State *L)
   lua_settop(L, 2);
   if (multi_add(L) == 2) return 2;
   t = (tk_transfer *)lua_touserdata(L, 3);
+  /* wait first: a plain-HTTP request has just been sent (its answer takes a round trip), and
+     a libcurl one has its timer due now, so the wait returns at once */
   while (t->state == TK_RUNNING) {
-    multi_step(m);
-    if (t->state != TK_RUNNING) break;
     tk_socks_wait(m, 1000);
+    multi_step(m);
   }
   /* take only our own transfer out of the done list; others stay for completed() */
   if (t->in_done) unlink_done(m, t);
