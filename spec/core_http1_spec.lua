@@ -269,6 +269,15 @@ describe("core.multi over HTTP/1.1", function()
     m:close()
   end)
 
+  -- the request after an answer to `path` ("ok") goes over a new connection
+  local function not_reused_after(m, path)
+    local id = conn(m)
+    assert.are.equal("ok", assert(m:request { url = url(path) }).body)
+    local id2, n = conn(m)
+    assert.are_not.equal(id, id2, path)
+    assert.are.equal(1, n, path)
+  end
+
   it("prefers Transfer-Encoding: chunked to a Content-Length", function()
     local m = core.multi()
     assert.are.equal("hello", assert(m:request { url = url("/te-and-cl") }).body)
@@ -279,11 +288,7 @@ describe("core.multi over HTTP/1.1", function()
     -- the server sends a second, unasked answer after the body ("fake!"): the connection
     -- cannot be reused for the next request
     local m = core.multi()
-    local id = conn(m)
-    assert.are.equal("ok", assert(m:request { url = url("/excess") }).body)
-    local id2, n = conn(m)
-    assert.are_not.equal(id, id2)
-    assert.are.equal(1, n)
+    not_reused_after(m, "/excess")
     m:close()
   end)
 
@@ -303,15 +308,8 @@ describe("core.multi over HTTP/1.1", function()
     -- the server keeps both connections open: only the client's reading of the answer
     -- decides
     local m = core.multi()
-    local id = conn(m)
-    assert.are.equal("ok", assert(m:request { url = url("/says-close") }).body)
-    local id2, n2 = conn(m)
-    assert.are_not.equal(id, id2)
-    assert.are.equal(1, n2)
-    assert.are.equal("ok", assert(m:request { url = url("/http10-cl") }).body)
-    local id3, n3 = conn(m)
-    assert.are_not.equal(id2, id3)
-    assert.are.equal(1, n3)
+    not_reused_after(m, "/says-close")
+    not_reused_after(m, "/http10-cl")
     m:close()
   end)
 
