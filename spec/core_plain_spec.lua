@@ -73,6 +73,28 @@ location = /file { content_by_lua_block { ngx.print(string.rep("f", 1000)) } }
     m:close()
   end)
 
+  it("keeps no answer in a closed transfer: one full collection frees the decoded JSON", function()
+    -- a transfer has a finalizer, so an answer it kept would live one more collector cycle
+    local m = core.multi()
+    local weak = setmetatable({}, { __mode = "v" })
+    do
+      local res = assert(m:request { url = srv.url .. "/json", json = true })
+      weak[1] = res.json
+      local t = assert(m:add { url = srv.url .. "/json", json = true })
+      while m:perform() > 0 do m:poll(0.1) end
+      weak[2] = assert(t:result()).json
+      assert.are.equal(weak[2], assert(t:result()).json) -- kept until the close
+      t:close()
+      local again, err = t:result()
+      assert.is_nil(again)
+      assert.are.equal("transfer closed", err.message)
+    end
+    collectgarbage("collect")
+    assert.is_nil(weak[1])
+    assert.is_nil(weak[2])
+    m:close()
+  end)
+
   it("leaves everything to libcurl when a proxy is set in the environment", function()
     -- a child process with http_proxy pointing at a closed port: libcurl's proxy, refused
     local code = "package.cpath = " .. string.format("%q", CPATH) .. " .. ';' .. package.cpath " ..

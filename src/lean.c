@@ -43,7 +43,7 @@ struct tk_conn {
   int fd;
   socklen_t alen;
   long long since;
-  struct sockaddr_storage addr;
+  tk_addr addr;
 };
 
 enum { L_CONNECT = 1, L_SEND, L_HEAD, L_BODY };
@@ -83,7 +83,7 @@ static void idle_drop(tk_multi *m, int i)
 
 /* A live idle connection to addr, or -1. One found closed by the server (readable: EOF or
  * bytes nobody asked for) or older than TK_LEAN_MAX_AGE_MS is closed on the way. */
-static int idle_take(tk_multi *m, const struct sockaddr_storage *addr, socklen_t alen)
+static int idle_take(tk_multi *m, const tk_addr *addr, socklen_t alen)
 {
   int i;
   long long now = -1;
@@ -112,7 +112,7 @@ static int idle_take(tk_multi *m, const struct sockaddr_storage *addr, socklen_t
   return -1;
 }
 
-static void idle_put(tk_multi *m, int fd, const struct sockaddr_storage *addr, socklen_t alen)
+static void idle_put(tk_multi *m, int fd, const tk_addr *addr, socklen_t alen)
 {
   struct tk_conn *c;
   if (m->closed || m->max_idle <= 0) {
@@ -143,7 +143,7 @@ static void idle_put(tk_multi *m, int fd, const struct sockaddr_storage *addr, s
  * brackets), the port, the Host header's value and the request target. Returns 0, or -1
  * when the URL is not for this path (https, a host name, user info, a bad port). */
 struct lean_url {
-  struct sockaddr_storage addr;
+  tk_addr addr;
   socklen_t alen;
   const char *host; size_t host_len; /* the authority as the Host header gives it */
   const char *path; size_t path_len; /* "" stands for "/" */
@@ -189,13 +189,13 @@ static int parse_url(const char *url, size_t len, struct lean_url *u)
   }
   memset(&u->addr, 0, sizeof u->addr);
   if (*a == '[') {
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&u->addr;
+    struct sockaddr_in6 *s6 = &u->addr.v6;
     if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1) return -1;
     s6->sin6_family = AF_INET6;
     s6->sin6_port = htons((unsigned short)port);
     u->alen = sizeof *s6;
   } else {
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&u->addr;
+    struct sockaddr_in *s4 = &u->addr.v4;
     if (inet_pton(AF_INET, host, &s4->sin_addr) != 1) return -1; /* a host name */
     s4->sin_family = AF_INET;
     s4->sin_port = htons((unsigned short)port);
@@ -401,12 +401,12 @@ static void fail_own(tk_multi *m, tk_transfer *t)
 
 static void host_text(const tk_lean *l, char *out, size_t n, int *port)
 {
-  if (l->addr.ss_family == AF_INET6) {
-    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&l->addr;
+  if (l->addr.sa.sa_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = &l->addr.v6;
     inet_ntop(AF_INET6, &s6->sin6_addr, out, (socklen_t)n);
     *port = ntohs(s6->sin6_port);
   } else {
-    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&l->addr;
+    const struct sockaddr_in *s4 = &l->addr.v4;
     inet_ntop(AF_INET, &s4->sin_addr, out, (socklen_t)n);
     *port = ntohs(s4->sin_port);
   }
@@ -463,7 +463,7 @@ static void connect_now(tk_multi *m, tk_transfer *t)
   l->sent = 0;
   l->got = 0;
   t->request_size = 0;
-  fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  fd = socket(l->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     fail_connect(m, t, errno);
     return;
@@ -471,7 +471,7 @@ static void connect_now(tk_multi *m, tk_transfer *t)
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   l->fd = fd;
   l->last_ms = tk_monotonic_ms();
-  if (connect(fd, (struct sockaddr *)&l->addr, l->alen) == 0) {
+  if (connect(fd, &l->addr.sa, l->alen) == 0) {
     l->state = L_SEND;
     send_some(m, t);
     return;

@@ -194,8 +194,9 @@ static void push_transfer_error_only(lua_State *L, tk_transfer *t)
 }
 
 /* Pushes res, or nil, err, for a finished transfer; caches it in the transfer's user value
- * table and frees the buffers it was built from. Returns the number of values pushed. */
-int tk_push_result(lua_State *L, int tidx, tk_transfer *t)
+ * table when keep (t:result() may be asked again) and frees the buffers it was built from.
+ * Returns the number of values pushed. */
+int tk_push_result(lua_State *L, int tidx, tk_transfer *t, int keep)
 {
   tidx = tk_absindex(L, tidx);
   if (t->state == TK_RUNNING) return tk_fail(L, "invalid_argument", "not finished", -1, -1, 0);
@@ -223,8 +224,10 @@ int tk_push_result(lua_State *L, int tidx, tk_transfer *t)
   /* uservalue table at the top */
   if (t->err_kind || t->code != CURLE_OK) {
     tk_push_transfer_error(L, t);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "err");
+    if (keep) {
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, "err");
+    }
     lua_remove(L, -2);
     lua_pushnil(L);
     lua_insert(L, -2);
@@ -295,8 +298,10 @@ int tk_push_result(lua_State *L, int tidx, tk_transfer *t)
       lua_pushlstring(L, t->body.data ? t->body.data : "", t->body.len);
       lua_setfield(L, -2, "body");
     }
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "res");
+    if (keep) {
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, "res");
+    }
     lua_remove(L, -2);
     tk_buf_free(&t->hdr);
     tk_buf_free(&t->body);

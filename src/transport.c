@@ -357,7 +357,7 @@ static int multi_request(lua_State *L)
   if (t->in_done) unlink_done(m, t);
   t->m = NULL;
   multi_forget(L, 1, t);
-  n = tk_push_result(L, 3, t);
+  n = tk_push_result(L, 3, t, 0); /* the transfer is closed below: its answer is not kept */
   transfer_close_at(L, 3, t);
   return n;
 }
@@ -454,7 +454,7 @@ static int transfer_progress(lua_State *L)
 static int transfer_result(lua_State *L)
 {
   tk_transfer *t = check_transfer(L);
-  return tk_push_result(L, 1, t);
+  return tk_push_result(L, 1, t, 1);
 }
 
 static int transfer_cancel(lua_State *L)
@@ -471,6 +471,16 @@ static int transfer_close_at(lua_State *L, int tidx, tk_transfer *t)
   transfer_detach(L, tidx, t); /* no-op unless attached; release is idempotent */
   transfer_release(t);
   t->state = TK_CLOSED;
+  /* the kept answer goes too: a closed transfer waits for its finalizer, one more collector
+     cycle, and its decoded JSON with it otherwise */
+  tk_getuservalue(L, tidx);
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    lua_setfield(L, -2, "res");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "err");
+  }
+  lua_pop(L, 1);
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <curl/curl.h>
@@ -62,6 +63,14 @@ typedef struct tk_body_file {
 
 enum { TK_RUNNING = 1, TK_DONE, TK_CANCELLED, TK_CLOSED };
 
+/* A server's address on the plain-HTTP path (IPv4 or IPv6 only: no sockaddr_storage, whose
+ * 128 bytes every transfer would carry). */
+typedef union tk_addr {
+  struct sockaddr sa;
+  struct sockaddr_in v4;
+  struct sockaddr_in6 v6;
+} tk_addr;
+
 /* A transfer on the plain-HTTP path (lean.c): an API call to an http:// URL with a numeric
  * host, run by our own HTTP/1.1 client instead of libcurl. Owned by its transfer: the fd
  * (until it goes back to the multi's idle list or is closed) and the request buffer. */
@@ -77,7 +86,7 @@ typedef struct tk_lean {
   int body_mode;                   /* L_BODY_* */
   int keep;                        /* the connection can be reused after this response */
   long long clen;                  /* Content-Length of the body, -1 none */
-  struct sockaddr_storage addr;    /* the server */
+  tk_addr addr;                    /* the server */
   socklen_t alen;
   tk_buf req;                      /* the request's bytes */
   size_t sent;                     /* bytes of req written on the current connection */
