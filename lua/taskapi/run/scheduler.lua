@@ -48,7 +48,7 @@ function M.new(opts)
     multi = core.multi({ max_host_connections = opts.max_host_connections }),
     heap = heap.new(),                 -- timers: {at=, co=} (taskapi.util.heap)
     ready = {}, rvalue = {}, rhead = 1, rtail = 0, -- coroutines to resume, with the value to pass
-    transfers = {},                    -- transfer -> {s=, co=, progress=bool, last=bytes} (taskapi.run.drive's records)
+    transfers = {},                    -- transfer -> {s=, co=, h=, t=, progress=bool, ...} (taskapi.run.drive's records)
     watchers = 0,                      -- transfers whose coroutine wants progress reports
     max_transfers = opts.max_transfers or M.MAX_TRANSFERS,
     inflight = 0,                      -- transfer slots taken
@@ -261,9 +261,15 @@ function S:transfer(req, on_progress)
     self:_release(h)
     return nil, err
   end
-  local w = { s = self, co = co, h = h, progress = on_progress ~= nil, last = -1, t = t }
+  -- a record of 8 fields (a table of 8 hash slots, made for every API call): `last` (the
+  -- byte count last reported) and `pending` only for a transfer that reports progress
+  local w = { s = self, co = co, h = h, t = t, progress = on_progress ~= nil, parked = false, woken = false,
+    finished = false }
   self.transfers[t] = w
-  if on_progress then self.watchers = self.watchers + 1 end
+  if on_progress then
+    w.last = -1
+    self.watchers = self.watchers + 1
+  end
   local mine = h.mine -- every transfer in flight of this coroutine (nested ones too), for cancel
   if not mine then
     mine = {}
