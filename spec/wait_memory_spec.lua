@@ -3,8 +3,10 @@
 -- a deterministic measure, not a timing), and what the leaner wait state must still give: a
 -- timeout's error carries the last task seen. An in-process Tripo V3 of this spec's own on a
 -- virtual clock that sleeping advances, one GET per task and poll (the definition without its
--- batch read, as B4's first row), no sockets.
+-- batch read, as B4's first row), no sockets; then what a poll over real HTTP (the C
+-- module, against the nginx fake) leaves behind it.
 local taskapi = require "taskapi"
+local fe = require "support.fake_env"
 
 local function fake_api()
   local api = { t = 0, tasks = {}, requests = 0 }
@@ -112,4 +114,59 @@ describe("what a waiting task keeps alive", function()
     assert.equal("queued", errs[ids[1]].task.state)
     assert.equal("running", errs[ids[2]].task.state)
   end)
+
+  it("leaves a client's own transport's answers as they were", function()
+    local api = fake_api()
+    local ids = api.add(1, function() return { queue = 0, run = 100 } end)
+    local c = api.client()
+    local answers = {}
+    local orig = api.request
+    api.request = function(self, req)
+      local res = orig(self, req)
+      answers[#answers + 1] = res
+      return res
+    end
+    local task = assert(c:status(ids[1]))
+    assert.equal(1, #answers)
+    assert.is_table(answers[1].json)
+    assert.equal(answers[1].json.data, task.raw)
+  end)
+end)
+
+describe("what a poll over real HTTP leaves behind it", function()
+  local env
+  setup(function() env = fe.start() end)
+  teardown(function() if env then env:stop() end end)
+
+  -- The C module's transfer caches its res and has a finalizer: anything res holds outlives
+  -- the transfer by one more collector cycle. The decoded body must not: one full cycle after
+  -- the task is dropped, the answer's JSON is gone.
+  for _, inside in ipairs { true, false } do
+    it("frees a status answer's JSON in the first full collection after the task is dropped (" ..
+      (inside and "inside taskapi.run" or "blocking") .. ")", function()
+      local backend = require "taskapi.run.backend"
+      local c = env:client("tripo", { retries = 0 })
+      local id = env:add { provider = "tripo", queue = 0, run = 100 }
+      local seen = setmetatable({}, { __mode = "v" })
+      local orig = backend.request
+      backend.request = function(...)
+        local res, err = orig(...)
+        if res then seen.envelope, seen.res = res.json, res end
+        return res, err
+      end
+      local ok, task, err = pcall(function()
+        if inside then return taskapi.run(function() return c:status(id) end) end
+        return c:status(id)
+      end)
+      backend.request = orig
+      assert(ok, task)
+      assert.is_nil(err)
+      assert.is_table(task)
+      assert.is_table(seen.envelope)
+      assert.is_nil(seen.res and seen.res.json) -- read, then dropped from res
+      task = nil -- luacheck: ignore 311
+      collectgarbage("collect")
+      assert.is_nil(seen.envelope)
+    end)
+  end
 end)
