@@ -124,16 +124,9 @@ function M.request(client, req)
   return req
 end
 
--- An API answer through the provider's envelope check (decide of perform). The C module's
--- transfer keeps its res (cached for t:result()) and has a finalizer, so a finished
--- transfer's res outlives it by one more collector cycle: the decoded body leaves res once
--- read (the payload lives on in the task where it is kept), so that each poll's JSON is
--- freed with the poll (B4, one GET per poll: 5.28 -> 4.52 KiB of Lua heap per task at its
--- peak). A client's own transport keeps its answers as it likes: they are left untouched.
-local function unwrap(res, client, task_id)
-  local data, trace = provider.unwrap(client.def, res, task_id)
-  if not client.transport then res.json = nil end
-  return data, trace
+-- An API answer through the provider's envelope check (decide of perform).
+local function unwrap(res, def, task_id)
+  return provider.unwrap(def, res, task_id)
 end
 
 -- Path templates compiled once into {literal, name, literal, name, ..., literal}.
@@ -214,7 +207,7 @@ function M.call(client, method, template, vars, body, task_id, retries, billed, 
     req.headers = s.json_headers
   end
   if billed then req.fresh_connect = true end
-  return perform(client, req, unwrap, client, task_id, retries, billed)
+  return perform(client, req, unwrap, client.def, task_id, retries, billed)
 end
 
 --- A multipart upload: POST of parts (the C module's req.mime array; files are streamed from
@@ -226,7 +219,7 @@ function M.upload(client, template, parts)
     method = "POST", url = client.base_url .. expand(template, {}), headers = s.headers, json = true,
     mime = parts, timeout = client.timeout, max_body = client.max_body,
   })
-  return perform(client, req, unwrap, client)
+  return perform(client, req, unwrap, client.def)
 end
 
 return M
