@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs every suite of `make test`: busted under Lua 5.4 and under LuaJIT, the OpenResty specs,
 # the ASan/UBSan suite (spec/asan.sh), the memory check (valgrind, spec/memcheck.sh) and the
-# fuzz targets (fuzz/run.sh, FUZZ_SECONDS=30 each, one test per target) and the lint checks
+# fuzz targets (fuzz/run.sh, FUZZ_SECONDS=20 each, one test per target) and the lint checks
 # (spec/lint.sh: luacheck and the C warnings as errors, one test per check). Prints each suite's
 # log and counts and ends with one line `busted: N passed, N failed` (the totals). Exits
 # non-zero on any failure.
@@ -70,7 +70,7 @@ wait
 # is shared; with the fuzzers that is three jobs on two cores instead of valgrind alone on one
 start memcheck env TASKAPI_SUITE=memcheck MEMCHECK_PART=1 sh spec/memcheck.sh
 start memcheck2 env TASKAPI_SUITE=memcheck2 MEMCHECK_PART=2 sh spec/memcheck.sh
-start fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-30}" sh fuzz/run.sh
+start fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" sh fuzz/run.sh
 wait
 
 for s in lua5.4 luajit openresty asan memcheck memcheck2; do count $s busted; done

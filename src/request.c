@@ -221,7 +221,8 @@ const char *tk_request_read(lua_State *L, int ridx, tk_transfer *t, tk_req *r)
 }
 
 /* Configures t->easy from r (tk_request_read) and the req table at ridx; the transfer
- * userdata is at tidx. Returns NULL or an invalid_argument message. */
+ * userdata is at tidx (0: none, m:request's own transfer; req keeps the body string).
+ * Returns NULL or an invalid_argument message. */
 const char *tk_request_setup(lua_State *L, int ridx, int tidx, tk_transfer *t, const tk_req *r)
 {
   CURL *e = t->easy;
@@ -286,7 +287,7 @@ const char *tk_request_setup(lua_State *L, int ridx, int tidx, tk_transfer *t, c
     if (strcmp(method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     if (r->body || strcmp(method, "DELETE") != 0) {
       /* the body string stays referenced from the transfer's user value table */
-      if (r->body) {
+      if (r->body && tidx) { /* (tidx 0: m:request's own transfer, req holds the body) */
         tk_getuservalue(L, tidx);
         lua_getfield(L, ridx, "body");
         lua_setfield(L, -2, "body");

@@ -195,28 +195,34 @@ static void push_transfer_error_only(lua_State *L, tk_transfer *t)
 
 /* Pushes res, or nil, err, for a finished transfer; caches it in the transfer's user value
  * table when keep (t:result() may be asked again) and frees the buffers it was built from.
- * Returns the number of values pushed. */
-int tk_push_result(lua_State *L, int tidx, tk_transfer *t, int keep)
+ * tidx 0: a transfer of m:request's own, no userdata (nothing cached; res.effective_url is
+ * the string at url_idx when there was no redirect). Returns the number of values pushed. */
+int tk_push_result(lua_State *L, int tidx, tk_transfer *t, int keep, int url_idx)
 {
-  tidx = tk_absindex(L, tidx);
+  if (tidx) tidx = tk_absindex(L, tidx);
+  if (url_idx) url_idx = tk_absindex(L, url_idx);
   if (t->state == TK_RUNNING) return tk_fail(L, "invalid_argument", "not finished", -1, -1, 0);
   if (t->state == TK_CANCELLED)
     return tk_fail(L, "cancelled", "transfer cancelled", -1, -1, 0);
-  tk_getuservalue(L, tidx);
-  lua_getfield(L, -1, "res");
-  if (!lua_isnil(L, -1)) {
-    lua_remove(L, -2);
-    return 1;
+  if (!tidx) {
+    lua_pushnil(L); /* in the uservalue table's slot: never read, keep is 0 */
+  } else {
+    tk_getuservalue(L, tidx); /* an answer kept by an earlier call */
+    lua_getfield(L, -1, "res");
+    if (!lua_isnil(L, -1)) {
+      lua_remove(L, -2);
+      return 1;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "err");
+    if (!lua_isnil(L, -1)) {
+      lua_remove(L, -2);
+      lua_pushnil(L);
+      lua_insert(L, -2);
+      return 2;
+    }
+    lua_pop(L, 1);
   }
-  lua_pop(L, 1);
-  lua_getfield(L, -1, "err");
-  if (!lua_isnil(L, -1)) {
-    lua_remove(L, -2);
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
-  }
-  lua_pop(L, 1);
   if (t->state == TK_CLOSED) {
     lua_pop(L, 1);
     return tk_fail(L, "invalid_argument", "transfer closed", -1, -1, 0);
@@ -266,7 +272,9 @@ int tk_push_result(lua_State *L, int tidx, tk_transfer *t, int keep)
     }
     if (t->effective_url) {
       lua_pushstring(L, t->effective_url);
-    } else { /* no redirect: req.url itself, kept by multi_add (no new string per call) */
+    } else if (url_idx) { /* no redirect: req.url itself (no new string per call) */
+      lua_pushvalue(L, url_idx);
+    } else { /* the same, as multi_add kept it */
       lua_getfield(L, -2, "url");
     }
     lua_setfield(L, -2, "effective_url");

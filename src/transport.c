@@ -191,30 +191,15 @@ static tk_transfer *check_transfer(lua_State *L)
   return (tk_transfer *)luaL_checkudata(L, 1, TK_TRANSFER_MT);
 }
 
-/* m:add(req) with the multi at 1 and req at 2: pushes the transfer or nil, err. An API call
- * the plain-HTTP path can serve runs there (lean.c), anything else on libcurl. */
-static int multi_add(lua_State *L)
+/* Reads the req table at 2, sets t up on the plain-HTTP path (lean.c) when it can serve the
+ * request, else on libcurl, and starts it, linked as running in m. tidx: t's userdata, or 0
+ * for a transfer of m:request's own (no userdata: nothing to keep alive or cache). Returns
+ * 0; or, with t's resources released, pushes nil, err and returns 2. */
+static int transfer_start(lua_State *L, tk_multi *m, tk_transfer *t, int tidx)
 {
-  tk_multi *m = check_multi(L);
-  tk_transfer *t;
   tk_req r;
   const char *err;
-  int tidx, lean = 0;
-  if (m->closed) return tk_fail_arg(L, "multi handle is closed");
-  if (!lua_istable(L, 2)) return tk_fail_arg(L, "req must be a table");
-  lua_settop(L, 2);
-  t = (tk_transfer *)tk_newuserdata(L, sizeof *t);
-  memset(t, 0, sizeof *t);
-  t->dl.fd = -1;
-  t->lean.fd = -1;
-  t->state = TK_CLOSED; /* nothing to abort until it is added */
-  tidx = lua_gettop(L);
-  luaL_getmetatable(L, TK_TRANSFER_MT);
-  lua_setmetatable(L, tidx);
-  lua_createtable(L, 0, 4);
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "multi");
-  tk_setuservalue(L, tidx);
+  int lean = 0, base = lua_gettop(L);
   err = tk_request_read(L, 2, t, &r);
   if (!err) {
     lean = tk_lean_setup(L, 2, m, t, &r);
@@ -230,7 +215,7 @@ static int multi_add(lua_State *L)
   }
   if (err) {
     int n;
-    lua_settop(L, tidx);
+    lua_settop(L, base);
     /* before the release: err may be t's own buffer; a part file that cannot be opened or
        locked (download.c) is an io error, not a bad argument */
     n = t->err_kind ? tk_fail(L, t->err_kind, err, -1, -1, t->err_retryable)
@@ -240,11 +225,7 @@ static int multi_add(lua_State *L)
     transfer_release(t);
     return n;
   }
-  lua_settop(L, tidx);
-  tk_getuservalue(L, tidx);
-  lua_getfield(L, 2, "url"); /* checked by setup: res.effective_url reuses it */
-  lua_setfield(L, -2, "url");
-  lua_pop(L, 1);
+  lua_settop(L, base);
   if (!lean) {
     CURLMcode mc = curl_multi_add_handle(m->cm, t->easy);
     if (mc != CURLM_OK) {
@@ -260,17 +241,48 @@ static int multi_add(lua_State *L)
   if (m->head) m->head->prev = t;
   m->head = t;
   m->running++;
-  tk_getuservalue(L, 1);
-  lua_pushlightuserdata(L, t);
-  lua_pushvalue(L, tidx);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
+  if (tidx) { /* referenced by the multi while it runs or waits in the done list */
+    tk_getuservalue(L, 1);
+    lua_pushlightuserdata(L, t);
+    lua_pushvalue(L, tidx);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
   if (lean) m->n_plain++;
   else m->n_curl++;
   if (lean) {
     m->lean_running++;
     tk_lean_start(m, t); /* may finish it already: it is in the done list then */
   }
+  return 0;
+}
+
+/* m:add(req) with the multi at 1 and req at 2: pushes the transfer or nil, err. */
+static int multi_add(lua_State *L)
+{
+  tk_multi *m = check_multi(L);
+  tk_transfer *t;
+  int tidx, n;
+  if (m->closed) return tk_fail_arg(L, "multi handle is closed");
+  if (!lua_istable(L, 2)) return tk_fail_arg(L, "req must be a table");
+  lua_settop(L, 2);
+  t = (tk_transfer *)tk_newuserdata(L, sizeof *t);
+  memset(t, 0, sizeof *t);
+  t->dl.fd = -1;
+  t->lean.fd = -1;
+  t->state = TK_CLOSED; /* nothing to abort until it is added */
+  tidx = lua_gettop(L);
+  luaL_getmetatable(L, TK_TRANSFER_MT);
+  lua_setmetatable(L, tidx);
+  lua_createtable(L, 0, 4);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "multi");
+  lua_getfield(L, 2, "url"); /* res.effective_url reuses it (checked by the start) */
+  lua_setfield(L, -2, "url");
+  tk_setuservalue(L, tidx);
+  n = transfer_start(L, m, t, tidx);
+  if (n) return n;
+  lua_settop(L, tidx);
   return 1;
 }
 
@@ -339,14 +351,26 @@ static int multi_completed(lua_State *L)
 
 static int transfer_close_at(lua_State *L, int tidx, tk_transfer *t);
 
+/* m:request(req): one transfer to its end, blocking. The transfer is m:request's own, on
+ * the C heap: no userdata, no user value table, nothing for the collector to finalize. */
 static int multi_request(lua_State *L)
 {
   tk_multi *m = check_multi(L);
   tk_transfer *t;
   int n;
+  if (m->closed) return tk_fail_arg(L, "multi handle is closed");
+  if (!lua_istable(L, 2)) return tk_fail_arg(L, "req must be a table");
   lua_settop(L, 2);
-  if (multi_add(L) == 2) return 2;
-  t = (tk_transfer *)lua_touserdata(L, 3);
+  t = (tk_transfer *)calloc(1, sizeof *t);
+  if (!t) return tk_fail(L, "transport", "out of memory", -1, -1, 0);
+  t->dl.fd = -1;
+  t->lean.fd = -1;
+  t->state = TK_CLOSED;
+  n = transfer_start(L, m, t, 0);
+  if (n) {
+    free(t);
+    return n;
+  }
   /* wait first: a plain-HTTP request has just been sent (its answer takes a round trip), and
      a libcurl one has its timer due now, so the wait returns at once */
   while (t->state == TK_RUNNING) {
@@ -356,9 +380,10 @@ static int multi_request(lua_State *L)
   /* take only our own transfer out of the done list; others stay for completed() */
   if (t->in_done) unlink_done(m, t);
   t->m = NULL;
-  multi_forget(L, 1, t);
-  n = tk_push_result(L, 3, t, 0); /* the transfer is closed below: its answer is not kept */
-  transfer_close_at(L, 3, t);
+  lua_getfield(L, 2, "url"); /* 3: res.effective_url when there was no redirect */
+  n = tk_push_result(L, 0, t, 0, 3);
+  transfer_release(t);
+  free(t);
   return n;
 }
 
@@ -454,7 +479,7 @@ static int transfer_progress(lua_State *L)
 static int transfer_result(lua_State *L)
 {
   tk_transfer *t = check_transfer(L);
-  return tk_push_result(L, 1, t, 1);
+  return tk_push_result(L, 1, t, 1, 0);
 }
 
 static int transfer_cancel(lua_State *L)
