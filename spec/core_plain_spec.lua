@@ -17,7 +17,13 @@ describe("core.multi plain-HTTP path", function()
 location = /json { content_by_lua_block { ngx.header["Content-Type"] = "application/json"; ngx.print('{"id": 1869254713398571010}') } }
 location = /conn { content_by_lua_block { ngx.print(ngx.var.connection) } }
 location = /to-localhost { content_by_lua_block { ngx.redirect("http://localhost:" .. ngx.var.server_port .. "/json", 302) } }
-location = /bigjson { content_by_lua_block { local t = {} for i = 1, 20000 do t[i] = '{"id": ' .. i .. ', "name": "task"}' end ngx.print("[", table.concat(t, ","), "]") } }
+location = /bigjson {
+  content_by_lua_block {
+    local t = {}
+    for i = 1, 20000 do t[i] = '{"id": ' .. i .. ', "name": "task"}' end
+    ngx.print("[", table.concat(t, ","), "]")
+  }
+}
 location = /file { content_by_lua_block { ngx.print(string.rep("f", 1000)) } }
 ]] })
   end)
