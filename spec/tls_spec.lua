@@ -271,6 +271,25 @@ describe("TLS", function()
     assert.equal(before, #fe.sh("curl -s " .. q(plain.url .. "/_fake/log")), "the plain host was reached")
   end)
 
+  it("a plain-http call redirected to https is handed to libcurl, which verifies the certificate", function()
+    -- the plain-HTTP path (src/lean.c) serves http:// with a numeric host; at a redirect to
+    -- https it hands the transfer to libcurl: the test CA is not in the system's store
+    local up = assert(require("taskapi.fake.process").start { ttl = 60,
+      locations = "location = /up { return 302 " .. servers.good.url .. "/_fake/log; }" })
+    local core = require "taskapi.core"
+    local m = core.multi()
+    local res, err = m:request { url = up.url .. "/up" }
+    up.stop()
+    assert.is_nil(res)
+    assert.equal("transport", err.kind)
+    assert.is_false(err.retryable)
+    assert.truthy(err.message:find("TLS error", 1, true), err.message)
+    local st = m:stats()
+    assert.equal(1, st.plain)
+    assert.equal(1, st.handed)
+    m:close()
+  end)
+
   it("caps redirects: a loop is a transport error, not retryable", function()
     local c = assert(taskapi.new { provider = "tripo", api_key = fe.KEY, ca_file = pki .. "/ca.pem",
       base_url = servers.good.url .. "/loop", retries = 2, min_interval = 0, backoff = 0.01 })
