@@ -84,7 +84,9 @@ long tk_h1_head_parse(const char *p, size_t n, size_t max, size_t max_fields, tk
   }
   /* the end of the head: the first empty line */
   for (i = 1; i + 1 < lim; i++) {
-    if (p[i] != '\n') continue;
+    const char *nl = (const char *)memchr(p + i, '\n', lim - 1 - i); /* line ends, found fast */
+    if (!nl) break;
+    i = (size_t)(nl - p);
     if (p[i + 1] == '\n') { /* bare LF line ends */
       end = i + 2;
       break;
@@ -108,14 +110,16 @@ long tk_h1_head_parse(const char *p, size_t n, size_t max, size_t max_fields, tk
     return TK_H1_BAD;
   }
   /* the fields, line by line after the status line */
-  i = 0;
-  while (i < end && p[i] != '\n') i++;
-  i++;
+  {
+    const char *e = (const char *)memchr(p, '\n', end);
+    i = e ? (size_t)(e - p) + 1 : end;
+  }
   while (i < end) {
     size_t ls = i, le, colon, nl;
-    const char *v;
+    const char *v, *e;
     size_t vlen;
-    while (i < end && p[i] != '\n') i++;
+    e = (const char *)memchr(p + i, '\n', end - i);
+    i = e ? (size_t)(e - p) : end;
     le = i; /* at the '\n' */
     i++;
     nl = le;
