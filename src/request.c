@@ -95,6 +95,28 @@ static long timeout_ms(double seconds)
   return (long)ms;
 }
 
+/* The options every libcurl transfer of ours has: url, t as its private pointer, its error
+ * buffer and header callback, redirects followed (https ones only from https), the limits. */
+static void easy_common(tk_transfer *t, const char *url, int https, long max_redirects,
+                        double timeout, double connect_timeout)
+{
+  CURL *e = t->easy;
+  curl_easy_setopt(e, CURLOPT_URL, url); /* libcurl copies strings */
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, max_redirects);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, https ? "https" : "http,https");
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms(timeout));
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms(connect_timeout));
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, t->low_speed_limit);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)t->low_speed_time);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)t);
+}
+
 /* The rule of a body for each method that takes none: NULL or the message. */
 const char *tk_request_body_rule(const char *method, int has_body)
 {
@@ -229,20 +251,7 @@ const char *tk_request_setup(lua_State *L, int ridx, int tidx, tk_transfer *t, c
   const char *method = r->method, *err;
   char ua[128];
 
-  curl_easy_setopt(e, CURLOPT_URL, t->url); /* libcurl copies strings */
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, t->max_redirects);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, r->https ? "https" : "http,https");
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms(t->timeout));
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms(r->connect_timeout));
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, t->low_speed_limit);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)t->low_speed_time);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)t);
+  easy_common(t, t->url, r->https, t->max_redirects, t->timeout, r->connect_timeout);
   if (r->ua) {
     curl_easy_setopt(e, CURLOPT_USERAGENT, r->ua);
   } else {
@@ -337,22 +346,9 @@ const char *tk_request_setup_handoff(tk_transfer *t, const char *url, const char
 {
   CURL *e = t->easy;
   const char *h = hdrs, *end = hdrs + hdrs_len;
-  int https = strncasecmp(url, "https://", 8) == 0;
   char line[TK_ERR_MSG_MAX];
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)t);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, t->max_redirects - t->redirects);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, https ? "https" : "http,https");
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms(timeout_left));
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms(connect_timeout));
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, t->low_speed_limit);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)t->low_speed_time);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)t);
+  easy_common(t, url, strncasecmp(url, "https://", 8) == 0, t->max_redirects - t->redirects,
+              timeout_left, connect_timeout);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, memory_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)t);
   while (h < end) {

@@ -349,8 +349,6 @@ static int multi_completed(lua_State *L)
   return 1;
 }
 
-static int transfer_close_at(lua_State *L, int tidx, tk_transfer *t);
-
 /* m:request(req): one transfer to its end, blocking. The transfer is m:request's own, on
  * the C heap: no userdata, no user value table, nothing for the collector to finalize. */
 static int multi_request(lua_State *L)
