@@ -238,31 +238,41 @@ static int puts0(tk_buf *b, const char *s) { return tk_buf_append(b, s, strlen(s
 /* Writes the request into l->req: the request line, Host, then hdrs (User-Agent, Accept
  * and the caller's headers, each "Name: value\r\n"), Content-Length when the method sends
  * a body, the empty line and the body. Returns 0 or -1 (out of memory). */
-static int build(tk_lean *l, const char *method, const struct lean_url *u, const char *hdrs,
-                 size_t hdrs_len, int user_host, const char *body, size_t body_len, int framed)
+static int build(tk_lean *l, const struct lean_url *u, const char *hdrs, size_t hdrs_len,
+                 const char *body, size_t body_len)
 {
   tk_buf *b = &l->req;
   char cl[48];
   b->len = 0;
-  if (puts0(b, method) || put(b, " ", 1)) return -1;
+  if (puts0(b, l->method) || put(b, " ", 1)) return -1;
   if (u->path_len == 0) {
     if (put(b, "/", 1)) return -1;
   } else if (put(b, u->path, u->path_len)) {
     return -1;
   }
   if (put(b, u->query, u->query_len) || put(b, " HTTP/1.1\r\n", 11)) return -1;
-  if (!user_host && (put(b, "Host: ", 6) || put(b, u->host, u->host_len) || put(b, "\r\n", 2)))
+  if (!l->user_host && (put(b, "Host: ", 6) || put(b, u->host, u->host_len) || put(b, "\r\n", 2)))
     return -1;
   l->hdrs_at = b->len;
   l->hdrs_len = hdrs_len;
   if (put(b, hdrs, hdrs_len)) return -1;
-  if (framed) {
+  if (l->framed) {
     int n = snprintf(cl, sizeof cl, "Content-Length: %lu\r\n", (unsigned long)body_len);
     if (put(b, cl, (size_t)n)) return -1;
   }
   if (put(b, "\r\n", 2)) return -1;
   l->body_at = b->len;
   return put(b, body, body_len);
+}
+
+/* The method names this path sends, as literals the transfer can keep; NULL for another. */
+static const char *method_of(const char *name)
+{
+  static const char *const names[] = {"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH"};
+  size_t i;
+  for (i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strcmp(name, names[i]) == 0) return names[i];
+  return NULL;
 }
 
 static int method_framed(const char *method, int has_body)
@@ -275,16 +285,15 @@ int tk_lean_setup(lua_State *L, int ridx, tk_multi *m, tk_transfer *t, const tk_
 {
   struct lean_url u;
   tk_buf hdrs = {0};
-  const char *method = r->method;
+  const char *method;
   int user_ua = 0, user_accept = 0, user_host = 0, rc = 0;
   size_t i;
   tk_lean *l = &t->lean;
   if (!m->lean_ok || r->https || r->special || r->ca_file || r->insecure ||
       t->low_speed_limit > 1)
     return 0;
-  if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "HEAD") != 0 &&
-      strcmp(method, "PUT") != 0 && strcmp(method, "DELETE") != 0 && strcmp(method, "PATCH") != 0)
-    return 0; /* libcurl's setup names the problem */
+  method = method_of(r->method);
+  if (!method) return 0; /* libcurl's setup names the problem */
   if (tk_request_body_rule(method, r->body != NULL)) return 0; /* likewise */
   if (parse_url(t->url, r->url_len, &u) != 0) return 0;
   /* the caller's headers: a name given replaces ours; "Name:" without a value sends none
@@ -325,10 +334,12 @@ int tk_lean_setup(lua_State *L, int ridx, tk_multi *m, tk_transfer *t, const tk_
     if (!user_accept) bad |= put(&all, "Accept: */*\r\n", 13);
     bad |= put(&all, hdrs.data ? hdrs.data : "", hdrs.len);
     tk_buf_free(&hdrs);
+    l->method = method;
+    l->user_host = user_host;
+    l->framed = method_framed(method, r->body != NULL);
     if (!bad)
-      bad = build(l, method, &u, all.data ? all.data : "", all.len, user_host,
-                  r->body ? r->body : "", r->body ? r->body_len : 0,
-                  method_framed(method, r->body != NULL));
+      bad = build(l, &u, all.data ? all.data : "", all.len, r->body ? r->body : "",
+                  r->body ? r->body_len : 0);
     tk_buf_free(&all);
     if (bad) {
       tk_buf_free(&l->req);
@@ -810,14 +821,24 @@ static char *resolve(const char *base, const char *loc, size_t n)
   return out;
 }
 
-/* The caller's header lines of hdrs, without those that stay with their origin. */
-static int keep_line(const char *line, size_t len)
+/* The request's header lines (User-Agent, Accept, the caller's) into out for the next request
+ * of a redirect: all of them to the same origin; to another, none of those that stay with
+ * their origin (Authorization, Cookie, Host). 0, or -1 when out of memory. */
+static int copy_headers(const tk_lean *l, int same, tk_buf *out)
 {
-  const char *v;
-  size_t vlen, n;
-  if (!memchr(line, ':', len)) return 1;
-  n = header_name(line, len, &v, &vlen);
-  return !(name_is(line, n, "authorization") || name_is(line, n, "cookie") || name_is(line, n, "host"));
+  const char *h = l->req.data + l->hdrs_at, *e = h + l->hdrs_len;
+  while (h < e) {
+    const char *nl = memchr(h, '\n', (size_t)(e - h)), *v;
+    size_t len = nl ? (size_t)(nl + 1 - h) : (size_t)(e - h), vlen, n;
+    int keep = same || !memchr(h, ':', len);
+    if (!keep) {
+      n = header_name(h, len, &v, &vlen);
+      keep = !(name_is(h, n, "authorization") || name_is(h, n, "cookie") || name_is(h, n, "host"));
+    }
+    if (keep && put(out, h, len)) return -1;
+    h += len;
+  }
+  return 0;
 }
 
 /* The rest of t goes to libcurl: a redirect to https or to a host name. The caller's
@@ -827,16 +848,10 @@ static void handoff(tk_multi *m, tk_transfer *t, const char *target, const char 
 {
   tk_lean *l = &t->lean;
   tk_buf hdrs = {0};
-  const char *h = l->req.data + l->hdrs_at, *e = h + l->hdrs_len, *err = NULL;
+  const char *err = copy_headers(l, 0, &hdrs) ? "out of memory" : NULL;
   long long now = tk_monotonic_ms();
   double left = 0;
   CURLMcode mc;
-  while (h < e && !err) {
-    const char *nl = memchr(h, '\n', (size_t)(e - h));
-    size_t len = nl ? (size_t)(nl + 1 - h) : (size_t)(e - h);
-    if (keep_line(h, len) && put(&hdrs, h, len)) err = "out of memory";
-    h += len;
-  }
   if (l->deadline_ms >= 0) {
     left = (double)(l->deadline_ms - now) / 1000.0;
     if (left < 0.002) left = 0.002; /* 0 would be "no timeout" */
@@ -880,12 +895,13 @@ static void follow(tk_multi *m, tk_transfer *t, const char *loc, size_t loc_len)
 {
   tk_lean *l = &t->lean;
   const char *cur = t->effective_url ? t->effective_url : t->url;
-  char *target, method[16];
+  char *target;
+  const char *method = l->method;
   struct lean_url u;
-  size_t mlen, i;
+  size_t i;
   tk_buf hdrs = {0};
-  int same, bad = 0, has_body;
-  size_t body_len;
+  int same, bad, has_body = l->framed;
+  size_t body_len = l->req.len - l->body_at;
   if (t->redirects >= t->max_redirects) {
     fail(m, t, CURLE_TOO_MANY_REDIRECTS, "Maximum (%ld) redirects followed", t->max_redirects);
     return;
@@ -902,18 +918,9 @@ static void follow(tk_multi *m, tk_transfer *t, const char *loc, size_t loc_len)
       return;
     }
   /* the method: 303 (but HEAD), and 301 or 302 after a POST, become GET without a body */
-  {
-    const char *sp = memchr(l->req.data, ' ', l->req.len); /* the request line's first word */
-    mlen = sp ? (size_t)(sp - l->req.data) : 0;
-  }
-  if (mlen >= sizeof method) mlen = sizeof method - 1;
-  memcpy(method, l->req.data, mlen);
-  method[mlen] = '\0';
-  body_len = l->req.len - l->body_at;
-  has_body = memmem(l->req.data, l->body_at, "\r\nContent-Length: ", 18) != NULL;
   if ((t->status == 303 && strcmp(method, "HEAD") != 0) ||
       ((t->status == 301 || t->status == 302) && strcmp(method, "POST") == 0)) {
-    strcpy(method, "GET");
+    method = method_of("GET");
     body_len = 0;
     has_body = 0;
   }
@@ -930,23 +937,16 @@ static void follow(tk_multi *m, tk_transfer *t, const char *loc, size_t loc_len)
   }
   /* the caller's headers go along; to another origin without Authorization, Cookie, Host */
   same = u.alen == l->alen && memcmp(&u.addr, &l->addr, u.alen) == 0;
-  {
-    const char *h = l->req.data + l->hdrs_at, *e = h + l->hdrs_len;
-    while (h < e && !bad) {
-      const char *nl = memchr(h, '\n', (size_t)(e - h));
-      size_t len = nl ? (size_t)(nl + 1 - h) : (size_t)(e - h);
-      if (same || keep_line(h, len)) bad = put(&hdrs, h, len);
-      h += len;
-    }
-  }
+  bad = copy_headers(l, same, &hdrs);
   {
     tk_buf old = l->req;
     size_t old_body = l->body_at;
-    int user_host = same && memmem(old.data, l->hdrs_at, "\r\nHost: ", 8) == NULL;
     memset(&l->req, 0, sizeof l->req);
+    l->method = method;
+    l->framed = has_body;
+    l->user_host = same && l->user_host; /* another origin gets our Host */
     if (!bad)
-      bad = build(l, method, &u, hdrs.data ? hdrs.data : "", hdrs.len, user_host,
-                  old.data + old_body, body_len, has_body);
+      bad = build(l, &u, hdrs.data ? hdrs.data : "", hdrs.len, old.data + old_body, body_len);
     tk_buf_free(&old);
   }
   tk_buf_free(&hdrs);

@@ -84,6 +84,9 @@ typedef struct tk_lean {
   int got;                         /* a byte of the current response has arrived */
   int head_only;                   /* HEAD: no body whatever the head says */
   int body_mode;                   /* L_BODY_* */
+  const char *method;              /* the request's method (a literal of lean.c's) */
+  int framed;                      /* the request sends Content-Length (and its body) */
+  int user_host;                   /* the caller's own Host header is among its lines */
   int keep;                        /* the connection can be reused after this response */
   long long clen;                  /* Content-Length of the body, -1 none */
   tk_addr addr;                    /* the server */
