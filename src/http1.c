@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "http1.h"
+#include "parse.h"
 
 #define TK_H1_LINE_MAX 4096
 #define TK_H1_TRAILERS_MAX 100
@@ -18,13 +19,6 @@ static int hexval(char c)
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-/* v[0..len) with blanks trimmed on both sides */
-static void trim(const char **v, size_t *len)
-{
-  while (*len > 0 && is_ows(**v)) { (*v)++; (*len)--; }
-  while (*len > 0 && is_ows((*v)[*len - 1])) (*len)--;
 }
 
 /* does the comma-separated list v contain token tok (any case)? */
@@ -141,7 +135,7 @@ long tk_h1_head_parse(const char *p, size_t n, size_t max, size_t max_fields, tk
     }
     v = p + colon + 1;
     vlen = nl - colon - 1;
-    trim(&v, &vlen);
+    tk_parse_trim(&v, &vlen);
     switch (colon - ls) {
     case 14:
       if (strncasecmp(p + ls, "content-length", 14) == 0) {

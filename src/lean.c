@@ -30,6 +30,7 @@
 #include "clock.h"
 #include "http1.h"
 #include "lean.h"
+#include "parse.h"
 #include "pool.h"
 #include "sockets.h"
 
@@ -226,8 +227,7 @@ static size_t header_name(const char *h, size_t len, const char **v, size_t *vle
   size_t n = (size_t)(c - h);
   *v = c + 1;
   *vlen = len - n - 1;
-  while (*vlen > 0 && (**v == ' ' || **v == '\t')) { (*v)++; (*vlen)--; }
-  while (*vlen > 0 && ((*v)[*vlen - 1] == ' ' || (*v)[*vlen - 1] == '\t')) (*vlen)--;
+  tk_parse_trim(v, vlen);
   while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
   return n;
 }

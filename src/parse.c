@@ -18,7 +18,7 @@ static int is_tchar(unsigned char c)
 
 static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
 
-static void trim(const char **v, size_t *len)
+void tk_parse_trim(const char **v, size_t *len)
 {
   while (*len > 0 && is_ows(**v)) { (*v)++; (*len)--; }
   while (*len > 0 && (is_ows((*v)[*len - 1]) || (*v)[*len - 1] == '\r' || (*v)[*len - 1] == '\n'))
@@ -29,7 +29,7 @@ long tk_parse_retry_after(const char *v, size_t len, time_t now)
 {
   size_t i;
   if (!v) return -1;
-  trim(&v, &len);
+  tk_parse_trim(&v, &len);
   if (len == 0) return -1;
   if (v[0] >= '0' && v[0] <= '9') {
     long n = 0;
@@ -64,7 +64,7 @@ int tk_parse_content_type(const char *v, size_t len, char *out, size_t cap)
   size_t i = 0, o = 0;
   int slash = 0;
   if (!v || !out || cap == 0) return -1;
-  trim(&v, &len);
+  tk_parse_trim(&v, &len);
   while (i < len && is_tchar((unsigned char)v[i])) {
     if (o + 1 >= cap) return -1;
     out[o++] = lower(v[i++]);
@@ -235,7 +235,7 @@ int tk_parse_content_range(const char *v, size_t len, long long *first, long lon
   long long a = 0, b = 0, t = 0;
   int digits;
   if (!v) return -1;
-  trim(&v, &len);
+  tk_parse_trim(&v, &len);
   if (len < 6 || !ieq(v, 5, "bytes") || !is_ows(v[5])) return -1;
   i = 5;
   while (i < len && is_ows(v[i])) i++;

@@ -9,6 +9,10 @@
 
 #define TK_RETRY_AFTER_MAX 86400L
 
+/* Narrows v[0..*len) to its value without blanks (space, tab) around it, nor line ends
+ * after it. */
+void tk_parse_trim(const char **v, size_t *len);
+
 /* Retry-After: delta-seconds or an HTTP-date (relative to now). Returns seconds in
  * [0, TK_RETRY_AFTER_MAX] (a past date gives 0), or -1 when absent or malformed. */
 long tk_parse_retry_after(const char *v, size_t len, time_t now);
